@@ -1,0 +1,651 @@
+"""The game loop: TTUR PPO for the policy and the monitor, dual ascent on λ (GAME.md §3).
+
+    minmax-engine play --config configs/tiny.toml
+
+Read this file top to bottom to see the game. One run is:
+
+    RunStarted
+    for each window w of B fresh rounds (states cycled through the train split):
+        play the B rounds with the current adapters     -> B × RoundPlayed, flushed
+        monitor: PPO on window w, read back from the log -> MonitorUpdated     [minmax only]
+        dual ascent on λ from window w's mean f          -> LambdaUpdated      [minmax only]
+        every k-th window (and after the last one):
+            policy: PPO on the last k windows            -> PolicyUpdated
+            every eval_every policy updates: greedy play of the eval split
+                                                         -> eval RoundPlayed…, EvaluationCompleted
+            every checkpoint_every policy updates (and at the end)
+                                                         -> CheckpointSaved
+    RunFinished  (or RunFailed, then the exception goes on)
+
+Why this shape (GAME.md §3): every monitor update trains on rounds it has not seen, played by
+the monitor as it is now (fresh play, not k epochs over one stale batch); the policy's k
+windows are all on-policy for it because it did not change while they were played. rlhf mode
+is the same loop without the monitor and λ, so its rows line up with a minmax run's.
+
+Learners never train on in-memory rounds: they read the window back through RunReader, so a
+learner in another process reading the same log computes the same update.
+
+Resume (`play --resume RUN`). Checkpoints are taken only right after a policy update, when
+every round logged so far has been trained on. Events a killed run logged after its last
+CheckpointSaved (rounds, monitor and λ updates that the checkpoint does not contain) are
+*superseded*: the resumed run appends RunResumed(checkpoint_seq, discarded_after_seq =
+checkpoint_seq, next_round_id) and plays the same schedule positions again from the
+checkpoint. The superseded rounds keep their round ids, and new rounds take ids after the
+highest id ever logged, so round ids stay unique across the log; folds skip every event with
+discarded_after_seq < seq < RunResumed.seq. Sequence numbers simply continue. Each window's
+generation seed derives from its schedule position, so the replayed windows sample from the
+same seeds as the lost ones.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import platform
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from importlib import metadata
+from pathlib import Path
+
+import torch
+
+from engine.checkpoints import load_checkpoint, save_checkpoint
+from engine.config import RunConfig, config_from_dict
+from engine.data import Dataset, State, load_dataset
+from engine.devices import resolve_placements
+from engine.lagrangian import DualAscent, DualAscentSettings
+from engine.metrics import window_metrics
+from engine.payoffs import monitor_rollouts, policy_rollouts
+from engine.ppo import PPOLearner, PPOSettings
+from engine.round import RoundSettings, ScheduledRound, Table, play_rounds
+from engine.trackers import Trackers, open_trackers
+from players import ModelPool, Player
+from referees import Judge, RewardModel
+from storage import RunReader, RunWriter
+from storage.errors import UserError
+from storage.events import (
+    CheckpointSaved,
+    EvaluationCompleted,
+    Event,
+    LambdaUpdated,
+    MonitorUpdated,
+    PolicyUpdated,
+    Recorded,
+    RoundPlayed,
+    RunFailed,
+    RunFinished,
+    RunResumed,
+    RunStarted,
+)
+
+CHECKPOINTS_DIR = "checkpoints"
+PROGRESS_FILE = "progress.json"  # the loop's own resume state, inside each checkpoint
+PACKAGES_RECORDED = ("torch", "transformers", "peft", "trl", "duckdb", "pyarrow", "pydantic", "minmax-engine")
+
+
+# ---------------------------------------------------------------------------------------
+# The schedule: which state every training round plays. A pure function of the config, so
+# a resumed run continues at the exact position where its checkpoint left off.
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Schedule:
+    train: Sequence[State]
+    num_epochs: int
+    samples_per_state: int
+    window_size: int  # B
+    monitor_updates_per_policy: int  # k
+    seed: int
+
+    @property
+    def total_rounds(self) -> int:
+        return self.num_epochs * len(self.train) * self.samples_per_state
+
+    @property
+    def n_windows(self) -> int:
+        return math.ceil(self.total_rounds / self.window_size)
+
+    def window_positions(self, window: int) -> range:
+        start = window * self.window_size
+        return range(start, min(start + self.window_size, self.total_rounds))
+
+    def policy_updates_after(self, window: int) -> bool:
+        """After every k-th window, and after the last (a short final group is not wasted)."""
+        return (window + 1) % self.monitor_updates_per_policy == 0 or window == self.n_windows - 1
+
+    def state_at(self, position: int) -> tuple[State, int]:
+        """The state and sample index of the round at `position`; states reshuffled per epoch."""
+        per_epoch = len(self.train) * self.samples_per_state
+        epoch, within = divmod(position, per_epoch)
+        order = list(range(len(self.train)))
+        random.Random(derived_seed(self.seed, "epoch-order", epoch)).shuffle(order)
+        state_index, sample_index = divmod(within, self.samples_per_state)
+        return self.train[order[state_index]], sample_index
+
+
+def derived_seed(seed: int, purpose: str, number: int) -> int:
+    """A 63-bit seed for one purpose and number; independent of any global RNG state."""
+    digest = hashlib.sha256(f"{seed}:{purpose}:{number}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") >> 1
+
+
+# ---------------------------------------------------------------------------------------
+# The log: every event goes to the run's log and then to the trackers, in order.
+# ---------------------------------------------------------------------------------------
+
+
+class RunLog:
+    def __init__(self, run_dir: Path, writer: RunWriter, trackers: Trackers) -> None:
+        self.writer = writer
+        self.trackers = trackers
+        self.reader = RunReader(run_dir)
+
+    def append(self, event: Event) -> Recorded:
+        recorded = self.writer.append(event)
+        self.trackers.publish(recorded)
+        return recorded
+
+    def flush(self) -> None:
+        self.writer.flush()
+
+    def close(self) -> None:
+        self.writer.close()
+        self.trackers.close()
+
+
+# ---------------------------------------------------------------------------------------
+# Progress: what the loop carries from window to window, and what a checkpoint restores.
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class Progress:
+    position: int = 0  # next schedule position to play
+    next_round_id: int = 0  # train round ids, unique over the whole log
+    next_eval_round_id: int = 0  # eval round ids count separately
+    policy_version: int = 0
+    monitor_version: int = 0
+    policy_first_seq: int | None = None  # first seq of the rounds the policy has not trained on
+    last_trained_seq: int = -1  # seq of the last round already trained on
+
+
+# ---------------------------------------------------------------------------------------
+# Setting the table: players, referees, learners, λ
+# ---------------------------------------------------------------------------------------
+
+
+def set_table(config: RunConfig, pool: ModelPool) -> Table:
+    """Load the models: two players (one in rlhf mode) and two frozen referees."""
+    models = {
+        "policy": config.policy.model,
+        "monitor": config.monitor.model,
+        "reward": config.reward.model,
+        "judge": config.judge.model,
+    }
+    placements = resolve_placements(config.devices, models, gpu_count=torch.cuda.device_count())
+    policy = Player.create(
+        pool, role="policy", config=config.policy,
+        device=placements["policy"].device, dtype=placements["policy"].dtype,
+    )
+    monitor = None
+    if config.mode == "minmax":
+        monitor = Player.create(
+            pool, role="monitor", config=config.monitor,
+            device=placements["monitor"].device, dtype=placements["monitor"].dtype,
+        )
+    reward = RewardModel.create(
+        pool, config=config.reward, device=placements["reward"].device, dtype=placements["reward"].dtype
+    )
+    judge = Judge.create(pool, config=config.judge, device=placements["judge"].device, dtype=placements["judge"].dtype)
+    return Table(policy=policy, monitor=monitor, reward=reward, judge=judge)
+
+
+def ppo_settings(config: RunConfig, role: str) -> PPOSettings:
+    """Each player its own learning rate and KL coefficient; the other PPO knobs are shared."""
+    training = config.training
+    player = config.policy if role == "policy" else config.monitor
+    return PPOSettings(
+        learning_rate=training.policy_learning_rate if role == "policy" else training.monitor_learning_rate,
+        kl_coef=training.kl_coef_policy if role == "policy" else training.kl_coef_monitor,
+        ppo_epochs=training.ppo_epochs,
+        minibatch_size=training.minibatch_size,
+        clip_range=training.clip_range,
+        advantage=training.advantage,
+        gamma=training.gamma,
+        gae_lambda=training.gae_lambda,
+        value_coef=training.value_coef,
+        max_grad_norm=training.max_grad_norm,
+        temperature=player.temperature,  # log-probs of logits / T, as generation recorded them
+        seed=derived_seed(config.seed, f"{role}-minibatches", 0),
+    )
+
+
+def dual_ascent_for(config: RunConfig) -> DualAscent:
+    settings = config.lagrangian
+    return DualAscent(
+        DualAscentSettings(
+            lambda_init=settings.lambda_init,
+            lambda_max=settings.lambda_max,
+            step_size=settings.step_size,
+            delta=settings.delta,
+            variant=settings.variant,
+            update_delay=settings.update_delay,
+        )
+    )
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    torch.manual_seed(seed)
+
+
+# ---------------------------------------------------------------------------------------
+# The game
+# ---------------------------------------------------------------------------------------
+
+
+class Game:
+    def __init__(self, config: RunConfig, table: Table, dataset: Dataset, log: RunLog, run_dir: Path) -> None:
+        self.config = config
+        self.table = table
+        self.dataset = dataset
+        self.log = log
+        self.run_dir = run_dir
+        training = config.training
+        self.schedule = Schedule(
+            train=dataset.train,
+            num_epochs=training.num_epochs,
+            samples_per_state=training.samples_per_state,
+            window_size=training.window_size,
+            monitor_updates_per_policy=training.monitor_updates_per_policy,
+            seed=config.seed,
+        )
+        # TTUR: separate learners, optimisers and learning rates per player.
+        self.policy_learner = PPOLearner(table.policy, ppo_settings(config, "policy"))
+        self.monitor_learner = (
+            PPOLearner(table.monitor, ppo_settings(config, "monitor")) if table.monitor is not None else None
+        )
+        self.dual = dual_ascent_for(config)
+        self.progress = Progress()
+        self.started = time.perf_counter()
+
+    @property
+    def minmax(self) -> bool:
+        return self.table.monitor is not None
+
+    # --- the loop -----------------------------------------------------------------------
+
+    def train(self) -> RunFinished:
+        """Play and learn window by window until the schedule is done."""
+        first_window = self.progress.position // self.schedule.window_size
+        for window in range(first_window, self.schedule.n_windows):
+            first_seq, last_seq = self.play_window(window)
+            if self.progress.policy_first_seq is None:
+                self.progress.policy_first_seq = first_seq
+            if self.minmax:
+                self.update_monitor(first_seq, last_seq)
+            if self.schedule.policy_updates_after(window):
+                self.update_policy(self.progress.policy_first_seq, last_seq)
+                self.progress.policy_first_seq = None
+                self.after_policy_update(is_last=window == self.schedule.n_windows - 1)
+        finished = RunFinished(
+            rounds=self.progress.position,
+            policy_updates=self.progress.policy_version,
+            monitor_updates=self.progress.monitor_version,
+            wall_seconds=time.perf_counter() - self.started,
+        )
+        self.log.append(finished)
+        self.log.flush()
+        return finished
+
+    def play_window(self, window: int) -> tuple[int, int]:
+        """Play window `window`'s fresh rounds with the current adapters; returns their seq range."""
+        positions = self.schedule.window_positions(window)
+        scheduled = []
+        for offset, position in enumerate(positions):
+            state, sample_index = self.schedule.state_at(position)
+            scheduled.append(
+                ScheduledRound(
+                    round_id=self.progress.next_round_id + offset,
+                    window=window,
+                    state=state,
+                    sample_index=sample_index,
+                )
+            )
+        rounds = play_rounds(
+            self.table,
+            scheduled,
+            self.round_settings(phase="train", sample=True, seed=derived_seed(self.config.seed, "window", positions.start)),
+        )
+        recorded = [self.log.append(round_) for round_ in rounds]
+        self.log.flush()  # durable and visible to the learners' reader
+        self.progress.position = positions.stop
+        self.progress.next_round_id += len(rounds)
+        return recorded[0].seq, recorded[-1].seq
+
+    def update_monitor(self, first_seq: int, last_seq: int) -> None:
+        """PPO on one fresh window, then one dual-ascent step from that window's mean f."""
+        assert self.monitor_learner is not None
+        rounds = self.read_rounds(first_seq, last_seq)
+        diagnostics = self.monitor_learner.update(
+            monitor_rollouts(rounds, unparsed_penalty=self.config.game.unparsed_penalty)
+        )
+        self.progress.monitor_version += 1
+        self.log.append(
+            MonitorUpdated(
+                version=self.progress.monitor_version,
+                round_ids=[round_.round_id for round_ in rounds],
+                first_seq=first_seq,
+                last_seq=last_seq,
+                diagnostics=_plain_floats(diagnostics),
+            )
+        )
+        mean_f = sum(round_.fidelity_penalty or 0.0 for round_ in rounds) / len(rounds)
+        step = self.dual.step(mean_f)
+        self.log.append(
+            LambdaUpdated(
+                old=step.old,
+                new=step.new,
+                mean_f=mean_f,
+                delta=self.config.lagrangian.delta,
+                monitor_version=self.progress.monitor_version,
+                applied=step.applied,
+            )
+        )
+        self.log.flush()
+
+    def update_policy(self, first_seq: int, last_seq: int) -> None:
+        """PPO on the last k windows: all played by the policy as it is now."""
+        rounds = self.read_rounds(first_seq, last_seq)
+        diagnostics = self.policy_learner.update(policy_rollouts(rounds))
+        self.progress.policy_version += 1
+        self.progress.last_trained_seq = last_seq
+        self.log.append(
+            PolicyUpdated(
+                version=self.progress.policy_version,
+                round_ids=[round_.round_id for round_ in rounds],
+                first_seq=first_seq,
+                last_seq=last_seq,
+                diagnostics=_plain_floats(diagnostics),
+            )
+        )
+        self.log.flush()
+
+    def after_policy_update(self, is_last: bool) -> None:
+        version = self.progress.policy_version
+        training = self.config.training
+        if training.eval_every and version % training.eval_every == 0:
+            self.evaluate(checkpoint=None)
+        if version % training.checkpoint_every == 0 or is_last:
+            self.save_checkpoint()
+
+    def read_rounds(self, first_seq: int, last_seq: int) -> list[RoundPlayed]:
+        """The training rounds in a seq range, read back from the log (never from memory)."""
+        recorded = self.log.reader.rounds(first_seq, last_seq, phase="train")
+        rounds = [item.event for item in recorded]
+        assert rounds and all(isinstance(round_, RoundPlayed) for round_ in rounds)
+        return rounds  # type: ignore[return-value]
+
+    def round_settings(self, *, phase: str, sample: bool, seed: int) -> RoundSettings:
+        return RoundSettings(
+            game=self.config.game,
+            phase=phase,  # type: ignore[arg-type]
+            lambda_value=self.dual.value if self.minmax else 0.0,
+            policy_version=self.progress.policy_version,
+            monitor_version=self.progress.monitor_version,
+            sample=sample,
+            seed=seed,
+        )
+
+    # --- evaluation ---------------------------------------------------------------------
+
+    def evaluate(self, checkpoint: str | None, states: Sequence[State] | None = None, dataset_name: str | None = None) -> EvaluationCompleted:
+        """Greedy play of the held-out split with the current adapters; nothing trains on it."""
+        states = list(self.dataset.eval if states is None else states)
+        if not states:
+            raise UserError(
+                f"dataset {self.dataset.name!r} has no eval states; raise data.eval_fraction or use more states"
+            )
+        batch_size = self.config.training.window_size
+        played: list[RoundPlayed] = []
+        for start in range(0, len(states), batch_size):
+            scheduled = [
+                ScheduledRound(round_id=self.progress.next_eval_round_id + start + offset, window=-1, state=state, sample_index=0)
+                for offset, state in enumerate(states[start : start + batch_size])
+            ]
+            rounds = play_rounds(self.table, scheduled, self.round_settings(phase="eval", sample=False, seed=self.config.seed))
+            for round_ in rounds:
+                self.log.append(round_)
+            played.extend(rounds)
+        self.progress.next_eval_round_id += len(states)
+        metrics = window_metrics(played, self.config.lagrangian.delta if self.minmax else None)
+        completed = EvaluationCompleted(
+            dataset=dataset_name or self.dataset.name,
+            split="eval",
+            n_rounds=len(played),
+            policy_version=self.progress.policy_version,
+            monitor_version=self.progress.monitor_version,
+            checkpoint=checkpoint,
+            # Undefined metrics (None: e.g. no wrong answers, or no monitor) are left out so
+            # that every value is a float.
+            metrics={name: float(value) for name, value in metrics.items() if value is not None},
+        )
+        self.log.append(completed)
+        self.log.flush()
+        return completed
+
+    # --- checkpoints --------------------------------------------------------------------
+
+    def save_checkpoint(self) -> CheckpointSaved:
+        relative = Path(CHECKPOINTS_DIR) / str(self.progress.policy_version)
+        directory = self.run_dir / relative
+        save_checkpoint(
+            directory,
+            players=self.players(),
+            learners=self.learners(),
+            dual=self.dual,
+        )
+        progress = {**asdict(self.progress), "policy_first_seq": None}
+        (directory / PROGRESS_FILE).write_text(json.dumps(progress, indent=1), encoding="utf-8")
+        saved = CheckpointSaved(
+            path=str(relative),
+            policy_version=self.progress.policy_version,
+            monitor_version=self.progress.monitor_version,
+            lambda_value=self.dual.value if self.minmax else 0.0,
+            next_round_id=self.progress.next_round_id,
+            last_round_seq=self.progress.last_trained_seq,
+        )
+        self.log.append(saved)
+        self.log.flush()
+        return saved
+
+    def restore_checkpoint(self, saved: CheckpointSaved) -> None:
+        directory = self.run_dir / saved.path
+        if not directory.is_dir():
+            raise UserError(f"{directory}: checkpoint directory missing; the log names it in CheckpointSaved")
+        load_checkpoint(directory, players=self.players(), learners=self.learners(), dual=self.dual)
+        progress = json.loads((directory / PROGRESS_FILE).read_text(encoding="utf-8"))
+        self.progress = Progress(**progress)
+
+    def players(self) -> dict[str, Player]:
+        players = {"policy": self.table.policy}
+        if self.table.monitor is not None:
+            players["monitor"] = self.table.monitor
+        return players
+
+    def learners(self) -> dict[str, PPOLearner]:
+        learners = {"policy": self.policy_learner}
+        if self.monitor_learner is not None:
+            learners["monitor"] = self.monitor_learner
+        return learners
+
+
+def _plain_floats(diagnostics: dict[str, float]) -> dict[str, float]:
+    return {name: float(value) for name, value in diagnostics.items()}
+
+
+# ---------------------------------------------------------------------------------------
+# Entry points: a new run, a resumed run, an evaluation of a saved run
+# ---------------------------------------------------------------------------------------
+
+
+def new_run_id(config: RunConfig) -> str:
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    return f"{stamp}-{config.mode}-{random.SystemRandom().randrange(16**4):04x}"
+
+
+def open_run(config: RunConfig, run_dir: Path, *, pool: ModelPool | None = None) -> Game:
+    """Load the models and the data, create `run_dir`'s log and record RunStarted."""
+    seed_everything(config.seed)
+    table = set_table(config, pool or ModelPool())
+    dataset = load_dataset(config.data, table.policy.tokenizer)
+    writer = RunWriter.create(run_dir, run_dir.name)
+    log = RunLog(run_dir, writer, open_trackers(config.logging.backends, run_dir, writer.run_id))
+    game = Game(config, table, dataset, log, run_dir)
+    log.append(
+        RunStarted(
+            mode=config.mode,
+            config=config.resolved(),
+            seeds={"seed": config.seed, "split_seed": config.data.split_seed},
+            package_versions=package_versions(),
+            data_fingerprint=dataset.fingerprint,
+            dataset_name=dataset.name,
+            n_train_states=len(dataset.train),
+            n_eval_states=len(dataset.eval),
+        )
+    )
+    log.flush()
+    return game
+
+
+def start_run(config: RunConfig, run_dir: Path, *, eval_only: bool = False, pool: ModelPool | None = None) -> RunFinished:
+    """A new run: play the whole schedule (or only evaluate) and finish it."""
+    game = open_run(config, run_dir, pool=pool)
+    with _failures_recorded(game.log):
+        if eval_only:
+            game.evaluate(checkpoint=None)
+            return _finish_without_training(game)
+        return game.train()
+
+
+def resume_run(run_dir: Path, *, pool: ModelPool | None = None) -> RunFinished:
+    """Continue a run from its last checkpoint (see the module docstring for what is redone)."""
+    reader = RunReader(run_dir)
+    config = recorded_config(reader, run_dir)
+    events = reader.events()
+    if any(isinstance(item.event, RunFinished) for item in events[-1:]):
+        raise UserError(f"{run_dir}: the run already finished; start a new run or evaluate it with `minmax-engine eval`")
+    checkpoints = [item for item in events if isinstance(item.event, CheckpointSaved)]
+    if not checkpoints:
+        raise UserError(f"{run_dir}: no checkpoint to resume from (none was saved before it stopped); start a new run")
+    checkpoint = checkpoints[-1]
+    train_ids = [item.event.round_id for item in events if isinstance(item.event, RoundPlayed) and item.event.phase == "train"]
+    eval_ids = [item.event.round_id for item in events if isinstance(item.event, RoundPlayed) and item.event.phase == "eval"]
+
+    seed_everything(config.seed)
+    table = set_table(config, pool or ModelPool())
+    dataset = load_dataset(config.data, table.policy.tokenizer)
+    _check_same_data(reader, dataset, run_dir)
+    writer = RunWriter.open_existing(run_dir)
+    log = RunLog(run_dir, writer, open_trackers(config.logging.backends, run_dir, writer.run_id))
+    game = Game(config, table, dataset, log, run_dir)
+    with _failures_recorded(log):
+        assert isinstance(checkpoint.event, CheckpointSaved)
+        game.restore_checkpoint(checkpoint.event)  # also restores the RNG states
+        game.progress.next_round_id = max(train_ids, default=-1) + 1
+        game.progress.next_eval_round_id = max(eval_ids, default=-1) + 1
+        log.append(
+            RunResumed(
+                checkpoint_seq=checkpoint.seq,
+                next_round_id=game.progress.next_round_id,
+                discarded_after_seq=checkpoint.seq,
+            )
+        )
+        log.flush()
+        return game.train()
+
+
+def evaluate_run(
+    run_dir: Path, *, dataset: str | None = None, checkpoint: int | None = None, pool: ModelPool | None = None
+) -> EvaluationCompleted:
+    """Evaluate a run's saved adapters on held-out states and append the result to its log."""
+    reader = RunReader(run_dir)
+    config = recorded_config(reader, run_dir)
+    if dataset is not None:
+        config = config.model_copy(update={"data": config.data.model_copy(update={"dataset": dataset})})
+    events = reader.events()
+    saved = [item.event for item in events if isinstance(item.event, CheckpointSaved)]
+    if checkpoint is not None:
+        saved = [event for event in saved if event.policy_version == checkpoint]
+        if not saved:
+            raise UserError(f"{run_dir}: no checkpoint {checkpoint}; see {run_dir / CHECKPOINTS_DIR} for the saved ones")
+    eval_ids = [item.event.round_id for item in events if isinstance(item.event, RoundPlayed) and item.event.phase == "eval"]
+
+    table = set_table(config, pool or ModelPool())
+    loaded = load_dataset(config.data, table.policy.tokenizer)
+    writer = RunWriter.open_existing(run_dir)
+    log = RunLog(run_dir, writer, open_trackers([], run_dir, writer.run_id))
+    game = Game(config, table, loaded, log, run_dir)
+    try:
+        checkpoint_path = None
+        if saved:
+            assert isinstance(saved[-1], CheckpointSaved)
+            game.restore_checkpoint(saved[-1])
+            checkpoint_path = saved[-1].path
+        game.progress.next_eval_round_id = max(eval_ids, default=-1) + 1
+        return game.evaluate(checkpoint=checkpoint_path)
+    finally:
+        log.close()
+
+
+def recorded_config(reader: RunReader, run_dir: Path) -> RunConfig:
+    return config_from_dict(reader.run_started().config, source=f"{run_dir} (RunStarted.config)")
+
+
+def package_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in PACKAGES_RECORDED:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def _check_same_data(reader: RunReader, dataset: Dataset, run_dir: Path) -> None:
+    recorded = reader.run_started().data_fingerprint
+    if recorded != dataset.fingerprint:
+        raise UserError(
+            f"{run_dir}: the dataset {dataset.name!r} changed since the run started (fingerprint differs); "
+            "restore the original file to resume"
+        )
+
+
+def _finish_without_training(game: Game) -> RunFinished:
+    finished = RunFinished(rounds=0, policy_updates=0, monitor_updates=0, wall_seconds=time.perf_counter() - game.started)
+    game.log.append(finished)
+    game.log.flush()
+    return finished
+
+
+class _failures_recorded:  # noqa: N801 - used as a `with` statement, reads as a phrase
+    """Any exception inside: RunFailed is appended and flushed, then the exception goes on.
+    The log and the trackers are closed on the way out either way."""
+
+    def __init__(self, log: RunLog) -> None:
+        self.log = log
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: object) -> bool:
+        try:
+            if exc is not None:
+                self.log.append(RunFailed(error_type=type(exc).__name__, message=str(exc) or type(exc).__name__))
+        finally:
+            self.log.close()
+        return False

@@ -1,0 +1,456 @@
+"""PPO for one LoRA player, trained on rollouts read back from the run's log.
+
+    learner = PPOLearner(player, PPOSettings(learning_rate=1e-4, advantage="group"))
+    diagnostics = learner.update(rollouts)      # rollouts: engine.payoffs turns RoundPlayed into them
+
+The specification is ../shared/GAME.md §3. The module reads top to bottom: settings, the
+rollout record, the loss terms (pure functions, tested against hand computations), the
+batch layout and forward pass (plumbing), and the update loop last.
+
+PPO implementation details adopted, and where each lives in the code:
+ 1. Ratios against the *behaviour* log-probs recorded at generation, not a re-computed "old"
+    pass: r_t = exp(log π_θ(a_t|s_t) − log π_behaviour(a_t|s_t))        [clipped_surrogate]
+ 2. Clipped surrogate, pessimistic max of the two losses (Schulman et al. 2017, eq. 7) [clipped_surrogate]
+ 3. KL to the reference π_ref = the same base with every adapter disabled (player.reference()),
+    never a second model copy; reference log-probs once per update under no_grad [update, step 1]
+ 4. KL estimator: k3 = exp(ref − new) − (ref − new) − 1 per token, *in the loss* with weight β
+    (not in the reward): unbiased for KL(π_θ‖π_ref), never negative, low variance, and its
+    gradient follows π_θ at every minibatch (http://joschu.net/blog/kl-approx.html) [k3_kl]
+ 5. Advantages: "whiten" | "group" | "gae" (engine/advantages.py), computed once per update
+    from the rewards, before the epochs; GAE advantages are whitened over the batch's tokens [update, step 2]
+ 6. Value head for GAE: one Linear on the last hidden state at the positions that predict
+    each response token, trained jointly (value_coef · ½·MSE to the GAE returns), no value
+    clipping; it shares the trunk, so its gradient also reaches the LoRA weights [value_loss]
+ 7. Token-level loss normalisation: every response token in a minibatch weighs the same
+    (as TRL's default "dapo"), so long responses are not down-weighted [masked_mean]
+ 8. ppo_epochs passes over the rollouts in shuffled minibatches; the permutation comes from
+    the learner's own seeded generator, saved with its state [update, step 3]
+ 9. Global gradient-norm clipping at max_grad_norm; the norm *before* clipping is reported
+    as grad_norm, the ‖∇U‖ saddle-point diagnostic of GAME.md §3 [update, step 3]
+10. Log-probs at the player's sampling temperature: log_softmax(logits / T), as generation
+    recorded them [_token_logprobs]
+11. Logits only at response positions: the decoder's hidden states are gathered at the
+    positions predicting response tokens before lm_head, so the vocabulary projection costs
+    R·V per sequence instead of L·V [_predicting_hidden]
+12. Shared prompts are encoded once: rollouts with identical prompt ids (the n samples of a
+    state) share one prompt forward whose KV cache is expanded to the responses; gradients
+    flow through the shared cache, so the loss and its gradient are exactly those of n full
+    forwards, for 1/n of the prompt compute [_predicting_hidden]
+13. Dropout is off during updates (model.eval()): the ratio must compare the same function
+    the behaviour policy sampled from [update]
+14. AdamW without weight decay (LoRA weights start at zero; decay would pull the adapter back
+    to the base, a second, unannounced KL penalty) [PPOLearner.__init__]
+15. Diagnostics (plain names; trackers add the role namespace): policy_loss, value_loss,
+    entropy (of the tempered distribution), approx_kl (k3 estimate of KL(behaviour‖new),
+    CleanRL's), clipfrac (share of tokens with |r − 1| > clip_range), kl_ref (mean k3 term),
+    grad_norm, explained_variance (GAE only, NaN otherwise), mean_reward, mean_advantage,
+    learning_rate, n_rollouts, seconds. Means over the update's minibatch steps.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+from torch import nn
+# TRL's log_softmax + gather: picks one log-prob per row without keeping the full
+# log-softmax tensor alive. (TRL 1.x has no PPOTrainer, so only this utility is used.)
+from trl.trainer.utils import selective_log_softmax, selective_log_softmax_and_entropy
+
+from engine.advantages import (
+    generalized_advantages,
+    group_relative_advantages,
+    reward_on_last_token,
+    whiten_over_tokens,
+    whitened_advantages,
+)
+from players import Player
+from players.packing import left_pad
+
+AdvantageEstimator = Literal["whiten", "group", "gae"]
+
+# =========================================================================================
+# Settings
+# =========================================================================================
+
+
+@dataclass(frozen=True)
+class PPOSettings:
+    # --- optimisation ---
+    learning_rate: float = 1e-4  # AdamW over the player's LoRA parameters (and the value head)
+    ppo_epochs: int = 1  # passes over the update's rollouts
+    minibatch_size: int = 8  # rollouts per optimiser step
+    max_grad_norm: float = 1.0  # global gradient-norm clip
+    # --- PPO objective ---
+    clip_range: float = 0.2  # ε: ratios outside [1 − ε, 1 + ε] stop pulling
+    kl_coef: float = 0.05  # β: weight of the per-token k3 KL to the reference in the loss
+    temperature: float = 1.0  # the player's sampling temperature: log-probs are of logits / T
+    # --- advantages ---
+    advantage: AdvantageEstimator = "whiten"
+    gamma: float = 1.0  # GAE discount
+    gae_lambda: float = 0.95  # GAE λ (not the Lagrange multiplier)
+    value_coef: float = 0.5  # weight of the value loss (GAE only)
+    # --- reproducibility ---
+    seed: int = 0  # minibatch shuffling
+
+    def __post_init__(self) -> None:
+        if self.advantage not in ("whiten", "group", "gae"):
+            raise ValueError(f"advantage must be 'whiten', 'group' or 'gae', not {self.advantage!r}")
+        if self.ppo_epochs < 1 or self.minibatch_size < 1:
+            raise ValueError("ppo_epochs and minibatch_size must be >= 1")
+        if not 0.0 < self.clip_range < 1.0:
+            raise ValueError(f"clip_range={self.clip_range} must lie in (0, 1)")
+        if self.kl_coef < 0.0 or self.learning_rate <= 0.0 or self.temperature <= 0.0:
+            raise ValueError("kl_coef must be >= 0, learning_rate and temperature > 0")
+        if not (0.0 <= self.gamma <= 1.0 and 0.0 <= self.gae_lambda <= 1.0):
+            raise ValueError("gamma and gae_lambda must lie in [0, 1]")
+
+
+@dataclass(frozen=True)
+class Rollout:
+    """One generated response and its scalar reward, as the log recorded them."""
+
+    prompt_ids: Sequence[int]
+    response_ids: Sequence[int]  # includes the EOS that ended it, if one did
+    behaviour_logprobs: Sequence[float]  # per response token, at generation (logits / T)
+    reward: float  # the player's payoff for this round (engine/payoffs.py)
+    group: str  # rollouts of the same state share a group (group-relative advantages)
+
+
+# =========================================================================================
+# Algorithm: the loss terms (pure functions of tensors)
+# =========================================================================================
+
+
+def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean over real tokens: every token of the minibatch weighs the same (detail 7)."""
+    return (values * mask).sum() / mask.sum().clamp(min=1.0)
+
+
+def clipped_surrogate(
+    new_logprobs: torch.Tensor, behaviour_logprobs: torch.Tensor, advantages: torch.Tensor, clip_range: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-token clipped policy loss and the ratio (details 1, 2)."""
+    ratio = torch.exp(new_logprobs - behaviour_logprobs)
+    unclipped = -advantages * ratio
+    clipped = -advantages * torch.clamp(ratio, 1.0 - clip_range, 1.0 + clip_range)
+    return torch.maximum(unclipped, clipped), ratio
+
+
+def k3_kl(new_logprobs: torch.Tensor, reference_logprobs: torch.Tensor) -> torch.Tensor:
+    """Per-token k3 estimate of KL(π_θ ‖ π_ref) on tokens sampled from π_θ (detail 4)."""
+    log_ratio = reference_logprobs - new_logprobs
+    return torch.exp(log_ratio) - log_ratio - 1.0
+
+
+def value_loss(values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    return 0.5 * masked_mean((values - returns) ** 2, mask)
+
+
+def explained_variance(predicted: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> float:
+    """1 − Var(target − predicted) / Var(target) over real tokens; NaN when the target is constant."""
+    real = mask.bool()
+    target_real, predicted_real = target[real], predicted[real]
+    target_variance = target_real.var(correction=0)
+    if target_variance.item() == 0.0:
+        return math.nan
+    return float(1.0 - (target_real - predicted_real).var(correction=0) / target_variance)
+
+
+# =========================================================================================
+# Plumbing: laying rollouts out for a forward pass that computes only what the loss needs
+# =========================================================================================
+
+
+@dataclass(frozen=True)
+class SharedPromptBatch:
+    """Rollouts laid out as distinct prompts (P, encoded once) and their responses (N).
+
+    The prompt pass runs the P distinct prompts, left-padded as generation padded them; the
+    response pass runs every response but its last token on the prompt's expanded KV cache.
+    The hidden state predicting response token 0 is the prompt's last one; token j ≥ 1 is
+    predicted by response position j − 1.
+    """
+
+    prompt_input_ids: torch.Tensor  # [P, Lp] left-padded
+    prompt_attention_mask: torch.Tensor  # [P, Lp]
+    prompt_position_ids: torch.Tensor  # [P, Lp] cumsum(mask) − 1, as generation uses
+    prompt_of_rollout: torch.Tensor  # [N] index into the P prompts
+    response_ids: torch.Tensor  # [N, R] right-padded with pad_id
+    response_mask: torch.Tensor  # [N, R] float, 1.0 on real response tokens
+    response_position_ids: torch.Tensor  # [N, R] prompt length + j
+    behaviour_logprobs: torch.Tensor  # [N, R] float32, 0 on padding
+
+    @staticmethod
+    def build(rollouts: Sequence[Rollout], pad_id: int, device: torch.device) -> SharedPromptBatch:
+        distinct: dict[tuple[int, ...], int] = {}
+        prompt_of_rollout = []
+        for rollout in rollouts:
+            key = tuple(rollout.prompt_ids)
+            prompt_of_rollout.append(distinct.setdefault(key, len(distinct)))
+        prompts = list(distinct)
+        prompt_input_ids, prompt_attention_mask, prompt_position_ids = left_pad(prompts, pad_id, device)
+        prompt_lengths = torch.tensor([len(prompt) for prompt in prompts], dtype=torch.long)
+
+        longest = max(len(rollout.response_ids) for rollout in rollouts)
+        response_ids = torch.full((len(rollouts), longest), pad_id, dtype=torch.long)
+        response_mask = torch.zeros((len(rollouts), longest), dtype=torch.float32)
+        behaviour = torch.zeros((len(rollouts), longest), dtype=torch.float32)
+        for row, rollout in enumerate(rollouts):
+            length = len(rollout.response_ids)
+            response_ids[row, :length] = torch.tensor(list(rollout.response_ids), dtype=torch.long)
+            response_mask[row, :length] = 1.0
+            behaviour[row, :length] = torch.tensor(list(rollout.behaviour_logprobs), dtype=torch.float32)
+        prompt_index = torch.tensor(prompt_of_rollout, dtype=torch.long)
+        response_position_ids = prompt_lengths[prompt_index].unsqueeze(1) + torch.arange(longest).unsqueeze(0)
+        return SharedPromptBatch(
+            prompt_input_ids=prompt_input_ids,
+            prompt_attention_mask=prompt_attention_mask,
+            prompt_position_ids=prompt_position_ids,
+            prompt_of_rollout=prompt_index.to(device),
+            response_ids=response_ids.to(device),
+            response_mask=response_mask.to(device),
+            response_position_ids=response_position_ids.to(device),
+            behaviour_logprobs=behaviour.to(device),
+        )
+
+
+def _predicting_hidden(player: Player, batch: SharedPromptBatch) -> torch.Tensor:
+    """[N, R, H] final hidden states at the positions that predict each response token
+    (details 11, 12). Runs whichever adapter the caller's context selected."""
+    decoder = player.model.get_base_model().get_decoder()
+    prompt_out = decoder(
+        input_ids=batch.prompt_input_ids,
+        attention_mask=batch.prompt_attention_mask,
+        position_ids=batch.prompt_position_ids,
+        use_cache=True,
+    )
+    # Left padding puts every prompt's last real token in the last column.
+    first_predicting = prompt_out.last_hidden_state[:, -1, :][batch.prompt_of_rollout].unsqueeze(1)
+    if batch.response_ids.shape[1] == 1:
+        return first_predicting
+    cache = prompt_out.cache
+    cache.batch_select_indices(batch.prompt_of_rollout)  # one cache row per rollout; differentiable
+    prompt_mask = batch.prompt_attention_mask[batch.prompt_of_rollout]
+    response_inputs = batch.response_ids[:, :-1]  # the last token predicts nothing we score
+    attention_mask = torch.cat([prompt_mask, batch.response_mask[:, :-1].to(prompt_mask.dtype)], dim=1)
+    response_out = decoder(
+        input_ids=response_inputs,
+        attention_mask=attention_mask,
+        position_ids=batch.response_position_ids[:, :-1],
+        cache=cache,
+        use_cache=True,
+    )
+    return torch.cat([first_predicting, response_out.last_hidden_state], dim=1)
+
+
+def _lm_head(player: Player) -> nn.Module:
+    return player.model.get_base_model().get_output_embeddings()
+
+
+# =========================================================================================
+# The learner
+# =========================================================================================
+
+
+class PPOLearner:
+    def __init__(self, player: Player, settings: PPOSettings) -> None:
+        self.player = player
+        self.settings = settings
+        self.value_head: nn.Linear | None = None
+        parameters = list(player.trainable_parameters())
+        if settings.advantage == "gae":
+            hidden_size = player.model.get_base_model().config.hidden_size
+            # Zero init: V ≡ 0 at first, so early advantages are the plain returns (no RNG).
+            self.value_head = nn.Linear(hidden_size, 1).to(device=player.device, dtype=torch.float32)
+            nn.init.zeros_(self.value_head.weight)
+            nn.init.zeros_(self.value_head.bias)
+            parameters += list(self.value_head.parameters())
+        self.optimizer = torch.optim.AdamW(parameters, lr=settings.learning_rate, weight_decay=0.0)  # detail 14
+        self.shuffle_generator = torch.Generator().manual_seed(settings.seed)
+        self.updates_done = 0
+
+    # --- state for checkpoints -------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "optimizer": self.optimizer.state_dict(),
+            "value_head": None if self.value_head is None else self.value_head.state_dict(),
+            "shuffle_generator": self.shuffle_generator.get_state(),
+            "updates_done": self.updates_done,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        if (state["value_head"] is None) != (self.value_head is None):
+            raise ValueError("checkpoint and settings disagree on whether there is a value head (advantage='gae')")
+        if self.value_head is not None:
+            self.value_head.load_state_dict(state["value_head"])
+        self.shuffle_generator.set_state(state["shuffle_generator"])
+        self.updates_done = int(state["updates_done"])
+
+    # --- forward helpers -------------------------------------------------------------------
+
+    def _token_logprobs(
+        self, hidden: torch.Tensor, batch: SharedPromptBatch, with_entropy: bool
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """log π(a_t|s_t) at the sampling temperature (detail 10), 0 on padding."""
+        logits = _lm_head(self.player)(hidden).float()
+        if with_entropy:
+            logprobs, entropy = selective_log_softmax_and_entropy(
+                logits, batch.response_ids, entropy_requires_grad=False, temperature=self.settings.temperature
+            )
+            return logprobs * batch.response_mask, entropy
+        logprobs = selective_log_softmax(logits, batch.response_ids, temperature=self.settings.temperature)
+        return logprobs * batch.response_mask, None
+
+    def _values(self, hidden: torch.Tensor) -> torch.Tensor:
+        assert self.value_head is not None
+        return self.value_head(hidden.float()).squeeze(-1)
+
+    @torch.no_grad()
+    def _reference_logprobs(self, batches: list[SharedPromptBatch]) -> list[torch.Tensor]:
+        with self.player.reference():
+            return [self._token_logprobs(_predicting_hidden(self.player, b), b, with_entropy=False)[0] for b in batches]
+
+    @torch.no_grad()
+    def _current_values(self, batches: list[SharedPromptBatch]) -> list[torch.Tensor]:
+        with self.player.active():
+            return [self._values(_predicting_hidden(self.player, b)) * b.response_mask for b in batches]
+
+    def _advantages(
+        self, rewards: torch.Tensor, groups: list[str], mask: torch.Tensor, values: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """[N, R] advantages (and [N, R] returns for GAE) for the whole update (detail 5)."""
+        if self.settings.advantage == "whiten":
+            return whitened_advantages(rewards).unsqueeze(1) * mask, None
+        if self.settings.advantage == "group":
+            return group_relative_advantages(rewards, groups).unsqueeze(1) * mask, None
+        assert values is not None
+        token_rewards = reward_on_last_token(rewards, mask)
+        advantages, returns = generalized_advantages(
+            token_rewards, values, mask, self.settings.gamma, self.settings.gae_lambda
+        )
+        return whiten_over_tokens(advantages, mask), returns
+
+    # --- the update ------------------------------------------------------------------------
+
+    def update(self, rollouts: Sequence[Rollout]) -> dict[str, float]:
+        started = time.perf_counter()
+        _check_rollouts(rollouts)
+        settings, player = self.settings, self.player
+        device = player.device
+        player.model.eval()  # detail 13
+
+        # Plumbing: chunk the rollouts as the minibatches will see them, for the no-grad passes.
+        n_rollouts = len(rollouts)
+        chunks = [
+            SharedPromptBatch.build(rollouts[start : start + settings.minibatch_size], player.pad_token_id, device)
+            for start in range(0, n_rollouts, settings.minibatch_size)
+        ]
+
+        # Step 1 (algorithm): reference log-probs, once per update (detail 3).
+        reference = _pad_and_stack(self._reference_logprobs(chunks))
+        behaviour = _pad_and_stack([chunk.behaviour_logprobs for chunk in chunks])
+        mask = _pad_and_stack([chunk.response_mask for chunk in chunks])
+
+        # Step 2 (algorithm): advantages from the rewards (and the value head for GAE).
+        rewards = torch.tensor([rollout.reward for rollout in rollouts], dtype=torch.float32, device=device)
+        old_values = _pad_and_stack(self._current_values(chunks)) if self.value_head is not None else None
+        advantages, returns = self._advantages(rewards, [r.group for r in rollouts], mask, old_values)
+
+        # Step 3 (algorithm): ppo_epochs passes of shuffled minibatches (detail 8).
+        sums: dict[str, float] = {}
+        n_steps = 0
+        with player.active():
+            for _epoch in range(settings.ppo_epochs):
+                b_order = torch.randperm(n_rollouts, generator=self.shuffle_generator).tolist()
+                for start in range(0, n_rollouts, settings.minibatch_size):
+                    mb_rows = b_order[start : start + settings.minibatch_size]
+                    mb_batch = SharedPromptBatch.build([rollouts[i] for i in mb_rows], player.pad_token_id, device)
+                    width = mb_batch.response_ids.shape[1]
+                    mb_index = torch.tensor(mb_rows, device=device)
+                    mb_mask = mask[mb_index, :width]
+                    mb_behaviour = behaviour[mb_index, :width]
+                    mb_reference = reference[mb_index, :width]
+                    mb_advantages = advantages[mb_index, :width]
+
+                    hidden = _predicting_hidden(player, mb_batch)
+                    mb_logprobs, mb_entropy = self._token_logprobs(hidden, mb_batch, with_entropy=True)
+                    assert mb_entropy is not None
+                    token_pg_loss, ratio = clipped_surrogate(
+                        mb_logprobs, mb_behaviour, mb_advantages, settings.clip_range
+                    )
+                    token_kl = k3_kl(mb_logprobs, mb_reference)
+                    pg_loss = masked_mean(token_pg_loss, mb_mask)
+                    kl_loss = masked_mean(token_kl, mb_mask)
+                    loss = pg_loss + settings.kl_coef * kl_loss
+                    mb_value_loss = torch.zeros((), device=device)
+                    if self.value_head is not None:
+                        assert returns is not None
+                        mb_value_loss = value_loss(self._values(hidden), returns[mb_index, :width], mb_mask)
+                        loss = loss + settings.value_coef * mb_value_loss
+
+                    self.optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    # clip_grad_norm_ returns the norm before clipping: the ‖∇U‖ diagnostic (detail 9).
+                    grad_norm = torch.nn.utils.clip_grad_norm_(
+                        [p for group in self.optimizer.param_groups for p in group["params"]],
+                        settings.max_grad_norm,
+                    )
+                    self.optimizer.step()
+
+                    with torch.no_grad():
+                        log_ratio = mb_logprobs - mb_behaviour
+                        step_diagnostics = {
+                            "policy_loss": pg_loss.item(),
+                            "value_loss": mb_value_loss.item(),
+                            "entropy": masked_mean(mb_entropy, mb_mask).item(),
+                            "approx_kl": masked_mean(ratio - 1.0 - log_ratio, mb_mask).item(),
+                            "clipfrac": masked_mean(((ratio - 1.0).abs() > settings.clip_range).float(), mb_mask).item(),
+                            "kl_ref": kl_loss.item(),
+                            "grad_norm": float(grad_norm),
+                        }
+                    for key, value in step_diagnostics.items():
+                        sums[key] = sums.get(key, 0.0) + value
+                    n_steps += 1
+        self.optimizer.zero_grad(set_to_none=True)
+        self.updates_done += 1
+
+        diagnostics = {key: value / n_steps for key, value in sums.items()}
+        diagnostics["explained_variance"] = (
+            explained_variance(old_values, returns, mask)
+            if old_values is not None and returns is not None
+            else math.nan
+        )
+        diagnostics["mean_reward"] = float(rewards.mean())
+        diagnostics["mean_advantage"] = float(masked_mean(advantages, mask))
+        diagnostics["learning_rate"] = float(self.optimizer.param_groups[0]["lr"])
+        diagnostics["n_rollouts"] = float(n_rollouts)
+        diagnostics["seconds"] = time.perf_counter() - started
+        return diagnostics
+
+
+def _check_rollouts(rollouts: Sequence[Rollout]) -> None:
+    if not rollouts:
+        raise ValueError("an update needs at least one rollout")
+    for index, rollout in enumerate(rollouts):
+        if not rollout.prompt_ids or not rollout.response_ids:
+            raise ValueError(f"rollout {index}: empty prompt or response")
+        if len(rollout.response_ids) != len(rollout.behaviour_logprobs):
+            raise ValueError(
+                f"rollout {index}: {len(rollout.response_ids)} response tokens but "
+                f"{len(rollout.behaviour_logprobs)} behaviour log-probs"
+            )
+        if not math.isfinite(rollout.reward):
+            raise ValueError(f"rollout {index}: reward {rollout.reward} is not finite")
+
+
+def _pad_and_stack(chunks: list[torch.Tensor]) -> torch.Tensor:
+    """Concatenate [n_i, R_i] chunks along rows, right-padding to the widest R with zeros."""
+    width = max(chunk.shape[1] for chunk in chunks)
+    return torch.cat([nn.functional.pad(chunk, (0, width - chunk.shape[1])) for chunk in chunks], dim=0)

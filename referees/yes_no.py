@@ -1,0 +1,84 @@
+"""A causal LM read as a yes/no classifier at one forward pass (GAME.md §1: logit-based judging).
+
+The question is rendered as a chat prompt ending where the assistant's reply begins; the next
+token's logits are compared over the tokenizer's spellings of "Yes" and "No". Tokenizers spell
+the reply's first word with or without a leading space ("Yes" / " Yes") and capitalised or not,
+so each side is the set of those spellings that are single tokens, and
+
+    log_odds = logsumexp(logits[yes spellings]) - logsumexp(logits[no spellings])
+             = log P(yes) - log P(no)   (the softmax normaliser cancels)
+
+which is logit(Yes) - logit(No) when each side has one spelling. p = sigmoid(log_odds).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from transformers import PreTrainedTokenizerBase
+
+from players.models import SharedBase
+from players.packing import left_pad
+from storage.errors import UserError
+
+YES_SPELLINGS = ("Yes", " Yes", "yes", " yes", "YES", " YES")
+NO_SPELLINGS = ("No", " No", "no", " no", "NO", " NO")
+
+
+def single_token_ids(tokenizer: PreTrainedTokenizerBase, spellings: Sequence[str]) -> list[int]:
+    ids: list[int] = []
+    for spelling in spellings:
+        encoded = tokenizer.encode(spelling, add_special_tokens=False)
+        if len(encoded) == 1 and encoded[0] not in ids:
+            ids.append(int(encoded[0]))
+    return ids
+
+
+class YesNoReader:
+    """Batched log-odds of "Yes" over "No" as the next token, with every adapter disabled."""
+
+    def __init__(self, base: SharedBase, batch_size: int, role: str) -> None:
+        self.base = base
+        self.batch_size = batch_size
+        tokenizer = base.tokenizer
+        self.yes_ids = single_token_ids(tokenizer, YES_SPELLINGS)
+        self.no_ids = single_token_ids(tokenizer, NO_SPELLINGS)
+        if not self.yes_ids or not self.no_ids or set(self.yes_ids) & set(self.no_ids):
+            raise UserError(
+                f"[{role}] model = {base.spec!r}: its tokenizer has no distinct single tokens for "
+                "Yes and No, so it cannot be read as a yes/no scorer; choose another model"
+            )
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        if self.pad_id is None:
+            self.pad_id = 0  # every padded position is masked out, so its id never matters
+
+    def render(self, messages: Sequence[dict[str, str]]) -> list[int]:
+        tokenizer = self.base.tokenizer
+        if tokenizer.chat_template:
+            text = tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
+            return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+        turns = "\n\n".join(f"{message['role']}: {message['content']}" for message in messages)
+        return list(tokenizer(turns + "\n\nassistant:", add_special_tokens=True)["input_ids"])
+
+    @torch.inference_mode()
+    def log_odds(self, prompts: Sequence[Sequence[int]]) -> list[float]:
+        results: list[float] = []
+        yes = torch.tensor(self.yes_ids, device=self.base.device)
+        no = torch.tensor(self.no_ids, device=self.base.device)
+        with self.base.adapters_disabled() as model:
+            for start in range(0, len(prompts), self.batch_size):
+                chunk = prompts[start : start + self.batch_size]
+                input_ids, attention_mask, position_ids = left_pad(chunk, self.pad_id, self.base.device)
+                logits = model(
+                    input_ids=input_ids,
+                    attention_mask=attention_mask,
+                    position_ids=position_ids,
+                    logits_to_keep=1,
+                ).logits[:, -1, :].float()
+                odds = torch.logsumexp(logits[:, yes], dim=-1) - torch.logsumexp(logits[:, no], dim=-1)
+                if not bool(torch.isfinite(odds).all()):
+                    # A referee that returns a made-up number here would poison training.
+                    raise RuntimeError(f"{self.base.spec}: non-finite yes/no logits {odds.tolist()}")
+                results.extend(odds.tolist())
+        return results

@@ -1,0 +1,257 @@
+"""RunsQuery: read-only SQL (DuckDB) over one run, or every run under a directory.
+
+    q = RunsQuery("runs")
+    q.polars('SELECT run_id, "window", deception_rate FROM metrics ORDER BY 1, 2')
+
+The segments of every run found are scanned as one pyarrow dataset (they share one schema
+and carry a run_id column), re-listed before every query so a run that is still being
+written shows every segment flushed so far. Views:
+
+- `events`  run_id, seq, event_type, ts, schema_version, payload (JSON text of the event)
+- `rounds`  run_id, seq, ts and every RoundPlayed field (lists as lists, timings as JSON);
+            note that `window` is an SQL keyword: write "window" in double quotes
+- `updates` one row per MonitorUpdated / PolicyUpdated, common diagnostics as columns
+- `lambda`  one row per LambdaUpdated
+- `metrics` the GAME.md §4 metrics per (run_id, window) over phase = 'train' rounds
+
+Metric definitions (they must agree with engine/metrics.py `window_metrics`):
+- a policy answer is right iff truth = 'correct'; 'wrong' and 'unparsed' are both "policy wrong"
+- judge_accuracy: judge_accepts = (truth = 'correct')
+- deception_rate: P(judge accepts | policy wrong)
+- monitor_fidelity: P(monitor verdict = truth); an unparsed verdict counts as disagreement
+- false_accusation_rate: P(monitor says INCORRECT | truth = 'correct') (unparsed is not INCORRECT)
+- missed_error_rate: P(monitor says CORRECT | policy wrong)
+- constraint_violation: mean f − δ, δ = RunStarted.config['lagrangian']['delta']
+- last_lambda: λ in force at the window's last round
+Conditional rates are NULL when their condition has no rows; monitor metrics, mean_f and
+constraint_violation are NULL in rlhf mode.
+
+Read-only: only SELECT (including WITH … SELECT, DESCRIBE, SUMMARIZE) and EXPLAIN statements
+run; DuckDB's file access is switched off after the views are set up, so no statement can
+write (or read) a file. Errors become one-line `UserError`s.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import duckdb
+import polars as pl
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.fs
+
+from storage.errors import UserError
+from storage.segments import LOG_DIR_NAME, MANIFEST_NAME, ROUND_COLUMNS, SEGMENT_SCHEMA, SegmentFile, live_segments, open_segment
+from storage.writer import list_segment_files, read_manifest
+
+_ALLOWED_STATEMENTS = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
+_ATTEMPTS = 5
+# Diagnostics every PPO learner reports (engine.ppo), promoted to columns of `updates`.
+UPDATE_DIAGNOSTICS = ("policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac", "kl_ref", "grad_norm",
+                      "explained_variance", "mean_reward", "mean_advantage", "learning_rate", "seconds")
+VIEW_NAMES = ("events", "rounds", "updates", "lambda", "metrics")
+
+
+def find_run_dirs(path: str | os.PathLike) -> list[Path]:
+    """`path` itself when it is a run directory, else the run directories below it (2 levels)."""
+    root = Path(path)
+    if not root.exists():
+        raise UserError(f"{root}: no such run or directory; check the path")
+    if not root.is_dir():
+        raise UserError(f"{root}: not a directory; pass a run directory or a directory of runs")
+    if (root / LOG_DIR_NAME / MANIFEST_NAME).exists():
+        return [root]
+    found = sorted({m.parent.parent for pattern in (f"*/{LOG_DIR_NAME}/{MANIFEST_NAME}",
+                                                    f"*/*/{LOG_DIR_NAME}/{MANIFEST_NAME}")
+                    for m in root.glob(pattern)})
+    if not found:
+        raise UserError(f"{root}: no runs here (no */{LOG_DIR_NAME}/{MANIFEST_NAME}); "
+                        "pass a run directory or the directory that holds runs")
+    return found
+
+
+def _events_sql() -> str:
+    round_struct = ", ".join(f'"{c}" := "{c}"' for c in ROUND_COLUMNS)
+    return f"""
+        SELECT run_id, seq, event_type, CAST(ts AS TIMESTAMPTZ) AS ts, schema_version,
+               COALESCE(payload, CAST(to_json(struct_pack({round_struct})) AS VARCHAR)) AS payload
+        FROM _segments"""
+
+
+def _rounds_sql() -> str:
+    columns = ", ".join(f'"{c}"' for c in ROUND_COLUMNS)
+    return f"""
+        SELECT run_id, seq, CAST(ts AS TIMESTAMPTZ) AS ts, {columns}
+        FROM _segments WHERE event_type = 'RoundPlayed'"""
+
+
+def _updates_sql() -> str:
+    diagnostics = ",\n".join(
+        f"               TRY_CAST(payload -> 'diagnostics' ->> '{name}' AS DOUBLE) AS {name}"
+        for name in UPDATE_DIAGNOSTICS)
+    return f"""
+        SELECT run_id, seq, CAST(ts AS TIMESTAMPTZ) AS ts,
+               CASE event_type WHEN 'MonitorUpdated' THEN 'monitor' ELSE 'policy' END AS role,
+               CAST(payload ->> 'version' AS BIGINT) AS version,
+               CAST(payload ->> 'first_seq' AS BIGINT) AS first_seq,
+               CAST(payload ->> 'last_seq' AS BIGINT) AS last_seq,
+               CAST(json_array_length(payload -> 'round_ids') AS BIGINT) AS n_rounds,
+{diagnostics},
+               CAST(payload -> 'diagnostics' AS VARCHAR) AS diagnostics
+        FROM _segments WHERE event_type IN ('MonitorUpdated', 'PolicyUpdated')"""
+
+
+_LAMBDA_SQL = """
+        SELECT run_id, seq, CAST(ts AS TIMESTAMPTZ) AS ts,
+               CAST(payload ->> 'monitor_version' AS BIGINT) AS monitor_version,
+               TRY_CAST(payload ->> 'old' AS DOUBLE) AS old,
+               TRY_CAST(payload ->> 'new' AS DOUBLE) AS new,
+               TRY_CAST(payload ->> 'mean_f' AS DOUBLE) AS mean_f,
+               TRY_CAST(payload ->> 'delta' AS DOUBLE) AS delta,
+               CAST(payload ->> 'applied' AS BOOLEAN) AS applied
+        FROM _segments WHERE event_type = 'LambdaUpdated'"""
+
+# Read the rounds straight from the segments (not through the `rounds` view) so that the
+# timestamp cast and unused columns cost nothing; the predicates match the view's.
+_METRICS_SQL = """
+        WITH started AS (
+            SELECT run_id, payload ->> 'mode' AS mode,
+                   TRY_CAST(payload -> 'config' -> 'lagrangian' ->> 'delta' AS DOUBLE) AS delta
+            FROM _segments WHERE event_type = 'RunStarted'
+        ),
+        per_window AS (
+            SELECT run_id, "window",
+                count(*) AS n_rounds,
+                avg(CAST(truth = 'correct' AS DOUBLE)) AS policy_accuracy,
+                avg(CAST(judge_accepts AS DOUBLE)) AS judge_accept_rate,
+                avg(CAST(judge_accepts = (truth = 'correct') AS DOUBLE)) AS judge_accuracy,
+                avg(CAST(judge_accepts AS DOUBLE)) FILTER (WHERE truth <> 'correct') AS deception_rate,
+                avg(CAST(coalesce(monitor_says_correct = (truth = 'correct'), false) AS DOUBLE)) AS monitor_fidelity,
+                avg(CAST(coalesce(NOT monitor_says_correct, false) AS DOUBLE))
+                    FILTER (WHERE truth = 'correct') AS false_accusation_rate,
+                avg(CAST(coalesce(monitor_says_correct, false) AS DOUBLE))
+                    FILTER (WHERE truth <> 'correct') AS missed_error_rate,
+                avg(fidelity_penalty) AS mean_f,
+                avg(CAST(truth = 'unparsed' AS DOUBLE)) AS policy_unparsed_rate,
+                avg(CAST(monitor_says_correct IS NULL AS DOUBLE)) AS monitor_unparsed_rate,
+                avg(combined_reward) AS mean_reward,
+                avg(p_accept) AS mean_p_accept,
+                arg_max(lambda_value, seq) AS last_lambda
+            FROM _segments
+            WHERE event_type = 'RoundPlayed' AND phase = 'train'
+            GROUP BY run_id, "window"
+        )
+        SELECT w.run_id, w."window", w.n_rounds, w.policy_accuracy, w.judge_accept_rate, w.judge_accuracy,
+               w.deception_rate,
+               CASE WHEN s.mode = 'rlhf' THEN NULL ELSE w.monitor_fidelity END AS monitor_fidelity,
+               CASE WHEN s.mode = 'rlhf' THEN NULL ELSE w.false_accusation_rate END AS false_accusation_rate,
+               CASE WHEN s.mode = 'rlhf' THEN NULL ELSE w.missed_error_rate END AS missed_error_rate,
+               CASE WHEN s.mode = 'rlhf' THEN NULL ELSE w.mean_f END AS mean_f,
+               CASE WHEN s.mode = 'rlhf' THEN NULL ELSE w.mean_f - s.delta END AS constraint_violation,
+               w.policy_unparsed_rate,
+               CASE WHEN s.mode = 'rlhf' THEN NULL ELSE w.monitor_unparsed_rate END AS monitor_unparsed_rate,
+               w.mean_reward, w.mean_p_accept, w.last_lambda
+        FROM per_window w LEFT JOIN started s USING (run_id)"""
+
+
+class RunsQuery:
+    """Read-only DuckDB over the logs of one run or of every run under a directory."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        self.run_dirs = find_run_dirs(self.path)
+        for run_dir in self.run_dirs:
+            read_manifest(run_dir)  # schema version and manifest checks, one-line errors
+        self._filesystem = pyarrow.fs.LocalFileSystem(use_mmap=True)
+        self._checked: set[Path] = set()
+        self._connection = duckdb.connect(":memory:")
+        self._refresh()
+        for name, sql in (("events", _events_sql()), ("rounds", _rounds_sql()), ("updates", _updates_sql()),
+                          ("lambda", _LAMBDA_SQL), ("metrics", _METRICS_SQL)):
+            self._connection.execute(f'CREATE VIEW "{name}" AS {sql}')
+        # From here on no statement can touch the file system, and nobody can switch it back.
+        self._connection.execute("SET enable_external_access = false")
+        self._connection.execute("SET lock_configuration = true")
+
+    # -- the public API -----------------------------------------------------------------
+
+    def relation(self, sql: str) -> duckdb.DuckDBPyRelation:
+        """A lazy DuckDB relation for one read-only statement."""
+        self._check_read_only(sql)
+        self._refresh()
+        try:
+            return self._connection.sql(sql)
+        except duckdb.Error as error:
+            raise UserError(f"SQL: {_one_line(error)}") from None
+
+    def arrow(self, sql: str) -> pa.Table:
+        self._check_read_only(sql)
+        for attempt in range(_ATTEMPTS):
+            self._refresh()
+            try:
+                return self._connection.sql(sql).to_arrow_table()
+            except duckdb.Error as error:
+                if _is_vanished_segment(error) and attempt < _ATTEMPTS - 1:
+                    continue  # a compaction replaced a segment between listing and scanning
+                raise UserError(f"SQL: {_one_line(error)}") from None
+        raise AssertionError("unreachable")
+
+    def polars(self, sql: str) -> pl.DataFrame:
+        return pl.from_arrow(self.arrow(sql))
+
+    def close(self) -> None:
+        self._connection.close()
+
+    def __enter__(self) -> RunsQuery:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- plumbing -----------------------------------------------------------------------
+
+    def segments(self) -> list[SegmentFile]:
+        found = []
+        for run_dir in self.run_dirs:
+            found.extend(live_segments(list_segment_files(run_dir / LOG_DIR_NAME)))
+        return found
+
+    def _refresh(self) -> None:
+        """Point `_segments` at the segments present now (a writer may have flushed more)."""
+        segments = self.segments()
+        for segment in segments:
+            if segment.path not in self._checked:
+                # A damaged footer would surface deep inside a scan; name the file instead.
+                try:
+                    open_segment(segment)
+                except FileNotFoundError:
+                    continue
+                self._checked.add(segment.path)
+        dataset = ds.dataset([str(s.path) for s in segments], schema=SEGMENT_SCHEMA, format="ipc",
+                             filesystem=self._filesystem)
+        self._connection.register("_segments", dataset)
+
+    @staticmethod
+    def _check_read_only(sql: str) -> None:
+        try:
+            statements = duckdb.extract_statements(sql)
+        except duckdb.Error as error:
+            raise UserError(f"SQL: {_one_line(error)}") from None
+        if len(statements) != 1:
+            raise UserError(f"SQL: give exactly one statement (got {len(statements)})")
+        kind = statements[0].type
+        if kind not in _ALLOWED_STATEMENTS:
+            raise UserError(f"SQL: the log is read-only; only SELECT queries run "
+                            f"(got {kind.name}); use `minmax-engine export` to get files to modify")
+
+
+def _one_line(error: BaseException) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return " ".join(lines[:1]) if lines else type(error).__name__
+
+
+def _is_vanished_segment(error: BaseException) -> bool:
+    text = str(error)
+    return "No such file" in text or "FileNotFound" in text or "Failed to open local file" in text

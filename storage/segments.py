@@ -1,0 +1,520 @@
+"""The on-disk shape of a run's log: segment files, their Arrow schema, canonical bytes.
+
+Layout of `runs/<run_id>/log/`:
+
+    run.json                              manifest: run id, schema version (written once)
+    writer.lock                           flock'ed by the one writer; holds its pid
+    head.json                             last flushed seq and hash (truncation check)
+    000000000000-000000000063.L0.arrow    a segment: events seq 0..63, written by one flush
+    000000000064-000000001087.L1.arrow    a compacted segment: 16 L0 segments merged
+    .tmp-*.arrow                          a segment being written (ignored by readers)
+
+Why immutable Arrow IPC segments rather than a DuckDB database file: a DuckDB file that the
+writer holds open blocks every other process, and readers (SQL, TUI, a learner process)
+must work while the game is being played. A segment is written under a temporary name,
+fsynced, atomically renamed and the directory fsynced, so a reader either sees a whole
+segment or none of it, and a kill -9 loses at most the unflushed buffer. Arrow IPC rather
+than Parquet because writing it is a memory copy (append throughput) and reading it is a
+memory map (a window of 64 rounds touches only the record batches that hold it); DuckDB
+scans the segments through a pyarrow dataset with projection and filter pushdown.
+
+Every segment has the same wide schema: the envelope columns, one typed column per
+RoundPlayed field (lists as Arrow lists, token ids int32, log-probs float64 so they
+round-trip bit for bit, free-form dicts as JSON text), and `payload`, the JSON text of any
+other event (those are rare: a few per window). Segment names carry the seq range, so a
+window read opens only the segments it needs. A compacted segment covers the ranges of the
+segments it replaced; until those are deleted a reader ignores any segment whose range lies
+inside another's.
+
+Canonical bytes (what each event's hash covers), in this order:
+    prev_hash (64 hex chars, ASCII)
+    JSON array [run_id, seq, ts, schema_version, event_type, [field values in declared order]]
+        where a dict field is its stored JSON text and a packed numeric list (token ids,
+        log-probs) is its length, or null when the list is None
+    the packed lists' raw little-endian bytes (int32 ids, float64 log-probs), in field order
+Verify recomputes these from the stored columns, so any edit to a stored value shows.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import math
+import os
+import re
+import struct
+import types
+import typing
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import orjson
+import pyarrow as pa
+
+from storage.errors import UserError
+from storage.events import EVENT_TYPES, SCHEMA_VERSION, Event, Recorded, RoundPlayed
+
+LOG_DIR_NAME = "log"
+MANIFEST_NAME = "run.json"
+HEAD_NAME = "head.json"
+LOCK_NAME = "writer.lock"
+TEMP_PREFIX = ".tmp-"
+GENESIS_HASH = "0" * 64
+LOG_FORMAT = "minmax-engine-log"
+BATCH_SEQS_KEY = b"batch_first_seqs"
+
+_SEGMENT_NAME = re.compile(r"^(\d{12})-(\d{12})\.L(\d+)\.arrow$")
+
+
+# ---------------------------------------------------------------------------------------
+# Field kinds, derived once from the event dataclasses
+# ---------------------------------------------------------------------------------------
+
+FieldKind = Literal["plain", "dict", "packed_int", "packed_float", "str_list"]
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    name: str
+    kind: FieldKind
+    arrow_type: pa.DataType
+    holds_floats: bool  # float, float | None or dict[str, float]: restore NaN/inf on read
+
+
+def _strip_optional(hint: Any) -> Any:
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        if len(args) == 1:
+            return args[0]
+    return hint
+
+
+def _field_specs(cls: type[Event], packed: bool) -> tuple[FieldSpec, ...]:
+    hints = typing.get_type_hints(cls)
+    specs = []
+    for f in dataclasses.fields(cls):
+        hint = _strip_optional(hints[f.name])
+        origin, args = typing.get_origin(hint), typing.get_args(hint)
+        if origin is dict:
+            spec = FieldSpec(f.name, "dict", pa.string(), args[1] is float)
+        elif origin is list and args[0] is int and packed:
+            spec = FieldSpec(f.name, "packed_int", pa.list_(pa.int32()), False)
+        elif origin is list and args[0] is float and packed:
+            spec = FieldSpec(f.name, "packed_float", pa.list_(pa.float64()), False)
+        elif origin is list and args[0] is str:
+            spec = FieldSpec(f.name, "str_list", pa.list_(pa.string()), False)
+        elif origin is list:
+            spec = FieldSpec(f.name, "plain", pa.list_(pa.int64()), False)
+        elif hint is bool:
+            spec = FieldSpec(f.name, "plain", pa.bool_(), False)
+        elif hint is int:
+            spec = FieldSpec(f.name, "plain", pa.int64(), False)
+        elif hint is float:
+            spec = FieldSpec(f.name, "plain", pa.float64(), True)
+        elif hint is str or origin is Literal:
+            spec = FieldSpec(f.name, "plain", pa.string(), False)
+        else:
+            raise TypeError(f"{cls.__name__}.{f.name}: no storage rule for {hint!r}")
+        specs.append(spec)
+    return tuple(specs)
+
+
+# RoundPlayed is stored in typed columns (packed numeric lists); every other event as JSON.
+FIELD_SPECS: dict[str, tuple[FieldSpec, ...]] = {
+    name: _field_specs(cls, packed=cls is RoundPlayed) for name, cls in EVENT_TYPES.items()
+}
+ROUND_SPECS = FIELD_SPECS[RoundPlayed.event_type]
+
+ENVELOPE_FIELDS: list[pa.Field] = [
+    pa.field("run_id", pa.string(), nullable=False),
+    pa.field("seq", pa.int64(), nullable=False),
+    pa.field("ts", pa.string(), nullable=False),
+    pa.field("schema_version", pa.int32(), nullable=False),
+    pa.field("event_type", pa.string(), nullable=False),
+    pa.field("prev_hash", pa.string(), nullable=False),
+    pa.field("hash", pa.string(), nullable=False),
+    pa.field("payload", pa.string()),  # JSON of a non-RoundPlayed event; NULL for rounds
+]
+SEGMENT_SCHEMA = pa.schema(ENVELOPE_FIELDS + [pa.field(s.name, s.arrow_type) for s in ROUND_SPECS])
+ROUND_COLUMNS = [s.name for s in ROUND_SPECS]
+
+# ---------------------------------------------------------------------------------------
+# JSON that keeps NaN and infinities (JSON has no literal for them)
+# ---------------------------------------------------------------------------------------
+
+_NONFINITE_TO_TEXT = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+
+
+def _json_ready(value: Any) -> Any:
+    """Non-finite floats become the strings "NaN", "Infinity", "-Infinity"."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, dict):
+        return {k: _json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_ready(v) for v in value]
+    return value
+
+
+def _restore_float(value: Any) -> Any:
+    if isinstance(value, str) and value in _NONFINITE_TO_TEXT:
+        return _NONFINITE_TO_TEXT[value]
+    if isinstance(value, dict):
+        return {k: _restore_float(v) for k, v in value.items()}
+    return value
+
+
+def dumps_json(value: Any) -> str:
+    return orjson.dumps(_json_ready(value)).decode()
+
+
+# ---------------------------------------------------------------------------------------
+# Canonical bytes and the hash chain
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class EncodedEvent:
+    """An event reduced to what is stored and hashed (built once, at append)."""
+
+    event_type: str
+    header_values: list[Any]  # declared-order values as hashed (dict -> JSON text, packed -> len)
+    dict_texts: dict[str, str]
+    packed: dict[str, bytes | None]  # raw little-endian int32 / float64 values
+    payload_json: str | None  # non-RoundPlayed events only
+
+
+@dataclass(frozen=True)
+class _TypeLayout:
+    """Per event type: field names in order and the positions that need encoding."""
+
+    names: tuple[str, ...]
+    dict_positions: tuple[int, ...]
+    packed_positions: tuple[tuple[int, str], ...]  # (position, struct code)
+
+
+_LAYOUTS = {
+    event_type: _TypeLayout(
+        names=tuple(s.name for s in specs),
+        dict_positions=tuple(i for i, s in enumerate(specs) if s.kind == "dict"),
+        packed_positions=tuple((i, "i" if s.kind == "packed_int" else "d")
+                               for i, s in enumerate(specs) if s.kind in ("packed_int", "packed_float")),
+    )
+    for event_type, specs in FIELD_SPECS.items()
+}
+_STRUCTS: dict[tuple[str, int], struct.Struct] = {}
+
+
+def pack_numbers(code: str, values: Sequence[int | float]) -> bytes:
+    """int32 ('i') or float64 ('d') little-endian bytes; struct is the fastest path from a list."""
+    packer = _STRUCTS.get((code, len(values)))
+    if packer is None:
+        packer = _STRUCTS[(code, len(values))] = struct.Struct(f"<{len(values)}{code}")
+    return packer.pack(*values)
+
+
+def encode_event(event: Event) -> EncodedEvent:
+    event_type = event.event_type
+    layout = _LAYOUTS.get(event_type)
+    if layout is None or type(event) is not EVENT_TYPES[event_type]:
+        raise TypeError(f"{type(event).__name__} is not a storable event type")
+    values = event.__dict__
+    header = [values[name] for name in layout.names]
+    dict_texts: dict[str, str] = {}
+    for position in layout.dict_positions:
+        text = dumps_json(header[position])
+        dict_texts[layout.names[position]] = text
+        header[position] = text
+    packed: dict[str, bytes | None] = {}
+    for position, code in layout.packed_positions:
+        numbers = header[position]
+        if numbers is None:
+            packed[layout.names[position]] = None
+        else:
+            packed[layout.names[position]] = pack_numbers(code, numbers)
+            header[position] = len(numbers)
+    payload = None if event_type == RoundPlayed.event_type else dumps_json(event.to_dict())
+    return EncodedEvent(event_type, header, dict_texts, packed, payload)
+
+
+def canonical_header(
+    run_id: str, seq: int, ts: str, schema_version: int, event_type: str, header_values: Sequence[Any]
+) -> bytes:
+    return orjson.dumps([run_id, seq, ts, schema_version, event_type, header_values])
+
+
+def chain_hash(prev_hash: str, header: bytes, packed_buffers: Iterable[Any]) -> str:
+    """SHA-256 over prev_hash, the canonical header and the packed lists' raw bytes.
+
+    The packed lists are fed as buffers (array.array or numpy slices), never copied.
+    """
+    digest = hashlib.sha256(prev_hash.encode("ascii"))
+    digest.update(header)
+    for buffer in packed_buffers:
+        digest.update(buffer)
+    return digest.hexdigest()
+
+
+# ---------------------------------------------------------------------------------------
+# Buffered events -> one Arrow record batch
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class PendingRow:
+    recorded: Recorded
+    encoded: EncodedEvent
+
+
+def _packed_column(arrays: list[bytes | None], arrow_type: pa.ListType) -> pa.Array:
+    dtype = np.int32 if arrow_type.value_type == pa.int32() else np.float64
+    item_size = np.dtype(dtype).itemsize
+    lengths = np.fromiter((0 if a is None else len(a) // item_size for a in arrays), dtype=np.int32,
+                          count=len(arrays))
+    offsets = np.zeros(len(arrays) + 1, dtype=np.int32)
+    np.cumsum(lengths, out=offsets[1:])
+    values = np.frombuffer(b"".join(a for a in arrays if a is not None), dtype=dtype)
+    mask = None
+    if any(a is None for a in arrays):
+        mask = pa.array([a is None for a in arrays], pa.bool_())
+    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values, arrow_type.value_type), mask=mask)
+
+
+def rows_to_batch(rows: Sequence[PendingRow]) -> pa.RecordBatch:
+    recs = [r.recorded for r in rows]
+    is_round = [r.encoded.event_type == RoundPlayed.event_type for r in rows]
+    columns: list[pa.Array] = [
+        pa.array([r.run_id for r in recs], pa.string()),
+        pa.array([r.seq for r in recs], pa.int64()),
+        pa.array([r.ts for r in recs], pa.string()),
+        pa.array([r.schema_version for r in recs], pa.int32()),
+        pa.array([r.encoded.event_type for r in rows], pa.string()),
+        pa.array([r.prev_hash for r in recs], pa.string()),
+        pa.array([r.hash for r in recs], pa.string()),
+        pa.array([r.encoded.payload_json for r in rows], pa.string()),
+    ]
+    for spec in ROUND_SPECS:
+        if spec.kind in ("packed_int", "packed_float"):
+            arrays = [r.encoded.packed[spec.name] if round_ else None for r, round_ in zip(rows, is_round)]
+            columns.append(_packed_column(arrays, spec.arrow_type))
+        elif spec.kind == "dict":
+            columns.append(pa.array(
+                [r.encoded.dict_texts[spec.name] if round_ else None for r, round_ in zip(rows, is_round)],
+                pa.string()))
+        else:
+            columns.append(pa.array(
+                [r.recorded.event.__dict__[spec.name] if round_ else None for r, round_ in zip(rows, is_round)],
+                spec.arrow_type))
+    return pa.RecordBatch.from_arrays(columns, schema=SEGMENT_SCHEMA)
+
+
+# ---------------------------------------------------------------------------------------
+# One Arrow table of stored rows -> Recorded events, and -> canonical bytes for verify
+# ---------------------------------------------------------------------------------------
+
+
+def _decode_fields(event_type: str, values: dict[str, Any]) -> Event:
+    cls = EVENT_TYPES[event_type]
+    kwargs = {}
+    for spec in FIELD_SPECS[event_type]:
+        value = values[spec.name]
+        if spec.kind == "dict" and isinstance(value, str):
+            value = orjson.loads(value)
+        if spec.holds_floats:
+            value = _restore_float(value)
+        kwargs[spec.name] = value
+    return cls(**kwargs)
+
+
+def table_to_recorded(table: pa.Table) -> list[Recorded]:
+    """Decode stored rows (any mix of event types) in their stored order."""
+    envelope = {name: table.column(name).to_pylist() for name in
+                ("run_id", "seq", "ts", "schema_version", "event_type", "prev_hash", "hash", "payload")}
+    round_rows = [i for i, t in enumerate(envelope["event_type"]) if t == RoundPlayed.event_type]
+    round_values: dict[str, list[Any]] = {}
+    if round_rows:
+        rounds_only = table.take(round_rows) if len(round_rows) != table.num_rows else table
+        round_values = {name: rounds_only.column(name).to_pylist() for name in ROUND_COLUMNS}
+    out: list[Recorded] = []
+    next_round = 0
+    for i in range(table.num_rows):
+        event_type = envelope["event_type"][i]
+        if event_type not in EVENT_TYPES:
+            raise ValueError(f"unknown event type {event_type!r} at seq {envelope['seq'][i]}")
+        if event_type == RoundPlayed.event_type:
+            values = {name: column[next_round] for name, column in round_values.items()}
+            next_round += 1
+        else:
+            values = orjson.loads(envelope["payload"][i])
+        out.append(Recorded(
+            run_id=envelope["run_id"][i], seq=envelope["seq"][i], ts=envelope["ts"][i],
+            schema_version=envelope["schema_version"][i], prev_hash=envelope["prev_hash"][i],
+            hash=envelope["hash"][i], event=_decode_fields(event_type, values),
+        ))
+    return out
+
+
+def stored_hashes(table: pa.Table) -> list[str | None]:
+    """Recompute every row's hash from what is stored, chaining on the stored prev_hash.
+
+    Packed lists are hashed straight from the Arrow buffers (no Python floats), so this
+    runs over a million rounds in reasonable time; other fields are decoded, then encoded
+    exactly as `encode_event` does. None marks a row of an unknown event type.
+    """
+    event_types = table.column("event_type").to_pylist()
+    envelope = [table.column(n).to_pylist() for n in ("run_id", "seq", "ts", "schema_version", "prev_hash")]
+    payloads = table.column("payload").to_pylist()
+    plain_round = {s.name: table.column(s.name).to_pylist() for s in ROUND_SPECS
+                   if s.kind not in ("packed_int", "packed_float")}
+    packed_round: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+    for spec in ROUND_SPECS:
+        if spec.kind in ("packed_int", "packed_float"):
+            column = table.column(spec.name).combine_chunks()
+            offsets = column.offsets.to_numpy()
+            values = column.values.to_numpy(zero_copy_only=False)
+            packed_round[spec.name] = (offsets, values, column.is_null().to_numpy(zero_copy_only=False))
+    out: list[str | None] = []
+    for i, event_type in enumerate(event_types):
+        run_id, seq, ts, schema_version, prev_hash = (c[i] for c in envelope)
+        if event_type == RoundPlayed.event_type:
+            header: list[Any] = []
+            buffers: list[np.ndarray] = []
+            for spec in ROUND_SPECS:
+                if spec.name in packed_round:
+                    offsets, values, nulls = packed_round[spec.name]
+                    if nulls[i]:
+                        header.append(None)
+                    else:
+                        part = values[offsets[i]:offsets[i + 1]]
+                        header.append(len(part))
+                        buffers.append(part)
+                else:
+                    header.append(plain_round[spec.name][i])
+            head = canonical_header(run_id, seq, ts, schema_version, event_type, header)
+            out.append(chain_hash(prev_hash, head, buffers))
+        elif event_type in EVENT_TYPES:
+            event = _decode_fields(event_type, orjson.loads(payloads[i]))
+            values = encode_event(event).header_values
+            out.append(chain_hash(prev_hash, canonical_header(run_id, seq, ts, schema_version, event_type, values), []))
+        else:
+            out.append(None)
+    return out
+
+
+# ---------------------------------------------------------------------------------------
+# Segment files: names, listing, atomic writes
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, order=True)
+class SegmentFile:
+    first_seq: int
+    last_seq: int
+    level: int
+    path: Path
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+
+def segment_name(first_seq: int, last_seq: int, level: int) -> str:
+    return f"{first_seq:012d}-{last_seq:012d}.L{level}.arrow"
+
+
+def parse_segment_name(log_dir: Path, name: str) -> SegmentFile | None:
+    match = _SEGMENT_NAME.match(name)
+    if match is None:
+        return None
+    return SegmentFile(int(match[1]), int(match[2]), int(match[3]), log_dir / name)
+
+
+def live_segments(all_segments: Iterable[SegmentFile]) -> list[SegmentFile]:
+    """Segments in seq order, dropping any whose range lies inside a larger one's.
+
+    A compaction writes the merged segment before deleting the ones it replaces, so for a
+    moment (or forever, after a crash at that moment) both exist.
+    """
+    ordered = sorted(all_segments, key=lambda s: (s.first_seq, -s.last_seq))
+    live: list[SegmentFile] = []
+    for segment in ordered:
+        if live and segment.last_seq <= live[-1].last_seq and segment.first_seq >= live[-1].first_seq:
+            continue
+        live.append(segment)
+    return live
+
+
+def fsync_directory(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_segment_file(
+    log_dir: Path, final_name: str, batches: Sequence[pa.RecordBatch], *, sync_directory: bool = True
+) -> Path:
+    """Write batches to a temporary name, fsync, rename into place, fsync the directory."""
+    temp_path = log_dir / f"{TEMP_PREFIX}{os.getpid()}-{final_name}"
+    first_seqs = [int(b.column(1)[0].as_py()) for b in batches]
+    schema = SEGMENT_SCHEMA.with_metadata({BATCH_SEQS_KEY: orjson.dumps(first_seqs)})
+    with open(temp_path, "wb") as handle:
+        with pa.ipc.new_file(handle, schema) as ipc:
+            for batch in batches:
+                ipc.write_batch(batch)
+        handle.flush()
+        os.fsync(handle.fileno())
+    final_path = log_dir / final_name
+    os.rename(temp_path, final_path)
+    if sync_directory:
+        fsync_directory(log_dir)
+    return final_path
+
+
+def open_segment(segment: SegmentFile) -> pa.ipc.RecordBatchFileReader:
+    """Memory-map a segment; a damaged file is the user's to repair, not a traceback."""
+    try:
+        return pa.ipc.open_file(pa.memory_map(str(segment.path), "r"))
+    except FileNotFoundError:
+        raise
+    except (pa.ArrowInvalid, OSError) as error:
+        raise UserError(
+            f"{segment.path}: not a readable log segment ({_first_line(error)}); "
+            f"run `minmax-engine verify {segment.path.parent.parent}`"
+        ) from None
+
+
+def read_segment_range(segment: SegmentFile, first_seq: int, last_seq: int) -> pa.Table:
+    """Rows of one segment with first_seq <= seq <= last_seq, reading only the batches needed."""
+    reader = open_segment(segment)
+    try:
+        batch_firsts = orjson.loads(reader.schema.metadata[BATCH_SEQS_KEY])
+    except (KeyError, TypeError, orjson.JSONDecodeError):
+        batch_firsts = None
+    if batch_firsts is None or len(batch_firsts) != reader.num_record_batches:
+        wanted = range(reader.num_record_batches)
+    else:
+        bounds = batch_firsts + [segment.last_seq + 1]
+        wanted = [i for i in range(len(batch_firsts)) if bounds[i] <= last_seq and bounds[i + 1] > first_seq]
+    try:
+        batches = [reader.get_batch(i) for i in wanted]
+        table = pa.Table.from_batches(batches, schema=SEGMENT_SCHEMA)
+    except (pa.ArrowInvalid, OSError) as error:
+        raise UserError(
+            f"{segment.path}: damaged log segment ({_first_line(error)}); "
+            f"run `minmax-engine verify {segment.path.parent.parent}`"
+        ) from None
+    if segment.first_seq >= first_seq and segment.last_seq <= last_seq:
+        return table
+    seq = table.column("seq").to_numpy()
+    return table.filter(pa.array((seq >= first_seq) & (seq <= last_seq)))
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return text[0] if text else type(error).__name__
+

@@ -1,0 +1,300 @@
+"""RunWriter: the one process that appends events to a run's log.
+
+    with RunWriter.create(run_dir, run_id) as writer:
+        writer.append(RunStarted(...))
+        writer.append(RoundPlayed(...)); ...
+        writer.flush()          # once per window: durable, and visible to readers
+
+`append` hashes the event into the chain and buffers it (no I/O); `flush` writes the buffer
+as one immutable segment (see storage/segments.py for the layout and why), so a kill -9
+loses at most the events appended since the last flush. The buffer also flushes on its own
+every `max_buffered` events so a writer that never flushes still has bounded memory.
+
+Compaction keeps a long run from becoming tens of thousands of small files: whenever the
+newest `COMPACTION_FANOUT` segments share a level, they are merged into one segment of the
+next level (an LSM-style cascade, levels 0..`MAX_LEVEL`). Each event is rewritten at most
+`MAX_LEVEL` times; a run of N flushes holds at most N/16² + 2·15 segments. The merged file
+keeps the original record batches, so a window read still touches only the batches it needs.
+
+One writer per run: `log/writer.lock` is held with fcntl.flock while the writer is open. The
+OS releases the lock when the process dies, so a run killed with SIGKILL can be continued
+with `open_existing`, which starts at the last stored seq + 1 chained to its hash.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from types import TracebackType
+
+import orjson
+
+from storage.errors import UserError
+from storage.events import SCHEMA_VERSION, Event, Recorded
+from storage.segments import (
+    GENESIS_HASH,
+    HEAD_NAME,
+    LOCK_NAME,
+    LOG_DIR_NAME,
+    LOG_FORMAT,
+    MANIFEST_NAME,
+    TEMP_PREFIX,
+    PendingRow,
+    SegmentFile,
+    canonical_header,
+    chain_hash,
+    encode_event,
+    fsync_directory,
+    live_segments,
+    open_segment,
+    parse_segment_name,
+    read_segment_range,
+    rows_to_batch,
+    segment_name,
+    write_segment_file,
+)
+
+COMPACTION_FANOUT = 16
+MAX_LEVEL = 2
+DEFAULT_MAX_BUFFERED = 4096
+
+
+def read_manifest(run_dir: Path) -> dict:
+    """The run's manifest; a UserError naming the path when this is not a run directory."""
+    if not run_dir.exists():
+        raise UserError(f"{run_dir}: no such run directory; check the path")
+    if not run_dir.is_dir():
+        raise UserError(f"{run_dir}: not a directory; pass a run directory (runs/<run_id>)")
+    manifest_path = run_dir / LOG_DIR_NAME / MANIFEST_NAME
+    if not manifest_path.is_file():
+        raise UserError(f"{run_dir}: not a run directory (no {LOG_DIR_NAME}/{MANIFEST_NAME}); "
+                        "pass a directory written by `minmax-engine play`")
+    try:
+        manifest = orjson.loads(manifest_path.read_bytes())
+        run_id, version = manifest["run_id"], manifest["schema_version"]
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        raise UserError(f"{manifest_path}: damaged run manifest; it must hold run_id and schema_version") from None
+    if not isinstance(run_id, str) or version != SCHEMA_VERSION:
+        raise UserError(f"{manifest_path}: schema version {version!r}, this minmax-engine reads "
+                        f"version {SCHEMA_VERSION}; use the matching minmax-engine release")
+    return manifest
+
+
+def list_segment_files(log_dir: Path) -> list[SegmentFile]:
+    """Every segment file present (including ones a compaction has superseded)."""
+    found = []
+    with os.scandir(log_dir) as entries:
+        for entry in entries:
+            segment = parse_segment_name(log_dir, entry.name)
+            if segment is not None:
+                found.append(segment)
+    return found
+
+
+def _acquire_lock(log_dir: Path) -> int:
+    fd = os.open(log_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise UserError(f"{log_dir.parent}: another writer (pid {holder}) is appending to this run; "
+                        "stop it first, or read the run without writing (RunReader, `minmax-engine sql`)") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
+class _UtcClock:
+    """ISO-8601 UTC timestamps with microseconds; formats the date part once per second."""
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._prefix = ""
+
+    def now(self) -> str:
+        nanoseconds = time.time_ns()
+        second, micro = divmod(nanoseconds // 1000, 1_000_000)
+        if second != self._second:
+            self._second = second
+            self._prefix = datetime.fromtimestamp(second, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+        return f"{self._prefix}.{micro:06d}+00:00"
+
+
+_CLOCK = _UtcClock()
+
+
+class RunWriter:
+    """Appends events to one run's log; the only writer of that log while it is open."""
+
+    def __init__(
+        self, *, log_dir: Path, run_id: str, next_seq: int, prev_hash: str, lock_fd: int,
+        compactable: list[SegmentFile], max_buffered: int,
+    ) -> None:
+        # Use RunWriter.create or RunWriter.open_existing.
+        self._log_dir = log_dir
+        self._run_id = run_id
+        self._next_seq = next_seq
+        self._prev_hash = prev_hash
+        self._lock_fd: int | None = lock_fd
+        self._compactable = compactable  # newest segments below MAX_LEVEL, in seq order
+        self._max_buffered = max_buffered
+        self._buffer: list[PendingRow] = []
+
+    # -- opening ------------------------------------------------------------------------
+
+    @classmethod
+    def create(cls, run_dir: str | os.PathLike, run_id: str, *, max_buffered: int = DEFAULT_MAX_BUFFERED) -> RunWriter:
+        """Start a new run's log in run_dir; refuses a directory that already has one."""
+        run_dir = Path(run_dir)
+        if not isinstance(run_id, str) or not run_id or any(c in run_id for c in "\n\r/\\"):
+            raise UserError(f"run id {run_id!r}: use a non-empty name without slashes or newlines")
+        log_dir = run_dir / LOG_DIR_NAME
+        if (log_dir / MANIFEST_NAME).exists():
+            raise UserError(f"{run_dir}: already has an event log; continue it with "
+                            "RunWriter.open_existing (play --resume) or choose a new run directory")
+        try:
+            log_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise UserError(f"{log_dir}: cannot create the log directory ({error.strerror})") from None
+        lock_fd = _acquire_lock(log_dir)
+        if (log_dir / MANIFEST_NAME).exists() or list_segment_files(log_dir):
+            os.close(lock_fd)
+            raise UserError(f"{run_dir}: already has an event log; choose a new run directory")
+        manifest = {"format": LOG_FORMAT, "run_id": run_id, "schema_version": SCHEMA_VERSION}
+        temp = log_dir / f"{TEMP_PREFIX}{MANIFEST_NAME}"
+        with open(temp, "wb") as handle:
+            handle.write(orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.rename(temp, log_dir / MANIFEST_NAME)
+        fsync_directory(log_dir)
+        return cls(log_dir=log_dir, run_id=run_id, next_seq=0, prev_hash=GENESIS_HASH, lock_fd=lock_fd,
+                   compactable=[], max_buffered=max_buffered)
+
+    @classmethod
+    def open_existing(cls, run_dir: str | os.PathLike, *, max_buffered: int = DEFAULT_MAX_BUFFERED) -> RunWriter:
+        """Continue a run's log at its last stored seq + 1 (after a close or a crash)."""
+        run_dir = Path(run_dir)
+        manifest = read_manifest(run_dir)
+        log_dir = run_dir / LOG_DIR_NAME
+        lock_fd = _acquire_lock(log_dir)
+        try:
+            present = list_segment_files(log_dir)
+            live = live_segments(present)
+            # We hold the lock, so nothing else writes here: temp files are a dead writer's
+            # unfinished flushes, superseded segments are a crashed compaction's leftovers.
+            for entry in os.listdir(log_dir):
+                if entry.startswith(TEMP_PREFIX):
+                    (log_dir / entry).unlink()
+            for segment in set(present) - set(live):
+                segment.path.unlink()
+            next_seq, prev_hash = 0, GENESIS_HASH
+            if live:
+                last = live[-1]
+                row = read_segment_range(last, last.last_seq, last.last_seq)
+                if row.num_rows != 1:
+                    raise UserError(f"{last.path}: does not hold seq {last.last_seq} as its name says; "
+                                    f"run `minmax-engine verify {run_dir}`")
+                next_seq, prev_hash = last.last_seq + 1, row.column("hash")[0].as_py()
+            first_compactable = 0
+            for index, segment in enumerate(live):
+                if segment.level >= MAX_LEVEL:
+                    first_compactable = index + 1
+        except BaseException:
+            os.close(lock_fd)
+            raise
+        return cls(log_dir=log_dir, run_id=manifest["run_id"], next_seq=next_seq, prev_hash=prev_hash,
+                   lock_fd=lock_fd, compactable=live[first_compactable:], max_buffered=max_buffered)
+
+    # -- writing ------------------------------------------------------------------------
+
+    @property
+    def run_id(self) -> str:
+        return self._run_id
+
+    @property
+    def next_seq(self) -> int:
+        return self._next_seq
+
+    @property
+    def log_dir(self) -> Path:
+        return self._log_dir
+
+    def append(self, event: Event) -> Recorded:
+        """Hash the event into the chain and buffer it; durable only after flush()."""
+        if self._lock_fd is None:
+            raise RuntimeError("append on a closed RunWriter")
+        encoded = encode_event(event)
+        seq, ts = self._next_seq, _CLOCK.now()
+        header = canonical_header(self._run_id, seq, ts, SCHEMA_VERSION, encoded.event_type, encoded.header_values)
+        digest = chain_hash(self._prev_hash, header, [a for a in encoded.packed.values() if a is not None])
+        recorded = Recorded(run_id=self._run_id, seq=seq, ts=ts, schema_version=SCHEMA_VERSION,
+                            prev_hash=self._prev_hash, hash=digest, event=event)
+        self._buffer.append(PendingRow(recorded, encoded))
+        self._next_seq, self._prev_hash = seq + 1, digest
+        if len(self._buffer) >= self._max_buffered:
+            self.flush()
+        return recorded
+
+    def flush(self) -> None:
+        """Write the buffered events as one segment: durable and visible to other processes."""
+        if not self._buffer:
+            return
+        rows, self._buffer = self._buffer, []
+        first, last = rows[0].recorded.seq, rows[-1].recorded.seq
+        path = write_segment_file(self._log_dir, segment_name(first, last, 0), [rows_to_batch(rows)],
+                                  sync_directory=False)
+        self._write_head(last, rows[-1].recorded.hash)
+        fsync_directory(self._log_dir)  # one directory sync makes both renames durable
+        self._compactable.append(SegmentFile(first, last, 0, path))
+        self._compact()
+
+    def close(self) -> None:
+        """Flush and release the run; safe to call twice."""
+        if self._lock_fd is None:
+            return
+        try:
+            self.flush()
+        finally:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def __enter__(self) -> RunWriter:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    # -- plumbing -----------------------------------------------------------------------
+
+    def _write_head(self, last_seq: int, last_hash: str) -> None:
+        """Record the expected end of the log, so verify can tell a missing tail segment."""
+        temp = self._log_dir / f"{TEMP_PREFIX}{HEAD_NAME}"
+        temp.write_bytes(orjson.dumps({"last_seq": last_seq, "last_hash": last_hash}))
+        os.replace(temp, self._log_dir / HEAD_NAME)
+
+    def _compact(self) -> None:
+        segments = self._compactable
+        while len(segments) >= COMPACTION_FANOUT:
+            group = segments[-COMPACTION_FANOUT:]
+            level = group[-1].level
+            if any(s.level != level for s in group):
+                return
+            batches = []
+            for segment in group:
+                reader = open_segment(segment)
+                batches.extend(reader.get_batch(i) for i in range(reader.num_record_batches))
+            name = segment_name(group[0].first_seq, group[-1].last_seq, level + 1)
+            path = write_segment_file(self._log_dir, name, batches)
+            for segment in group:
+                segment.path.unlink(missing_ok=True)  # readers skip covered segments meanwhile
+            merged = SegmentFile(group[0].first_seq, group[-1].last_seq, level + 1, path)
+            del segments[-COMPACTION_FANOUT:]
+            if merged.level < MAX_LEVEL:
+                segments.append(merged)

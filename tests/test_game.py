@@ -1,0 +1,187 @@
+"""The TTUR loop on tiny random models: schedule, what each update trains on, what it changes."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import torch
+
+from engine.config import RunConfig, config_from_dict
+from engine.data import load_dataset
+from engine.game import Game, RunLog, set_table, start_run
+from engine.trackers import open_trackers
+from players import ModelPool
+from storage import RunReader, RunWriter
+from storage.events import (
+    CheckpointSaved,
+    EvaluationCompleted,
+    LambdaUpdated,
+    MonitorUpdated,
+    PolicyUpdated,
+    RoundPlayed,
+    RunFinished,
+    RunStarted,
+)
+
+
+def tiny_config(model_dir: Path, run_dir: Path, **tables: dict) -> RunConfig:
+    player = {"model": str(model_dir), "max_new_tokens": 6, "lora_r": 4}
+    raw = {
+        "mode": "minmax",
+        "seed": 3,
+        "run_dir": str(run_dir),
+        "policy": player,
+        "monitor": player,
+        "reward": {"model": str(model_dir), "kind": "lm-yes-no"},
+        "judge": {"model": str(model_dir)},
+        "data": {"dataset": "builtin", "max_states": 8, "eval_fraction": 0.25},  # 6 train, 2 eval
+        "training": {
+            "policy_learning_rate": 1e-2, "monitor_learning_rate": 4e-2, "monitor_updates_per_policy": 2,
+            "window_size": 2, "num_epochs": 2, "ppo_epochs": 1, "minibatch_size": 2,
+            "checkpoint_every": 1, "eval_every": 2,
+        },
+        "lagrangian": {"lambda_init": 1.0, "delta": -0.2, "step_size": 0.5, "lambda_max": 5.0},
+        "logging": {"backends": []},
+    }
+    for name, values in tables.items():
+        raw[name] = {**raw.get(name, {}), **values} if isinstance(values, dict) else values
+    return config_from_dict(raw, source="test")
+
+
+def payloads(run_dir: Path) -> list:
+    return [item.event for item in RunReader(run_dir).events()]
+
+
+@pytest.fixture(scope="module")
+def minmax_run(tiny_lm_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    base = tmp_path_factory.mktemp("minmax")
+    config = tiny_config(tiny_lm_dir, base)
+    start_run(config, base / "run", pool=ModelPool(cache_dir=base / "cache"))
+    return base / "run"
+
+
+def test_minmax_run_follows_the_ttur_schedule(minmax_run: Path) -> None:
+    events = payloads(minmax_run)
+    assert isinstance(events[0], RunStarted) and isinstance(events[-1], RunFinished)
+    started: RunStarted = events[0]
+    assert started.config["training"]["monitor_updates_per_policy"] == 2
+    assert started.n_train_states == 6 and started.n_eval_states == 2
+    train = [e for e in events if isinstance(e, RoundPlayed) and e.phase == "train"]
+    monitor_updates = [e for e in events if isinstance(e, MonitorUpdated)]
+    policy_updates = [e for e in events if isinstance(e, PolicyUpdated)]
+    assert len(train) == 12  # 2 epochs × 6 states
+    assert len(monitor_updates) == 6 and len(policy_updates) == 3  # k = 2 monitor updates per policy update
+    assert [u.version for u in monitor_updates] == [1, 2, 3, 4, 5, 6]
+    assert [u.version for u in policy_updates] == [1, 2, 3]
+    assert events[-1].rounds == 12 and events[-1].policy_updates == 3 and events[-1].monitor_updates == 6
+    # every state is played once per epoch
+    assert Counter(r.state_id for r in train) == Counter({state: 2 for state in {r.state_id for r in train}})
+
+    by_id = {r.round_id: r for r in train}
+    seen_by_monitor: set[int] = set()
+    for update in monitor_updates:
+        ids = set(update.round_ids)
+        assert len(ids) == 2 and not ids & seen_by_monitor  # fresh rounds only, never retrained
+        assert {by_id[i].monitor_version for i in ids} == {update.version - 1}  # played by the current monitor
+        seen_by_monitor |= ids
+    assert seen_by_monitor == set(by_id)
+    for index, update in enumerate(policy_updates):
+        # the last k windows, all played by the policy as it is now (on-policy)
+        assert update.round_ids == [m for u in monitor_updates[2 * index: 2 * index + 2] for m in u.round_ids]
+        assert {by_id[i].policy_version for i in update.round_ids} == {update.version - 1}
+
+
+def test_event_order_and_lambda_in_force(minmax_run: Path) -> None:
+    events = payloads(minmax_run)
+    kinds = [type(e).__name__ for e in events if not (isinstance(e, RoundPlayed) and e.phase == "eval")]
+    window = ["RoundPlayed", "RoundPlayed", "MonitorUpdated", "LambdaUpdated"]
+    expected = ["RunStarted"]
+    for policy_version in (1, 2, 3):
+        expected += window + window + ["PolicyUpdated"]
+        if policy_version % 2 == 0:
+            expected += ["EvaluationCompleted"]
+        expected += ["CheckpointSaved"]
+    expected += ["RunFinished"]
+    assert kinds == expected
+
+    lam = 1.0
+    for event in events:
+        if isinstance(event, RoundPlayed) and event.phase == "train":
+            assert event.lambda_value == lam
+        if isinstance(event, LambdaUpdated):
+            assert event.old == lam and event.delta == -0.2
+            assert event.new == pytest.approx(min(max(lam + 0.5 * (event.mean_f + 0.2), 0.0), 5.0))
+            lam = event.new
+    train = [e for e in events if isinstance(e, RoundPlayed) and e.phase == "train"]
+    lambdas = [e for e in events if isinstance(e, LambdaUpdated)]
+    for index, step in enumerate(lambdas):
+        window_rounds = train[2 * index: 2 * index + 2]
+        assert step.mean_f == pytest.approx(sum(r.fidelity_penalty for r in window_rounds) / 2)
+
+
+def test_evaluation_and_checkpoints_are_logged(minmax_run: Path) -> None:
+    events = payloads(minmax_run)
+    evaluations = [e for e in events if isinstance(e, EvaluationCompleted)]
+    assert len(evaluations) == 1 and evaluations[0].policy_version == 2 and evaluations[0].n_rounds == 2
+    eval_rounds = [e for e in events if isinstance(e, RoundPlayed) and e.phase == "eval"]
+    assert [r.round_id for r in eval_rounds] == [0, 1] and {r.window for r in eval_rounds} == {-1}
+    assert 0.0 <= evaluations[0].metrics["policy_accuracy"] <= 1.0
+    checkpoints = [e for e in events if isinstance(e, CheckpointSaved)]
+    assert [c.policy_version for c in checkpoints] == [1, 2, 3]
+    assert checkpoints[-1].next_round_id == 12
+    for checkpoint in checkpoints:
+        assert (minmax_run / checkpoint.path).is_dir()
+
+
+def _base_weights(game: Game) -> dict[str, torch.Tensor]:
+    return {name: p.detach().clone() for name, p in game.table.policy.model.named_parameters() if "lora_" not in name}
+
+
+def _changed(before: dict[str, torch.Tensor], after: dict[str, torch.Tensor]) -> bool:
+    return any(not torch.equal(before[name], after[name]) for name in before)
+
+
+def test_each_update_changes_only_its_own_adapter(tiny_lm_dir: Path, tmp_path: Path) -> None:
+    config = tiny_config(tiny_lm_dir, tmp_path)
+    table = set_table(config, ModelPool(cache_dir=tmp_path / "cache"))
+    assert table.monitor is not None
+    run_dir = tmp_path / "run"
+    log = RunLog(run_dir, RunWriter.create(run_dir, "adapters"), open_trackers([], run_dir, "adapters"))
+    game = Game(config, table, load_dataset(config.data), log, run_dir)
+    try:
+        base = _base_weights(game)
+        policy, monitor = table.policy.adapter_state(), table.monitor.adapter_state()
+
+        first, last = game.play_window(0)
+        game.update_monitor(first, last)
+        assert _changed(monitor, table.monitor.adapter_state())
+        assert not _changed(policy, table.policy.adapter_state())
+        assert not _changed(base, _base_weights(game))
+
+        monitor = table.monitor.adapter_state()
+        second_first, second_last = game.play_window(1)
+        game.update_policy(first, second_last)
+        assert _changed(policy, table.policy.adapter_state())
+        assert not _changed(monitor, table.monitor.adapter_state())
+        assert not _changed(base, _base_weights(game))
+    finally:
+        log.close()
+
+
+def test_rlhf_mode_has_no_monitor_and_lines_up_with_minmax(minmax_run: Path, tiny_lm_dir: Path, tmp_path: Path) -> None:
+    config = tiny_config(tiny_lm_dir, tmp_path, mode="rlhf")
+    start_run(config, tmp_path / "run", pool=ModelPool(cache_dir=tmp_path / "cache"))
+    events = payloads(tmp_path / "run")
+    assert not any(isinstance(e, (MonitorUpdated, LambdaUpdated)) for e in events)
+    train = [e for e in events if isinstance(e, RoundPlayed) and e.phase == "train"]
+    assert all(r.monitor_output is None and r.fidelity_penalty is None for r in train)
+    assert len([e for e in events if isinstance(e, PolicyUpdated)]) == 3
+    minmax_train = [e for e in payloads(minmax_run) if isinstance(e, RoundPlayed) and e.phase == "train"]
+    # row for row: the same states in the same order under the same round ids
+    assert [(r.round_id, r.state_id, r.window) for r in train] == [
+        (r.round_id, r.state_id, r.window) for r in minmax_train
+    ]
+    finished = events[-1]
+    assert isinstance(finished, RunFinished) and finished.monitor_updates == 0 and finished.policy_updates == 3

@@ -1,0 +1,161 @@
+"""Resume: a run killed with SIGKILL after a checkpoint, resumed, ends like an uninterrupted one."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from engine.game import resume_run, start_run
+from players import ModelPool
+from storage import RunReader
+from storage.errors import UserError
+from storage.events import (
+    CheckpointSaved,
+    MonitorUpdated,
+    PolicyUpdated,
+    Recorded,
+    RoundPlayed,
+    RunFinished,
+    RunResumed,
+)
+from tests.test_game import tiny_config
+
+REPOSITORY = Path(__file__).resolve().parent.parent
+
+
+def live_events(recorded: list[Recorded]) -> list[Recorded]:
+    """The log as a fold sees it: events superseded by a later RunResumed are skipped."""
+    superseded: list[range] = [
+        range(item.event.discarded_after_seq + 1, item.seq) for item in recorded if isinstance(item.event, RunResumed)
+    ]
+    return [item for item in recorded if not any(item.seq in span for span in superseded)]
+
+
+def write_toml(config_path: Path, model_dir: Path, run_parent: Path) -> None:
+    config_path.write_text(
+        f"""
+seed = 5
+run_dir = "{run_parent}"
+[policy]
+model = "{model_dir}"
+max_new_tokens = 6
+lora_r = 4
+[monitor]
+model = "{model_dir}"
+max_new_tokens = 6
+lora_r = 4
+[reward]
+model = "{model_dir}"
+kind = "lm-yes-no"
+[judge]
+model = "{model_dir}"
+[data]
+max_states = 8
+eval_fraction = 0.25
+[training]
+policy_learning_rate = 1e-2
+monitor_learning_rate = 4e-2
+monitor_updates_per_policy = 1
+window_size = 2
+num_epochs = 3
+ppo_epochs = 1
+minibatch_size = 2
+checkpoint_every = 1
+eval_every = 0
+[lagrangian]
+lambda_init = 1.0
+step_size = 0.5
+lambda_max = 5.0
+[logging]
+backends = []
+"""
+    )
+
+
+def kill_after_a_checkpoint(config_path: Path, run_parent: Path, cache: Path) -> Path:
+    env = {**os.environ, "PYTHONPATH": str(REPOSITORY), "MINMAX_ENGINE_CACHE": str(cache), "HF_HUB_OFFLINE": "1",
+           "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tui.cli", "play", "--config", str(config_path)],
+        cwd=REPOSITORY, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 240
+    try:
+        while time.monotonic() < deadline:
+            runs = [path for path in run_parent.iterdir() if (path / "log").is_dir()] if run_parent.is_dir() else []
+            if runs:
+                try:
+                    events = RunReader(runs[0]).events()
+                except UserError:  # the manifest is being written
+                    events = []
+                checkpoint_seqs = [item.seq for item in events if isinstance(item.event, CheckpointSaved)]
+                if checkpoint_seqs and any(
+                    isinstance(item.event, RoundPlayed) and item.seq > checkpoint_seqs[0] for item in events
+                ):
+                    process.send_signal(signal.SIGKILL)
+                    process.wait()
+                    return runs[0]
+            if process.poll() is not None:
+                pytest.fail(f"play ended before it could be killed: {process.stderr.read().decode()[-2000:]}")
+            time.sleep(0.02)
+        pytest.fail("no checkpoint within 240 s")
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    raise AssertionError("unreachable")
+
+
+def test_killed_run_resumes_to_the_same_end_as_an_uninterrupted_one(tiny_lm_dir: Path, tmp_path: Path) -> None:
+    config_path = tmp_path / "resume.toml"
+    write_toml(config_path, tiny_lm_dir, tmp_path / "runs")
+    killed = kill_after_a_checkpoint(config_path, tmp_path / "runs", tmp_path / "cache")
+    assert not any(isinstance(item.event, RunFinished) for item in RunReader(killed).events())
+    seq_before = RunReader(killed).last_seq()
+
+    pool = ModelPool(cache_dir=tmp_path / "cache")
+    finished = resume_run(killed, pool=pool)
+    from engine.config import load_config
+
+    config, _ = load_config(config_path)
+    reference_dir = tmp_path / "reference"
+    reference = start_run(config, reference_dir, pool=pool)
+
+    assert (finished.rounds, finished.policy_updates, finished.monitor_updates) == (18, 9, 9)
+    assert (reference.rounds, reference.policy_updates, reference.monitor_updates) == (18, 9, 9)
+
+    resumed_log = RunReader(killed).events()
+    assert [item.seq for item in resumed_log] == list(range(len(resumed_log)))  # same numbering, no gap
+    resumed_at = [item for item in resumed_log if isinstance(item.event, RunResumed)]
+    assert len(resumed_at) == 1 and resumed_at[0].seq == seq_before + 1
+    all_round_ids = [item.event.round_id for item in resumed_log
+                     if isinstance(item.event, RoundPlayed) and item.event.phase == "train"]
+    assert len(all_round_ids) == len(set(all_round_ids))  # superseded rounds keep their ids; no duplicates
+
+    live = [item.event for item in live_events(resumed_log)]
+    uninterrupted = [item.event for item in RunReader(reference_dir).events()]
+    for kind in (RoundPlayed, MonitorUpdated, PolicyUpdated, CheckpointSaved):
+        assert sum(isinstance(e, kind) for e in live) == sum(isinstance(e, kind) for e in uninterrupted), kind
+    live_rounds = [e for e in live if isinstance(e, RoundPlayed)]
+    reference_rounds = [e for e in uninterrupted if isinstance(e, RoundPlayed)]
+    # no round repeated or skipped: the same states in the same windows ...
+    assert [(r.state_id, r.window, r.sample_index) for r in live_rounds] == [
+        (r.state_id, r.window, r.sample_index) for r in reference_rounds
+    ]
+    # ... played by the same adapters from the same seeds: resume is exact
+    assert [r.policy_token_ids for r in live_rounds] == [r.policy_token_ids for r in reference_rounds]
+    assert [r.lambda_value for r in live_rounds] == [r.lambda_value for r in reference_rounds]
+
+
+def test_resume_refuses_a_finished_run(tiny_lm_dir: Path, tmp_path: Path) -> None:
+    config = tiny_config(tiny_lm_dir, tmp_path, training={"num_epochs": 1, "monitor_updates_per_policy": 3})
+    pool = ModelPool(cache_dir=tmp_path / "cache")
+    start_run(config, tmp_path / "run", pool=pool)
+    with pytest.raises(UserError, match="already finished"):
+        resume_run(tmp_path / "run", pool=pool)

@@ -1,0 +1,239 @@
+"""The PPO learner on tiny random models: what changes, what is recomputed, where it points."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from engine.payoffs import policy_rollouts
+from engine.ppo import PPOLearner, PPOSettings, Rollout, SharedPromptBatch, _predicting_hidden
+from players import ModelPool, Player, PlayerConfig, pack_sequences
+from storage import RoundPlayed, RunReader, RunWriter
+
+REPOSITORY = Path(__file__).resolve().parents[1]
+
+
+def make_players(model_dir: Path, cache_dir: Path, temperature: float = 1.0, max_new_tokens: int = 6) -> tuple[Player, Player]:
+    torch.manual_seed(0)  # LoRA A is drawn from the global RNG: same adapters whatever ran before
+    pool = ModelPool(cache_dir)
+    config = PlayerConfig(model=str(model_dir), lora_r=4, max_new_tokens=max_new_tokens, temperature=temperature)
+    return Player.create(pool, "policy", config), Player.create(pool, "monitor", config)
+
+
+def prompt_of(player: Player, text: str) -> list[int]:
+    return player.encode_prompt(player.render_prompt([{"role": "user", "content": text}]))
+
+
+def sample_rollouts(player: Player, texts: list[str], samples: int, seed: int, rewards: list[float] | None = None) -> list[Rollout]:
+    prompts = [prompt_of(player, text) for text in texts for _ in range(samples)]
+    generations = player.generate_from_ids(prompts, seed=seed)
+    return [
+        Rollout(
+            prompt_ids=g.prompt_ids,
+            response_ids=g.token_ids,
+            behaviour_logprobs=g.logprobs,
+            reward=float(index % 3) if rewards is None else rewards[index],
+            group=f"{index // samples}",
+        )
+        for index, g in enumerate(generations)
+    ]
+
+
+def perturb_adapters(player: Player, seed: int) -> None:
+    """LoRA B starts at zero, which hides bugs in A's gradient; give both adapters random weights."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, parameter in player.model.named_parameters():
+            if "lora_" in name:
+                parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.05)
+
+
+def base_weights(player: Player) -> dict[str, torch.Tensor]:
+    return {n: p.detach().clone() for n, p in player.model.named_parameters() if "lora_" not in n}
+
+
+def truncated(rollouts: list[Rollout]) -> list[Rollout]:
+    """Cut some responses short: a prefix keeps its behaviour log-probs, and lengths now vary."""
+    cut = []
+    for index, rollout in enumerate(rollouts):
+        keep = max(1, len(rollout.response_ids) - index % 4)
+        cut.append(
+            Rollout(rollout.prompt_ids, rollout.response_ids[:keep], rollout.behaviour_logprobs[:keep], rollout.reward, rollout.group)
+        )
+    return cut
+
+
+def test_recomputed_logprobs_match_behaviour_logprobs(tiny_lm_dir: Path, model_cache_dir: Path) -> None:
+    policy, _ = make_players(tiny_lm_dir, model_cache_dir, temperature=0.7)
+    perturb_adapters(policy, seed=1)
+    rollouts = truncated(sample_rollouts(policy, ["Who went to the market?", "Yes or no?"], samples=3, seed=0))
+    learner = PPOLearner(policy, PPOSettings(temperature=0.7))
+    batch = SharedPromptBatch.build(rollouts, policy.pad_token_id, policy.device)
+    assert batch.prompt_input_ids.shape[0] == 2  # six rollouts, two distinct prompts encoded once each
+    with torch.no_grad(), policy.active():
+        logprobs, _ = learner._token_logprobs(_predicting_hidden(policy, batch), batch, with_entropy=False)
+    assert torch.allclose(logprobs, batch.behaviour_logprobs, atol=1e-4)
+
+
+def test_shared_prompt_forward_gives_the_gradient_of_full_forwards(tiny_lm_dir: Path, model_cache_dir: Path) -> None:
+    policy, _ = make_players(tiny_lm_dir, model_cache_dir)
+    perturb_adapters(policy, seed=2)
+    rollouts = truncated(sample_rollouts(policy, ["Once upon a time", "Is the answer right?"], samples=3, seed=1))
+    weights = torch.linspace(-1.0, 1.0, steps=len(rollouts)).unsqueeze(1)
+    learner = PPOLearner(policy, PPOSettings())
+
+    def gradients(loss: torch.Tensor) -> list[torch.Tensor]:
+        return [g.clone() for g in torch.autograd.grad(loss, policy.trainable_parameters())]
+
+    with policy.active():
+        batch = SharedPromptBatch.build(rollouts, policy.pad_token_id, policy.device)
+        shared, _ = learner._token_logprobs(_predicting_hidden(policy, batch), batch, with_entropy=False)
+        shared_grads = gradients((shared * weights).sum())
+        # Reference: every rollout as one full left-padded sequence, all logits computed.
+        packed = pack_sequences([r.prompt_ids for r in rollouts], [r.response_ids for r in rollouts], policy.pad_token_id, policy.device)
+        full = packed.token_logprobs(policy.model(**packed.model_inputs()).logits, temperature=1.0)
+        full_grads = gradients((full * weights).sum())
+    assert torch.allclose(shared, full, atol=1e-5)
+    for shared_grad, full_grad in zip(shared_grads, full_grads, strict=True):
+        assert torch.allclose(shared_grad, full_grad, atol=1e-5, rtol=1e-4)
+    assert any(g.abs().sum() > 0 for g in shared_grads)
+
+
+@pytest.mark.parametrize("trained_role", ["policy", "monitor"])
+def test_an_update_changes_only_the_trained_adapter(tiny_lm_dir: Path, model_cache_dir: Path, trained_role: str) -> None:
+    policy, monitor = make_players(tiny_lm_dir, model_cache_dir)
+    trained, other = (policy, monitor) if trained_role == "policy" else (monitor, policy)
+    rollouts = sample_rollouts(trained, ["Who went to the market?"], samples=4, seed=3)
+    before_trained, before_other, before_base = trained.adapter_state(), other.adapter_state(), base_weights(trained)
+
+    PPOLearner(trained, PPOSettings(learning_rate=1e-2, minibatch_size=2, ppo_epochs=2)).update(rollouts)
+
+    after_trained = trained.adapter_state()
+    assert any(not torch.equal(before_trained[n], after_trained[n]) for n in before_trained)
+    assert all(torch.equal(before_other[n], t) for n, t in other.adapter_state().items())
+    assert all(torch.equal(before_base[n], t) for n, t in base_weights(trained).items())
+    assert not any(p.requires_grad for p in trained.model.parameters())  # active() cleaned up
+
+
+def test_update_reports_every_documented_diagnostic(tiny_lm_dir: Path, model_cache_dir: Path) -> None:
+    policy, _ = make_players(tiny_lm_dir, model_cache_dir)
+    diagnostics = PPOLearner(policy, PPOSettings(minibatch_size=3)).update(
+        sample_rollouts(policy, ["Yes or no?"], samples=5, seed=4)
+    )
+    documented = {
+        "policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac", "kl_ref", "grad_norm",
+        "explained_variance", "mean_reward", "mean_advantage", "learning_rate", "n_rollouts", "seconds",
+    }  # docs/ARCHITECTURE.md
+    assert set(diagnostics) == documented
+    assert diagnostics["n_rollouts"] == 5.0
+    assert diagnostics["entropy"] > 0.0 and diagnostics["grad_norm"] > 0.0
+
+
+def test_gae_value_head_learns_the_returns(tiny_lm_dir: Path, model_cache_dir: Path) -> None:
+    policy, _ = make_players(tiny_lm_dir, model_cache_dir)
+    rollouts = sample_rollouts(policy, ["Who went to the market?", "Yes or no?"], samples=2, seed=5, rewards=[1.0, 2.0, -1.0, 0.5])
+    learner = PPOLearner(policy, PPOSettings(advantage="gae", learning_rate=3e-2, ppo_epochs=4, minibatch_size=4, kl_coef=0.0))
+    first = learner.update(rollouts)
+    for _ in range(4):
+        last = learner.update(rollouts)
+    assert first["explained_variance"] == pytest.approx(0.0)  # V ≡ 0 before any training
+    assert last["value_loss"] < first["value_loss"], (first, last)
+    assert last["explained_variance"] > 0.2, (first, last)
+
+
+def _write_round_window(run_dir: Path, rollouts: list[Rollout]) -> None:
+    with RunWriter.create(run_dir, "learner-test") as writer:
+        for round_id, rollout in enumerate(rollouts):
+            writer.append(
+                RoundPlayed(
+                    round_id=round_id, phase="train", window=0, state_id=f"s{rollout.group}", sample_index=round_id % 2,
+                    story="story", question="question", choices=["a", "b"], correct_index=0,
+                    policy_prompt="prompt", policy_prompt_ids=list(rollout.prompt_ids), policy_output="output",
+                    policy_token_ids=list(rollout.response_ids), policy_logprobs=list(rollout.behaviour_logprobs),
+                    policy_answer=0, monitor_prompt=None, monitor_prompt_ids=None, monitor_output=None,
+                    monitor_token_ids=None, monitor_logprobs=None, monitor_says_correct=None,
+                    reward_policy=0.0, reward_monitor=None, p_accept=0.5, judge_accepts=True, truth="correct",
+                    combined_reward=rollout.reward, fidelity_penalty=None, lambda_value=0.0,
+                    policy_version=0, monitor_version=0,
+                )
+            )
+
+
+# The second process: load the same base and the saved starting adapter, read the window
+# back from the log, run one update, save the resulting adapter tensors.
+SECOND_PROCESS = """
+import sys, torch
+torch.set_num_threads(1)
+from pathlib import Path
+from engine.payoffs import policy_rollouts
+from engine.ppo import PPOLearner, PPOSettings
+from storage import RunReader
+from tests.test_learner import make_players, LEARNER_SETTINGS
+model_dir, cache_dir, run_dir, adapter_dir, out = sys.argv[1:]
+policy, _ = make_players(Path(model_dir), Path(cache_dir))
+policy.load_adapter(adapter_dir)
+rounds = [recorded.event for recorded in RunReader(run_dir).rounds(0, None)]
+PPOLearner(policy, LEARNER_SETTINGS).update(policy_rollouts(rounds))
+torch.save(policy.adapter_state(), out)
+"""
+
+LEARNER_SETTINGS = PPOSettings(learning_rate=1e-2, minibatch_size=3, ppo_epochs=2, advantage="group", seed=7)
+
+
+def test_a_second_process_reading_the_log_computes_the_same_update(tiny_lm_dir: Path, model_cache_dir: Path, tmp_path: Path) -> None:
+    policy, _ = make_players(tiny_lm_dir, model_cache_dir)
+    perturb_adapters(policy, seed=3)
+    policy.save_adapter(tmp_path / "start")
+    policy_start = policy.adapter_state()
+    rollouts = sample_rollouts(policy, ["Who went to the market?", "Is the answer right?"], samples=3, seed=6)
+    _write_round_window(tmp_path / "run", rollouts)
+
+    rounds = [recorded.event for recorded in RunReader(tmp_path / "run").rounds(0, None)]
+    PPOLearner(policy, LEARNER_SETTINGS).update(policy_rollouts(rounds))
+    here = policy.adapter_state()
+
+    environment = {**os.environ, "PYTHONPATH": str(REPOSITORY)}
+    out = tmp_path / "there.pt"
+    subprocess.run(
+        [sys.executable, "-c", SECOND_PROCESS, str(tiny_lm_dir), str(model_cache_dir), str(tmp_path / "run"), str(tmp_path / "start"), str(out)],
+        check=True, cwd=REPOSITORY, env=environment, capture_output=True,
+    )
+    there = torch.load(out)
+    assert set(here) == set(there)
+    for name, tensor in here.items():
+        assert torch.allclose(tensor, there[name], atol=1e-6, rtol=0.0), name
+    start = {name: t for name, t in torch.load(out).items()}  # the update did move the adapter
+    assert any(not torch.allclose(t, policy_start[name]) for name, t in start.items())
+
+
+def test_mean_reward_rises_on_a_task_with_one_rewarded_answer(tiny_lm_dir: Path, model_cache_dir: Path) -> None:
+    """Reward 1 when the first generated token is a chosen token: its probability must grow."""
+    policy, _ = make_players(tiny_lm_dir, model_cache_dir, max_new_tokens=2)
+    prompt = prompt_of(policy, "Who went to the market?")
+    with torch.no_grad():
+        first_token_probabilities = torch.softmax(policy.model(input_ids=torch.tensor([prompt])).logits[0, -1], dim=-1)
+    # The second most likely token: rewarded often enough to learn from, far from certain.
+    target = int(first_token_probabilities.argsort(descending=True)[1])
+
+    def probability_of_target() -> float:
+        with torch.no_grad(), policy.active():
+            return float(torch.softmax(policy.model(input_ids=torch.tensor([prompt])).logits[0, -1], dim=-1)[target])
+
+    learner = PPOLearner(policy, PPOSettings(learning_rate=2e-2, kl_coef=0.0, advantage="group", minibatch_size=16))
+    start = probability_of_target()
+    sampled_rewards = []
+    for update in range(6):
+        generations = policy.generate_from_ids([prompt] * 16, seed=100 + update)
+        rollouts = [
+            Rollout(g.prompt_ids, g.token_ids, g.logprobs, float(g.token_ids[0] == target), "the-state") for g in generations
+        ]
+        sampled_rewards.append(sum(r.reward for r in rollouts) / len(rollouts))
+        learner.update(rollouts)
+    end = probability_of_target()
+    assert end > start + 0.2, (start, end, sampled_rewards)
+    assert sum(sampled_rewards[3:]) > sum(sampled_rewards[:3])

@@ -1,0 +1,147 @@
+"""Generation on a tiny random Llama: determinism, EOS handling, and behaviour log-probs that a
+learner's fresh forward pass reproduces (the acceptance test of issue 3)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from players import ModelPool, Player, PlayerConfig, pack_sequences, policy_messages
+
+STORIES = [
+    "A fox ran.",
+    "The baker left the mill before dawn and the farmer followed him to the river.",
+    "Once upon a time a small fox lived near the old mill by the hill, and every day it ran.",
+]
+
+
+def make_player(model_dir: Path, tmp_path: Path, **settings: object) -> Player:
+    config = PlayerConfig(model=str(model_dir), **{"max_new_tokens": 10, **settings})
+    return Player.create(ModelPool(cache_dir=tmp_path), role="policy", config=config)
+
+
+def prompts_for(player: Player) -> list[str]:
+    return [
+        player.render_prompt(policy_messages(story, "Who ran?", ["the fox", "the farmer"]))
+        for story in STORIES
+    ]
+
+
+def forward_logprobs(player: Player, prompt_ids: list[int], token_ids: list[int]) -> list[float]:
+    """The reference: one unpadded sequence through the adapted model, no cache."""
+    with torch.inference_mode(), player.active():
+        ids = torch.tensor([prompt_ids + token_ids])
+        logits = player.model(input_ids=ids).logits[0].float() / player.config.temperature
+    logprobs = torch.log_softmax(logits, dim=-1)
+    first = len(prompt_ids) - 1
+    return [float(logprobs[first + i, token]) for i, token in enumerate(token_ids)]
+
+
+def token_unique_to_one_row(token_rows: list[list[int]]) -> int:
+    """The earliest token that only one row generates: declared the end-of-sequence token, it
+    ends that row early and no other (a random model almost never emits its real EOS)."""
+    for position in range(1, max(len(row) for row in token_rows)):
+        for row, tokens in enumerate(token_rows):
+            if position < len(tokens):
+                token = tokens[position]
+                if all(token not in other for index, other in enumerate(token_rows) if index != row):
+                    return token
+    raise AssertionError(f"every token is shared between rows: {token_rows}")
+
+
+def test_chat_template_renders_and_prompts_encode_without_a_second_bos(tiny_lm_dir: Path, tmp_path: Path) -> None:
+    player = make_player(tiny_lm_dir, tmp_path)
+    prompt = prompts_for(player)[0]
+    assert prompt.startswith("<|im_start|>system\n") and prompt.endswith("<|im_start|>assistant\n")
+    assert player.tokenizer.decode(player.encode_prompt(prompt)) == prompt
+
+
+def test_same_seed_same_generations_and_different_seeds_differ(tiny_lm_dir: Path, tmp_path: Path) -> None:
+    player = make_player(tiny_lm_dir, tmp_path)
+    prompts = prompts_for(player)
+    first = player.generate(prompts, seed=3)
+    assert player.generate(prompts, seed=3) == first
+    assert [g.token_ids for g in player.generate(prompts, seed=4)] != [g.token_ids for g in first]
+    for generation in first:
+        assert len(generation.token_ids) == len(generation.logprobs) == 10
+        assert all(logprob <= 0.0 for logprob in generation.logprobs)
+        assert generation.text == player.tokenizer.decode(generation.token_ids, skip_special_tokens=True).strip()
+
+
+def test_rows_stop_at_their_own_eos_and_the_rest_are_unaffected(tiny_lm_dir: Path, tmp_path: Path) -> None:
+    player = make_player(tiny_lm_dir, tmp_path)
+    prompts = prompts_for(player)
+    unstopped = player.generate(prompts, sample=False)
+    stop_token = token_unique_to_one_row([g.token_ids for g in unstopped])
+    player.base.model.generation_config.eos_token_id = stop_token
+
+    stopped = player.generate(prompts, sample=False)
+
+    for before, after in zip(unstopped, stopped):
+        if stop_token in before.token_ids:
+            end = before.token_ids.index(stop_token) + 1
+            assert after.token_ids == before.token_ids[:end]  # the EOS is kept, nothing after it
+        else:
+            assert after.token_ids == before.token_ids
+        assert after.logprobs == pytest.approx(before.logprobs[: len(after.logprobs)], abs=1e-5)
+    assert sum(g.token_ids[-1] == stop_token for g in stopped) == 1
+    assert len({len(g.token_ids) for g in stopped}) > 1
+
+
+def test_greedy_picks_the_argmax_and_a_tiny_top_p_is_greedy(tiny_lm_dir: Path, tmp_path: Path) -> None:
+    player = make_player(tiny_lm_dir, tmp_path, top_p=1e-6)
+    prompts = prompts_for(player)
+    greedy = player.generate(prompts, sample=False)
+    assert [g.token_ids for g in player.generate(prompts, sample=True, seed=0)] == [g.token_ids for g in greedy]
+    for generation in greedy:
+        with torch.inference_mode(), player.active():
+            ids = torch.tensor([generation.prompt_ids + generation.token_ids])
+            logits = player.model(input_ids=ids).logits[0]
+        predicted = logits[len(generation.prompt_ids) - 1 : -1].argmax(dim=-1).tolist()
+        assert predicted == generation.token_ids
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_behaviour_logprobs_equal_a_fresh_forward_pass(tiny_lm_dir: Path, tmp_path: Path, temperature: float) -> None:
+    """Acceptance: different prompt and response lengths, padding included, to 1e-4."""
+    player = make_player(tiny_lm_dir, tmp_path, temperature=temperature, max_new_tokens=8)
+    prompts = prompts_for(player)
+    # Until a row stops, a seeded run repeats itself, so this token ends one row early.
+    unstopped = player.generate(prompts, seed=11)
+    player.base.model.generation_config.eos_token_id = token_unique_to_one_row([g.token_ids for g in unstopped])
+    generations = player.generate(prompts, seed=11)
+    assert len({len(g.prompt_ids) for g in generations}) == len(generations)
+    assert len({len(g.token_ids) for g in generations}) > 1
+
+    # Each sequence alone, unpadded.
+    for generation in generations:
+        expected = forward_logprobs(player, generation.prompt_ids, generation.token_ids)
+        assert generation.logprobs == pytest.approx(expected, abs=1e-4)
+
+    # All together through pack_sequences, as a learner sees them.
+    batch = pack_sequences(
+        [g.prompt_ids for g in generations], [g.token_ids for g in generations], player.pad_token_id, "cpu"
+    )
+    with torch.inference_mode(), player.active():
+        logits = player.model(**batch.model_inputs()).logits
+    packed = batch.token_logprobs(logits, temperature)
+    for row, generation in enumerate(generations):
+        length = len(generation.token_ids)
+        assert batch.response_token_mask[row].sum() == length
+        assert packed[row, :length].tolist() == pytest.approx(generation.logprobs, abs=1e-4)
+        assert torch.all(packed[row, length:] == 0)
+
+
+def test_pack_sequences_layout(tiny_lm_dir: Path) -> None:
+    batch = pack_sequences([[5, 6, 7], [8]], [[1, 2], [3, 4, 9]], pad_id=0, device="cpu")
+    assert batch.input_ids.tolist() == [[5, 6, 7, 1, 2], [0, 8, 3, 4, 9]]
+    assert batch.attention_mask.tolist() == [[1, 1, 1, 1, 1], [0, 1, 1, 1, 1]]
+    assert batch.position_ids.tolist() == [[0, 1, 2, 3, 4], [0, 0, 1, 2, 3]]
+    assert batch.response_mask.tolist() == [[0, 0, 0, 1, 1], [0, 0, 1, 1, 1]]
+    assert batch.response_ids.tolist() == [[1, 2, 0], [3, 4, 9]]
+    assert batch.response_token_mask.tolist() == [[1, 1, 0], [1, 1, 1]]
+    # The logit predicting token j sits one position before it.
+    assert batch.logit_index[0, :2].tolist() == [2, 3]
+    assert batch.logit_index[1].tolist() == [1, 2, 3]

@@ -1,0 +1,100 @@
+"""SVG snapshots of the TUI's main screens (pytest-textual-snapshot), at 140×44.
+
+The fixture runs are seeded, opened through a relative path (so no temporary directory name
+is on screen), and written under a fixed clock (so the runs list's start times are the same
+on every machine). Regenerate after a deliberate change of look with
+`pytest tests/test_tui_snapshots.py --snapshot-update` and review the SVGs.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from textual.pilot import Pilot
+from textual.widgets import DataTable, Select
+
+import storage.writer
+from tests.test_tui_fixture_runs import write_fixture_run
+from tui.app import open_app
+from tui.charts import MetricChart
+from tui.round_screen import RoundScreen
+from tui.run_screen import RunScreen
+
+SIZE = (140, 44)
+
+
+@pytest.fixture()
+def runs_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """runs/game-a (minmax, finished) and runs/game-b (rlhf, running), written at fixed times."""
+    ticks = itertools.count()
+    start = datetime(2026, 1, 2, 9, 30, tzinfo=timezone.utc)
+    monkeypatch.setattr(storage.writer, "_utc_now",
+                        lambda: (start + timedelta(seconds=next(ticks))).isoformat(timespec="microseconds"))
+    write_fixture_run(tmp_path / "runs" / "game-a", "game-a")
+    write_fixture_run(tmp_path / "runs" / "game-b", "game-b", windows=3, mode="rlhf", finished=False)
+    monkeypatch.chdir(tmp_path)
+    return Path("runs")
+
+
+def until(condition: Callable[[Pilot], bool]) -> Callable[[Pilot], object]:
+    async def wait(pilot: Pilot) -> None:
+        deadline = time.monotonic() + 15
+        while not condition(pilot):
+            assert time.monotonic() < deadline, "the screen did not finish loading"
+            await pilot.pause(0.05)
+        await pilot.pause()
+    return wait
+
+
+def rounds_loaded(pilot: Pilot) -> bool:
+    screen = pilot.app.screen
+    return isinstance(screen, RunScreen) and screen.query_one("#rounds-table", DataTable).row_count > 0 \
+        and screen.series is not None
+
+
+def test_runs_list(snap_compare, runs_dir: Path) -> None:
+    def listed(pilot: Pilot) -> bool:
+        return pilot.app.screen.query_one("#runs", DataTable).row_count == 2
+    assert snap_compare(open_app(runs_dir), terminal_size=SIZE, run_before=until(listed))
+
+
+def test_rounds_table(snap_compare, runs_dir: Path) -> None:
+    assert snap_compare(open_app(runs_dir / "game-a"), terminal_size=SIZE, run_before=until(rounds_loaded))
+
+
+def test_rounds_table_filtered_to_deceptions(snap_compare, runs_dir: Path) -> None:
+    async def filter_deceptions(pilot: Pilot) -> None:
+        await until(rounds_loaded)(pilot)
+        pilot.app.screen.query_one("#outcome", Select).value = "deceptions"
+        await until(lambda p: "deceptions" in str(p.app.screen.query_one("#page-status").render()))(pilot)
+    assert snap_compare(open_app(runs_dir / "game-a"), terminal_size=SIZE, run_before=filter_deceptions)
+
+
+def test_overview(snap_compare, runs_dir: Path) -> None:
+    async def overview(pilot: Pilot) -> None:
+        await until(rounds_loaded)(pilot)
+        await pilot.press("o")
+        await until(lambda p: len(p.app.screen.query_one("#chart-kl", MetricChart).values) > 0)(pilot)
+    assert snap_compare(open_app(runs_dir / "game-a"), terminal_size=SIZE, run_before=overview)
+
+
+def test_round_detail(snap_compare, runs_dir: Path) -> None:
+    async def open_round(pilot: Pilot) -> None:
+        await until(rounds_loaded)(pilot)
+        await pilot.press("down", "down", "down", "down", "down", "enter")
+        await until(lambda p: isinstance(p.app.screen, RoundScreen) and p.app.screen.round is not None
+                    and p.app.screen.series is not None)(pilot)
+    assert snap_compare(open_app(runs_dir / "game-a"), terminal_size=SIZE, run_before=open_round)
+
+
+def test_help(snap_compare, runs_dir: Path) -> None:
+    async def help_screen(pilot: Pilot) -> None:
+        await until(rounds_loaded)(pilot)
+        await pilot.press("question_mark")
+        await pilot.pause()
+    assert snap_compare(open_app(runs_dir / "game-a"), terminal_size=SIZE, run_before=help_screen)

@@ -1,0 +1,257 @@
+"""One round in full, and the replay: step through the game in the order it was played.
+
+`n`/`→` and `p`/`←` step one training round forward and back (by seq, so in the order the
+rounds were played and logged); space starts and stops auto-play, `+`/`-` change its speed.
+The charts under the round put their cursor on the policy update the round was played with,
+so λ, accuracy and deception move along as the game unfolds. On a run still being written,
+auto-play waits at the newest round and goes on when more arrive.
+"""
+
+from __future__ import annotations
+
+import re
+
+from rich.text import Text
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.reactive import reactive
+from textual.screen import Screen
+from textual.timer import Timer
+from textual.widgets import Footer, Header, Static
+
+from storage import RoundPlayed, UserError
+from tui.charts import MetricChart
+from tui.formatting import CHOICE_LETTERS, choice_letter, number, truth_text, verdict_word
+from tui.run_data import RunData, UpdateSeries
+
+# Auto-play speeds in rounds per second; + and - move along this list.
+SPEEDS = [0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0]
+
+REPLAY_CHARTS: list[tuple[str, str, str]] = [
+    ("replay-lambda", "λ", "lambda_value"),
+    ("replay-accuracy", "accuracy", "policy_accuracy"),
+    ("replay-deception", "deception", "deception_rate"),
+    ("replay-fidelity", "mon. fidelity", "monitor_fidelity"),
+]
+
+
+def highlight_last(text: str, pattern: re.Pattern[str], style: str) -> Text:
+    """`text` with the last match of `pattern` (where a parser finds the answer) styled."""
+    rich_text = Text(text)
+    matches = list(pattern.finditer(text))
+    if matches:
+        rich_text.stylize(style, matches[-1].start(), matches[-1].end())
+    return rich_text
+
+
+def answer_pattern(index: int | None) -> re.Pattern[str]:
+    letter = CHOICE_LETTERS[index] if index is not None else "(?!)"
+    return re.compile(rf"\b{letter}\b")
+
+
+def verdict_pattern(says_correct: bool | None) -> re.Pattern[str]:
+    # \b keeps CORRECT from matching inside INCORRECT.
+    word = {True: "CORRECT", False: "INCORRECT", None: "(?!)"}[says_correct]
+    return re.compile(rf"\b{word}\b", re.IGNORECASE)
+
+
+class RoundScreen(Screen[None]):
+    BINDINGS = [
+        Binding("n,right", "step(1)", "Next round"),
+        Binding("p,left", "step(-1)", "Prev round"),
+        Binding("space", "toggle_play", "Play/pause"),
+        Binding("plus,equals_sign", "speed(1)", "Faster"),
+        Binding("minus", "speed(-1)", "Slower"),
+        Binding("escape", "back", "Back"),
+    ]
+
+    seq: reactive[int] = reactive(-1, init=False)
+    playing: reactive[bool] = reactive(False)
+    speed_index: reactive[int] = reactive(2)
+
+    def __init__(self, data: RunData, seq: int, *, series: UpdateSeries | None = None) -> None:
+        super().__init__()
+        self.data = data
+        self.start_seq = seq
+        self.series = series
+        self.round: RoundPlayed | None = None
+        self.play_timer: Timer | None = None
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield Static("", id="round-title", classes="screen-title")
+        with Horizontal(id="round-body"):
+            with VerticalScroll(id="story-pane"):
+                yield Static("", id="story")
+            with VerticalScroll(id="game-pane"):
+                yield Static("", id="question")
+                yield Static("", id="policy-output", classes="output")
+                yield Static("", id="monitor-output", classes="output")
+                yield Static("", id="scores")
+        with Vertical(id="replay-charts"):
+            for chart_id, label, _ in REPLAY_CHARTS:
+                yield MetricChart(label, id=chart_id)
+        yield Static("", id="replay-status")
+        yield Static("", id="problem", classes="problem")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.seq = self.start_seq
+        if self.series is None:
+            self.load_series()
+        else:
+            self.show_series(self.series)
+
+    # --- replay ----------------------------------------------------------------------------
+
+    def watch_seq(self, seq: int) -> None:
+        self.load_round(seq)
+
+    def watch_playing(self) -> None:
+        self.restart_timer()
+        self.show_replay_status()
+
+    def watch_speed_index(self) -> None:
+        self.restart_timer()
+        self.show_replay_status()
+
+    def restart_timer(self) -> None:
+        if self.play_timer is not None:
+            self.play_timer.stop()
+            self.play_timer = None
+        if self.playing:
+            self.play_timer = self.set_interval(1.0 / SPEEDS[self.speed_index], self.play_tick)
+
+    def play_tick(self) -> None:
+        self.step_from(self.seq, 1)
+
+    def action_step(self, step: int) -> None:
+        self.step_from(self.seq, 1 if step > 0 else -1)
+
+    def action_toggle_play(self) -> None:
+        self.playing = not self.playing
+
+    def action_speed(self, step: int) -> None:
+        self.speed_index = min(len(SPEEDS) - 1, max(0, self.speed_index + step))
+
+    def action_back(self) -> None:
+        self.playing = False
+        self.app.pop_screen()
+
+    # --- workers -----------------------------------------------------------------------------
+
+    @work(thread=True, exclusive=True, group="step")
+    def step_from(self, seq: int, step: int) -> None:
+        try:
+            self.data.refresh()  # a live run may have grown since the last step
+            neighbour = self.data.neighbour_round_seq(seq, 1 if step > 0 else -1)
+        except UserError as error:
+            self.app.call_from_thread(self.show_problem, str(error))
+            return
+        if neighbour is not None:
+            self.app.call_from_thread(setattr, self, "seq", neighbour)
+
+    @work(thread=True, exclusive=True, group="round")
+    def load_round(self, seq: int) -> None:
+        try:
+            round_played = self.data.round_at(seq)
+        except UserError as error:
+            self.app.call_from_thread(self.show_problem, str(error))
+            return
+        self.app.call_from_thread(self.show_round, seq, round_played)
+
+    @work(thread=True, exclusive=True, group="series")
+    def load_series(self) -> None:
+        try:
+            series = self.data.update_series()
+        except UserError as error:
+            self.app.call_from_thread(self.show_problem, str(error))
+            return
+        self.app.call_from_thread(self.show_series, series)
+
+    # --- drawing ---------------------------------------------------------------------------
+
+    def show_series(self, series: UpdateSeries) -> None:
+        self.series = series
+        for chart_id, _, attribute in REPLAY_CHARTS:
+            self.query_one(f"#{chart_id}", MetricChart).set_values(getattr(series, attribute))
+        self.move_chart_cursor()
+
+    def move_chart_cursor(self) -> None:
+        if self.series is None or self.round is None:
+            return
+        version = self.round.policy_version
+        if version not in self.series.policy_versions:
+            self.load_series()  # a live run reached a policy version the charts lack
+            return
+        cursor = self.series.index_of_version(version)
+        for chart in self.query(MetricChart):
+            chart.cursor = cursor
+
+    def show_round(self, seq: int, round_played: RoundPlayed) -> None:
+        if seq != self.seq:
+            return  # replay moved on while this round was loading
+        self.round = round_played
+        r = round_played
+        monitor_played = r.monitor_output is not None
+        self.query_one("#round-title", Static).update(
+            f"round {r.round_id:,} · seq {seq:,} · window {r.window} · state {r.state_id}"
+            f" · policy v{r.policy_version} · monitor v{r.monitor_version} · λ in force {number(r.lambda_value, 4)}"
+        )
+        self.query_one("#story", Static).update(Text(r.story))
+
+        question = Text()
+        question.append("Question  ", style="bold")
+        question.append(r.question + "\n")
+        for index, choice in enumerate(r.choices):
+            is_correct = index == r.correct_index
+            is_answer = index == r.policy_answer
+            marker = "✓" if is_correct else " "
+            arrow = "◀ policy" if is_answer else ""
+            style = "bold green" if is_correct else ("bold red" if is_answer else "")
+            question.append(f" {marker} {CHOICE_LETTERS[index]}. {choice}", style=style)
+            question.append(f"  {arrow}\n", style="bold")
+        self.query_one("#question", Static).update(question)
+
+        policy = Text()
+        policy.append("O (policy) ", style="bold")
+        policy.append(f"answer {choice_letter(r.policy_answer)}", style="reverse")
+        policy.append("  truth ")
+        policy.append_text(truth_text(r.truth))
+        policy.append(f"  r(O) {number(r.reward_policy)}\n")
+        policy.append_text(highlight_last(r.policy_output, answer_pattern(r.policy_answer), "reverse bold"))
+        self.query_one("#policy-output", Static).update(policy)
+
+        monitor = Text()
+        monitor.append("O′ (monitor) ", style="bold")
+        if monitor_played:
+            monitor.append(f"verdict {verdict_word(r.monitor_says_correct, True)}", style="reverse")
+            monitor.append(f"  r(O′) {number(r.reward_monitor)}\n")
+            monitor.append_text(
+                highlight_last(r.monitor_output or "", verdict_pattern(r.monitor_says_correct), "reverse bold")
+            )
+        else:
+            monitor.append("none (rlhf run)", style="dim")
+        self.query_one("#monitor-output", Static).update(monitor)
+
+        accepted = "accepts" if r.judge_accepts else "rejects"
+        self.query_one("#scores", Static).update(
+            f"judge p_accept {number(r.p_accept)} ({accepted})   R {number(r.combined_reward)}"
+            f"   f {number(r.fidelity_penalty)}   λ {number(r.lambda_value, 4)}\n"
+            f"adapters: policy v{r.policy_version}, monitor v{r.monitor_version}"
+        )
+        self.show_replay_status()
+        self.move_chart_cursor()
+
+    def show_replay_status(self) -> None:
+        state = "▶ playing" if self.playing else "⏸ paused"
+        step = f"round {self.round.round_id:,}" if self.round is not None else "loading…"
+        self.query_one("#replay-status", Static).update(
+            f"{state} · {SPEEDS[self.speed_index]:g} rounds/s · {step}"
+            "   n/p step · space play · +/- speed · Esc back"
+        )
+
+    def show_problem(self, message: str) -> None:
+        self.query_one("#problem", Static).update(message)

@@ -1,0 +1,321 @@
+"""One run: the rounds table (paged, filtered, searchable) and the overview with its charts.
+
+The rounds table holds one page at a time; `[` and `]` move between pages, and every page
+is a LIMIT/OFFSET query through `RunData`, so a 1,000,000-round run opens as fast as a small
+one. All queries run in thread workers; the UI thread only fills widgets.
+
+While the run is still being written, a timer asks the reader for its last seq and, when it
+grew, reloads the counts, the current page and the charts: new rounds appear on their own.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.reactive import reactive
+from textual.screen import Screen
+from textual.widgets import (
+    DataTable,
+    Footer,
+    Header,
+    Input,
+    Select,
+    Static,
+    TabbedContent,
+    TabPane,
+    Tree,
+)
+
+from storage import UserError
+from tui.charts import MetricChart
+from tui.formatting import choice_letter, number, truth_text, verdict_word
+from tui.run_data import (
+    OUTCOME_LABELS,
+    Outcome,
+    RoundFilter,
+    RoundRow,
+    RunCounts,
+    RunData,
+    UpdateSeries,
+)
+
+PAGE_SIZE = 100
+POLL_SECONDS = 1.0
+
+# (widget id, label, UpdateSeries attribute), in the order the overview shows them.
+CHARTS: list[tuple[str, str, str]] = [
+    ("chart-lambda", "λ", "lambda_value"),
+    ("chart-accuracy", "accuracy", "policy_accuracy"),
+    ("chart-deception", "deception", "deception_rate"),
+    ("chart-fidelity", "mon. fidelity", "monitor_fidelity"),
+    ("chart-reward", "mean R", "mean_reward"),
+    ("chart-reward-policy", "mean r(O)", "mean_reward_policy"),
+    ("chart-reward-monitor", "mean r(O′)", "mean_reward_monitor"),
+    ("chart-kl", "KL(π‖ref)", "kl_ref"),
+]
+
+
+def config_tree(config: dict[str, Any]) -> Tree[None]:
+    tree: Tree[None] = Tree("resolved config", id="config")
+
+    def add(node: Any, mapping: dict[str, Any]) -> None:
+        for key, value in mapping.items():
+            if isinstance(value, dict):
+                add(node.add(f"[b]{key}[/b]", expand=True), value)
+            else:
+                node.add_leaf(Text(f"{key} = {value!r}"))
+
+    add(tree.root, config)
+    tree.root.expand()
+    return tree
+
+
+def parse_version_bound(text: str) -> int | None:
+    """An update-range bound typed by the user: blank means open; a bad number is an error."""
+    text = text.strip()
+    if not text:
+        return None
+    if not text.isdigit():
+        raise UserError(f"update range: {text!r} is not a policy version; type a whole number or leave it blank")
+    return int(text)
+
+
+class RunScreen(Screen[None]):
+    BINDINGS = [
+        Binding("r", "show_tab('rounds')", "Rounds"),
+        Binding("o", "show_tab('overview')", "Overview"),
+        Binding("right_square_bracket", "page(1)", "Next page"),
+        Binding("left_square_bracket", "page(-1)", "Prev page"),
+        Binding("slash", "focus_search", "Search"),
+        Binding("escape", "back", "Back"),
+    ]
+
+    round_filter: reactive[RoundFilter] = reactive(RoundFilter, init=False)
+    page_index: reactive[int] = reactive(0, init=False)
+
+    def __init__(self, run_dir: Path, *, can_go_back: bool = False, data: RunData | None = None) -> None:
+        super().__init__()
+        self.run_dir = run_dir
+        self.can_go_back = can_go_back
+        self.data = data if data is not None else RunData(run_dir)
+        self.filtered_count = 0
+        self.series: UpdateSeries | None = None
+        self.counts: RunCounts | None = None
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield Static(f"run {self.data.run_id}", id="run-title", classes="screen-title")
+        with TabbedContent(initial="rounds"):
+            with TabPane("Rounds", id="rounds"):
+                with Horizontal(id="filters"):
+                    yield Select(
+                        [(label, outcome) for outcome, label in OUTCOME_LABELS.items()],
+                        value="all",
+                        allow_blank=False,
+                        id="outcome",
+                    )
+                    yield Input(placeholder="from update", id="min-version", type="integer")
+                    yield Input(placeholder="to update", id="max-version", type="integer")
+                    yield Input(placeholder="search question text  (Enter)", id="search")
+                yield DataTable(id="rounds-table", cursor_type="row", zebra_stripes=True)
+                yield Static("loading…", id="page-status")
+            with TabPane("Overview", id="overview"):
+                with Horizontal():
+                    with VerticalScroll(id="overview-left"):
+                        yield Static("", id="counts")
+                        yield config_tree(self.data.run_started().config)
+                    with Vertical(id="charts"):
+                        yield Static("over policy updates (cursor = highlighted round)", classes="chart-caption")
+                        for chart_id, label, _ in CHARTS:
+                            yield MetricChart(label, id=chart_id)
+        yield Static("", id="problem", classes="problem")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        table = self.query_one("#rounds-table", DataTable)
+        for key, label in [
+            ("step", "step"),
+            ("truth", "truth"),
+            ("answer", "answer"),
+            ("verdict", "monitor"),
+            ("p_accept", "p_accept"),
+            ("R", "R"),
+            ("f", "f"),
+            ("lambda", "λ"),
+            ("version", "upd"),
+        ]:
+            table.add_column(label, key=key)
+        table.focus()
+        self.load_page(self.round_filter, self.page_index, keep_cursor=False)
+        self.load_overview()
+        self.set_interval(POLL_SECONDS, self.poll_log)
+
+    # --- reacting to the user --------------------------------------------------------------
+
+    def watch_round_filter(self) -> None:
+        if self.page_index != 0:
+            self.page_index = 0  # its watcher loads the page
+        else:
+            self.load_page(self.round_filter, 0, keep_cursor=False)
+
+    def watch_page_index(self, page_index: int) -> None:
+        self.load_page(self.round_filter, page_index, keep_cursor=False)
+
+    @on(Select.Changed, "#outcome")
+    def outcome_changed(self, event: Select.Changed) -> None:
+        outcome: Outcome = event.value  # type: ignore[assignment]
+        self.set_filter(outcome=outcome)
+
+    @on(Input.Submitted, "#min-version, #max-version, #search")
+    def filter_text_submitted(self) -> None:
+        self.set_filter()
+
+    def set_filter(self, outcome: Outcome | None = None) -> None:
+        try:
+            low = parse_version_bound(self.query_one("#min-version", Input).value)
+            high = parse_version_bound(self.query_one("#max-version", Input).value)
+        except UserError as error:
+            self.show_problem(str(error))
+            return
+        self.show_problem("")
+        self.round_filter = RoundFilter(
+            outcome=outcome if outcome is not None else self.round_filter.outcome,
+            min_policy_version=low,
+            max_policy_version=high,
+            question_contains=self.query_one("#search", Input).value.strip(),
+        )
+        self.query_one("#rounds-table", DataTable).focus()
+
+    def action_show_tab(self, tab: str) -> None:
+        self.query_one(TabbedContent).active = tab
+
+    def action_page(self, step: int) -> None:
+        last_page = max(0, (self.filtered_count - 1) // PAGE_SIZE)
+        self.page_index = min(last_page, max(0, self.page_index + step))
+
+    def action_focus_search(self) -> None:
+        self.action_show_tab("rounds")
+        self.query_one("#search", Input).focus()
+
+    def action_back(self) -> None:
+        if self.focused is not None and isinstance(self.focused, Input):
+            self.query_one("#rounds-table", DataTable).focus()
+        elif self.can_go_back:
+            self.app.pop_screen()
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        event.stop()
+        from tui.round_screen import RoundScreen
+
+        self.app.push_screen(RoundScreen(self.data, int(str(event.row_key.value)), series=self.series))
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        if self.series is None or event.row_key.value is None:
+            return
+        version = event.data_table.get_row(event.row_key)[-1]
+        cursor = self.series.index_of_version(int(str(version)))
+        for chart in self.query(MetricChart):
+            chart.cursor = cursor
+
+    def poll_log(self) -> None:
+        self.follow_log()
+
+    def on_unmount(self) -> None:
+        self.data.close()
+
+    # --- workers: queries off the UI thread ------------------------------------------------
+
+    @work(thread=True, exclusive=True, group="follow")
+    def follow_log(self) -> None:
+        try:
+            grew = self.data.refresh()
+        except UserError as error:
+            self.app.call_from_thread(self.show_problem, str(error))
+            return
+        if grew:
+            self.app.call_from_thread(self.reload_after_growth)
+
+    def reload_after_growth(self) -> None:
+        self.load_page(self.round_filter, self.page_index, keep_cursor=True)
+        self.load_overview()
+
+    @work(thread=True, exclusive=True, group="page")
+    def load_page(self, round_filter: RoundFilter, page_index: int, keep_cursor: bool) -> None:
+        try:
+            total = self.data.count_rounds(round_filter)
+            rows = self.data.page(round_filter, page_index * PAGE_SIZE, PAGE_SIZE)
+        except UserError as error:
+            self.app.call_from_thread(self.show_problem, str(error))
+            return
+        self.app.call_from_thread(self.show_page, round_filter, page_index, total, rows, keep_cursor)
+
+    def show_page(
+        self, round_filter: RoundFilter, page_index: int, total: int, rows: list[RoundRow], keep_cursor: bool
+    ) -> None:
+        if round_filter != self.round_filter or page_index != self.page_index:
+            return  # the user moved on while this page was loading
+        self.filtered_count = total
+        table = self.query_one("#rounds-table", DataTable)
+        cursor_row = table.cursor_row
+        table.clear()
+        for row in rows:
+            table.add_row(*round_cells(row), key=str(row.seq))
+        if keep_cursor and rows:
+            table.move_cursor(row=min(cursor_row, len(rows) - 1))
+        first = page_index * PAGE_SIZE + 1
+        pages = max(1, (total + PAGE_SIZE - 1) // PAGE_SIZE)
+        shown = f"rows {first:,}–{first + len(rows) - 1:,} of {total:,}" if rows else f"no rows of {total:,}"
+        self.query_one("#page-status", Static).update(
+            f"{shown} · page {page_index + 1:,}/{pages:,} · {OUTCOME_LABELS[round_filter.outcome]}"
+            "   [ and ] change page, Enter opens a round"
+        )
+
+    @work(thread=True, exclusive=True, group="overview")
+    def load_overview(self) -> None:
+        try:
+            counts = self.data.counts()
+            series = self.data.update_series()
+        except UserError as error:
+            self.app.call_from_thread(self.show_problem, str(error))
+            return
+        self.app.call_from_thread(self.show_overview, counts, series)
+
+    def show_overview(self, counts: RunCounts, series: UpdateSeries) -> None:
+        self.counts, self.series = counts, series
+        started = self.data.run_started()
+        lines = [
+            f"mode        {started.mode}",
+            f"dataset     {started.dataset_name} ({started.n_train_states:,} train / {started.n_eval_states:,} eval)",
+            f"status      {counts.status}" + (f" — {counts.failure}" if counts.failure else ""),
+            f"rounds      {counts.rounds:,}",
+            f"policy upd. {counts.policy_updates:,}   monitor upd. {counts.monitor_updates:,}",
+            f"λ updates   {counts.lambda_updates:,}   evaluations {counts.evaluations:,}",
+            f"checkpoints {counts.checkpoints:,}",
+        ]
+        self.query_one("#counts", Static).update("\n".join(lines))
+        for chart_id, _, attribute in CHARTS:
+            self.query_one(f"#{chart_id}", MetricChart).set_values(getattr(series, attribute))
+
+    def show_problem(self, message: str) -> None:
+        self.query_one("#problem", Static).update(message)
+
+
+def round_cells(row: RoundRow) -> list[Any]:
+    monitor_played = row.fidelity_penalty is not None
+    return [
+        f"{row.round_id:,}",
+        truth_text(row.truth),
+        choice_letter(row.policy_answer),
+        verdict_word(row.monitor_says_correct, monitor_played),
+        number(row.p_accept),
+        number(row.combined_reward),
+        number(row.fidelity_penalty),
+        number(row.lambda_value, 4),
+        str(row.policy_version),
+    ]

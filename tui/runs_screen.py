@@ -1,0 +1,108 @@
+"""The runs list: one line per run directory under RUNS_DIR; Enter opens one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.text import Text
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Header, Static
+
+from tui.formatting import number
+from tui.run_data import RunSummary, find_run_dirs, summarize_run_dir
+
+STATUS_STYLES = {"running": "bold yellow", "finished": "green", "failed": "bold red"}
+
+# A running run changes under us; finished and failed ones are summarised once.
+POLL_SECONDS = 2.0
+
+
+class RunsScreen(Screen[None]):
+    BINDINGS = [
+        Binding("enter", "open_run", "Open run", show=True),
+        Binding("f5", "reload", "Reload"),
+    ]
+
+    def __init__(self, runs_dir: Path) -> None:
+        super().__init__()
+        self.runs_dir = runs_dir
+        self.summaries: dict[str, RunSummary] = {}
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield Static(f"Runs in {self.runs_dir}", id="runs-title", classes="screen-title")
+        yield DataTable(id="runs", cursor_type="row", zebra_stripes=True)
+        yield Static("", id="runs-problem", classes="problem")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        table = self.query_one("#runs", DataTable)
+        table.add_column("run", key="run")
+        table.add_column("mode", key="mode")
+        table.add_column("started (UTC)", key="started")
+        table.add_column("rounds", key="rounds")
+        table.add_column("updates", key="updates")
+        table.add_column("last λ", key="lambda")
+        table.add_column("accuracy", key="accuracy")
+        table.add_column("deception", key="deception")
+        table.add_column("status", key="status")
+        self.load_summaries(only_running=False)
+        self.set_interval(POLL_SECONDS, self.poll_running)
+
+    def poll_running(self) -> None:
+        if any(summary.status == "running" for summary in self.summaries.values()):
+            self.load_summaries(only_running=True)
+
+    def action_reload(self) -> None:
+        self.load_summaries(only_running=False)
+
+    def action_open_run(self) -> None:
+        table = self.query_one("#runs", DataTable)
+        if table.row_count == 0:
+            return
+        row_key, _ = table.coordinate_to_cell_key(table.cursor_coordinate)
+        summary = self.summaries[str(row_key.value)]
+        if summary.problem:
+            self.query_one("#runs-problem", Static).update(f"{summary.run_dir}: {summary.problem}")
+            return
+        from tui.run_screen import RunScreen
+
+        self.app.push_screen(RunScreen(summary.run_dir, can_go_back=True))
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        event.stop()
+        self.action_open_run()
+
+    @work(thread=True, exclusive=True, group="runs")
+    def load_summaries(self, only_running: bool) -> None:
+        if only_running:
+            run_dirs = [s.run_dir for s in self.summaries.values() if s.status == "running"]
+        else:
+            run_dirs = find_run_dirs(self.runs_dir)
+        for run_dir in run_dirs:
+            summary = summarize_run_dir(run_dir)
+            self.app.call_from_thread(self.show_summary, summary)
+
+    def show_summary(self, summary: RunSummary) -> None:
+        key = str(summary.run_dir)
+        self.summaries[key] = summary
+        table = self.query_one("#runs", DataTable)
+        cells = [
+            summary.run_id,
+            summary.mode,
+            summary.started_at[:19].replace("T", " "),
+            f"{summary.rounds:,}",
+            f"{summary.updates:,}",
+            number(summary.last_lambda, 4),
+            number(summary.last_accuracy),
+            number(summary.last_deception_rate),
+            Text("unreadable" if summary.problem else summary.status, style=STATUS_STYLES[summary.status]),
+        ]
+        if key in table.rows:
+            for column_key, cell in zip(table.columns, cells, strict=True):
+                table.update_cell(key, column_key, cell)
+        else:
+            table.add_row(*cells, key=key)
