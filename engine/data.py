@@ -386,7 +386,7 @@ def _best_distractor(question: dict[str, Any], gold: int, item: _Where) -> int:
             if choice != gold:
                 votes[choice] += 1
     if votes:
-        return max(votes, key=lambda option: (votes[option], option))
+        return min(votes, key=lambda option: (-votes[option], option))
     return next(option for option in range(4) if option != gold)
 
 

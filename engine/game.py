@@ -40,7 +40,6 @@ same seeds as the lost ones.
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import platform
 import random
@@ -82,7 +81,6 @@ from storage.events import (
 )
 
 CHECKPOINTS_DIR = "checkpoints"
-PROGRESS_FILE = "progress.json"  # the loop's own resume state, inside each checkpoint
 PACKAGES_RECORDED = ("torch", "transformers", "peft", "trl", "duckdb", "pyarrow", "pydantic", "minmax-engine")
 
 
@@ -271,6 +269,7 @@ class Game:
         )
         self.dual = dual_ascent_for(config)
         self.progress = Progress()
+        self.checkpoint_suffix = ""  # "-resumed<seq>" after a resume (see save_checkpoint)
         self.started = time.perf_counter()
 
     @property
@@ -441,16 +440,17 @@ class Game:
     # --- checkpoints --------------------------------------------------------------------
 
     def save_checkpoint(self) -> CheckpointSaved:
-        relative = Path(CHECKPOINTS_DIR) / str(self.progress.policy_version)
-        directory = self.run_dir / relative
-        save_checkpoint(
-            directory,
-            players=self.players(),
-            learners=self.learners(),
-            dual=self.dual,
-        )
+        # A checkpoint directory is never overwritten: a resumed run names its own apart,
+        # because a killed run may have left one for the same version without logging it.
+        relative = Path(CHECKPOINTS_DIR) / f"{self.progress.policy_version}{self.checkpoint_suffix}"
         progress = {**asdict(self.progress), "policy_first_seq": None}
-        (directory / PROGRESS_FILE).write_text(json.dumps(progress, indent=1), encoding="utf-8")
+        save_checkpoint(
+            self.run_dir / relative,
+            self.players(),
+            self.learners(),
+            self.dual if self.minmax else None,
+            extra={"progress": progress},
+        )
         saved = CheckpointSaved(
             path=str(relative),
             policy_version=self.progress.policy_version,
@@ -464,12 +464,11 @@ class Game:
         return saved
 
     def restore_checkpoint(self, saved: CheckpointSaved) -> None:
-        directory = self.run_dir / saved.path
-        if not directory.is_dir():
-            raise UserError(f"{directory}: checkpoint directory missing; the log names it in CheckpointSaved")
-        load_checkpoint(directory, players=self.players(), learners=self.learners(), dual=self.dual)
-        progress = json.loads((directory / PROGRESS_FILE).read_text(encoding="utf-8"))
-        self.progress = Progress(**progress)
+        """Adapters, optimiser states, λ, RNG states and the loop's position, as saved."""
+        extra = load_checkpoint(
+            self.run_dir / saved.path, self.players(), self.learners(), self.dual if self.minmax else None
+        )
+        self.progress = Progress(**extra["progress"])
 
     def players(self) -> dict[str, Player]:
         players = {"policy": self.table.policy}
@@ -556,6 +555,7 @@ def resume_run(run_dir: Path, *, pool: ModelPool | None = None) -> RunFinished:
     with _failures_recorded(log):
         assert isinstance(checkpoint.event, CheckpointSaved)
         game.restore_checkpoint(checkpoint.event)  # also restores the RNG states
+        game.checkpoint_suffix = f"-resumed{writer.next_seq}"  # the seq RunResumed gets
         game.progress.next_round_id = max(train_ids, default=-1) + 1
         game.progress.next_eval_round_id = max(eval_ids, default=-1) + 1
         log.append(

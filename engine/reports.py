@@ -103,11 +103,9 @@ class RunData:
         return f"{self.run_id} ({self.mode})"
 
 
-def _step_of(table: str) -> str:
-    # Training rounds played before an event of `table`: the step of docs/metrics.md.
-    return (
-        f"(SELECT max(r.round_id) + 1 FROM rounds r WHERE r.phase = 'train' AND r.seq < {table}.seq) AS step"
-    )
+def _step_of(alias: str) -> str:
+    # Training rounds played before the event in row `alias`: the step of docs/metrics.md.
+    return f"(SELECT max(r.round_id) + 1 FROM rounds r WHERE r.phase = 'train' AND r.seq < {alias}.seq) AS step"
 
 
 def final_window_start(rounds_played: int) -> int:
@@ -118,7 +116,7 @@ def final_window_start(rounds_played: int) -> int:
 def final_rounds_sql(first_round: int) -> str:
     """Per-round (hit, eligible) outcomes of the final window, in round order."""
     columns = ", ".join(
-        f"({hit})::INTEGER AS {name}_hit, ({eligible})::INTEGER AS {name}_eligible"
+        f"(({hit}) AND ({eligible}))::INTEGER AS {name}_hit, ({eligible})::INTEGER AS {name}_eligible"
         for name, (hit, eligible) in OUTCOMES.items()
     )
     return (
@@ -146,7 +144,7 @@ def load_run(path: Path) -> RunData:
         if rounds_played == 0:
             raise UserError(f"{path}: the run has no training rounds yet; nothing to report")
         denominators = ", ".join(
-            f"sum(({eligible})::INTEGER) AS {name}_n" for name, (_, eligible) in OUTCOMES.items()
+            f"sum(({eligible})::INTEGER)::BIGINT AS {name}_n" for name, (_, eligible) in OUTCOMES.items()
         )
         windows = query.polars(
             "SELECT m.*, w.step, "
@@ -154,8 +152,9 @@ def load_run(path: Path) -> RunData:
             + f' FROM metrics m JOIN (SELECT "window", max(round_id) + 1 AS step, {denominators} '
             """FROM rounds WHERE phase = 'train' GROUP BY "window") w USING ("window") ORDER BY w.step"""
         )
-        updates = query.polars(f"SELECT updates.*, {_step_of('updates')} FROM updates ORDER BY seq")
-        lambda_steps = query.polars(f"SELECT lambda.*, {_step_of('lambda')} FROM lambda ORDER BY seq")
+        updates = query.polars(f"SELECT u.*, {_step_of('u')} FROM updates AS u ORDER BY u.seq")
+        # `lambda` is a DuckDB keyword (lambda functions): the view name needs quotes.
+        lambda_steps = query.polars(f'SELECT l.*, {_step_of("l")} FROM "lambda" AS l ORDER BY l.seq')
         first_round = final_window_start(int(rounds_played))
         final_outcomes = query.polars(final_rounds_sql(first_round))
         final_point = query.polars(final_point_sql(first_round)).row(0, named=True)
@@ -289,7 +288,7 @@ def plot_rates(runs: Sequence[RunData], out: Path) -> Path:
                 continue  # e.g. monitor metrics of an rlhf run
             steps = frame["step"].to_numpy()
             rates = frame[metric].to_numpy()
-            bands = [wilson_interval(rate, n) for rate, n in zip(rates, frame[f"{metric}_n"].to_list())]
+            bands = [wilson_interval(float(rate), int(n)) for rate, n in zip(rates, frame[f"{metric}_n"].to_list())]
             (line,) = axis.plot(steps, rates, label=run.label)
             axis.fill_between(steps, [b[0] for b in bands], [b[1] for b in bands], color=line.get_color(), alpha=0.2)
         axis.set_title(LABELS[metric])

@@ -119,13 +119,13 @@ def test_killed_run_resumes_to_the_same_end_as_an_uninterrupted_one(tiny_lm_dir:
     assert not any(isinstance(item.event, RunFinished) for item in RunReader(killed).events())
     seq_before = RunReader(killed).last_seq()
 
-    pool = ModelPool(cache_dir=tmp_path / "cache")
-    finished = resume_run(killed, pool=pool)
+    # a pool holds one run's adapters, so every run gets its own
+    finished = resume_run(killed, pool=ModelPool(cache_dir=tmp_path / "cache"))
     from engine.config import load_config
 
     config, _ = load_config(config_path)
     reference_dir = tmp_path / "reference"
-    reference = start_run(config, reference_dir, pool=pool)
+    reference = start_run(config, reference_dir, pool=ModelPool(cache_dir=tmp_path / "cache"))
 
     assert (finished.rounds, finished.policy_updates, finished.monitor_updates) == (18, 9, 9)
     assert (reference.rounds, reference.policy_updates, reference.monitor_updates) == (18, 9, 9)
@@ -155,7 +155,6 @@ def test_killed_run_resumes_to_the_same_end_as_an_uninterrupted_one(tiny_lm_dir:
 
 def test_resume_refuses_a_finished_run(tiny_lm_dir: Path, tmp_path: Path) -> None:
     config = tiny_config(tiny_lm_dir, tmp_path, training={"num_epochs": 1, "monitor_updates_per_policy": 3})
-    pool = ModelPool(cache_dir=tmp_path / "cache")
-    start_run(config, tmp_path / "run", pool=pool)
+    start_run(config, tmp_path / "run", pool=ModelPool(cache_dir=tmp_path / "cache"))
     with pytest.raises(UserError, match="already finished"):
-        resume_run(tmp_path / "run", pool=pool)
+        resume_run(tmp_path / "run", pool=ModelPool(cache_dir=tmp_path / "cache"))

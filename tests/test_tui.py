@@ -280,12 +280,12 @@ async def test_round_detail_marks_the_correct_choice_and_parsed_answers(fixture_
         correct_line = f"✓ {'ABCD'[event.correct_index]}. {event.choices[event.correct_index]}"
         answer_line = f"{'ABCD'[event.policy_answer]}. {event.choices[event.policy_answer]}  ◀ policy"
         assert correct_line in str(question) and answer_line in str(question)
-        policy = app.screen.query_one("#policy-output", Static).render()
+        policy = app.screen.query_one("#policy-output", Static).content  # the rich Text we drew
         assert f"answer {'ABCD'[event.policy_answer]}" in str(policy)
         # The parsed letter at the end of O is the highlighted span.
         assert any(str(policy)[span.start:span.end] == "ABCD"[event.policy_answer] and "reverse" in str(span.style)
                    for span in policy.spans if span.start > len("O (policy) answer X"))
-        monitor = app.screen.query_one("#monitor-output", Static).render()
+        monitor = app.screen.query_one("#monitor-output", Static).content
         assert any(str(monitor)[span.start:span.end] == "INCORRECT" and span.start > 30 for span in monitor.spans)
         scores = str(app.screen.query_one("#scores", Static).render())
         assert f"p_accept {event.p_accept:.3f}" in scores and f"λ {event.lambda_value:.4f}" in scores

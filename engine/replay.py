@@ -1,0 +1,254 @@
+"""`minmax-engine replay RUN`: fold a run's log into its state and re-check its λ trajectory.
+
+    minmax-engine replay runs/<run_id>            # summary, per-window metrics, λ check
+    minmax-engine replay runs/<run_id> --json     # the folded state as JSON
+
+The run's state is a pure fold of its events (../shared/GAME.md §5): counts, adapter
+versions, λ, the last checkpoint, per-window metrics. `fold_run(reader)` is the function the
+game loop's resume and the TUI use.
+
+Events superseded by a resume are not part of the state: a RunResumed at seq s with
+discarded_after_seq d voids every event with d < seq < s (see engine/game.py, "Resume").
+
+The λ check re-runs the dual ascent (engine/lagrangian.py, `lambda_trajectory`, the same
+arithmetic as the live run) from the logged mean f values with the run's recorded settings
+and compares every LambdaUpdated exactly, as floats: exit 0 with "λ reproduced exactly over
+N updates", exit 1 naming the first mismatching seq.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from engine.lagrangian import DualAscentSettings, lambda_trajectory
+from engine.metrics import window_metrics
+from storage import (
+    CheckpointSaved,
+    EvaluationCompleted,
+    LambdaUpdated,
+    MonitorUpdated,
+    PolicyUpdated,
+    Recorded,
+    RoundPlayed,
+    RunFailed,
+    RunFinished,
+    RunReader,
+    RunResumed,
+    RunStarted,
+    UserError,
+)
+
+LAGRANGIAN_KEYS = ("lambda_init", "delta", "step_size", "lambda_max", "variant", "update_delay")
+
+
+@dataclass(frozen=True)
+class LambdaPoint:
+    seq: int
+    monitor_version: int
+    old: float
+    new: float
+    mean_f: float
+    applied: bool
+
+
+@dataclass
+class RunState:
+    """What a run's log says, folded (superseded events left out)."""
+
+    run_id: str
+    mode: str
+    config: dict[str, Any]
+    last_seq: int = -1
+    train_rounds: int = 0
+    eval_rounds: int = 0
+    next_round_id: int = 0  # after the highest training round id ever logged (superseded included)
+    policy_updates: int = 0
+    monitor_updates: int = 0
+    policy_version: int = 0
+    monitor_version: int = 0
+    lambda_value: float = 0.0  # λ in force after the last event
+    lambda_trajectory: list[LambdaPoint] = field(default_factory=list)
+    last_checkpoint: CheckpointSaved | None = None
+    last_checkpoint_seq: int | None = None
+    evaluations: int = 0
+    resumes: int = 0
+    superseded_events: int = 0
+    finished: bool = False
+    failed: bool = False
+    window_metrics: dict[int, dict[str, float | None]] = field(default_factory=dict)
+
+
+def superseded_seqs(events: Sequence[Recorded]) -> set[int]:
+    """Seqs voided by resumes: discarded_after_seq < seq < the RunResumed's own seq."""
+    voided: set[int] = set()
+    for item in events:
+        if isinstance(item.event, RunResumed):
+            voided.update(range(item.event.discarded_after_seq + 1, item.seq))
+    return voided
+
+
+def fold_events(events: Iterable[Recorded]) -> RunState:
+    """The run state from its events in seq order (a pure function of the log)."""
+    events = list(events)
+    if not events or not isinstance(events[0].event, RunStarted):
+        raise UserError("the log does not start with RunStarted; check the run with `minmax-engine verify`")
+    started = events[0].event
+    assert isinstance(started, RunStarted)
+    state = RunState(run_id=events[0].run_id, mode=started.mode, config=started.config)
+    if started.mode == "minmax":
+        state.lambda_value = float(_lagrangian_config(started.config, events[0].run_id)["lambda_init"])
+    voided = superseded_seqs(events)
+    train_rounds_by_window: dict[int, list[RoundPlayed]] = {}
+    highest_round_id = -1
+
+    for item in events:
+        state.last_seq = item.seq
+        event = item.event
+        if isinstance(event, RoundPlayed) and event.phase == "train":
+            highest_round_id = max(highest_round_id, event.round_id)  # ids stay unique across resumes
+        if item.seq in voided:
+            state.superseded_events += 1
+            continue
+        if isinstance(event, RoundPlayed):
+            if event.phase == "train":
+                state.train_rounds += 1
+                train_rounds_by_window.setdefault(event.window, []).append(event)
+            else:
+                state.eval_rounds += 1
+        elif isinstance(event, MonitorUpdated):
+            state.monitor_updates += 1
+            state.monitor_version = event.version
+        elif isinstance(event, PolicyUpdated):
+            state.policy_updates += 1
+            state.policy_version = event.version
+        elif isinstance(event, LambdaUpdated):
+            state.lambda_trajectory.append(
+                LambdaPoint(item.seq, event.monitor_version, event.old, event.new, event.mean_f, event.applied)
+            )
+            state.lambda_value = event.new
+        elif isinstance(event, CheckpointSaved):
+            state.last_checkpoint, state.last_checkpoint_seq = event, item.seq
+        elif isinstance(event, RunResumed):
+            state.resumes += 1
+        elif isinstance(event, EvaluationCompleted):
+            state.evaluations += 1
+        elif isinstance(event, RunFinished):
+            state.finished = True
+        elif isinstance(event, RunFailed):
+            state.failed = True
+
+    state.next_round_id = highest_round_id + 1
+    delta = float(started.config["lagrangian"]["delta"]) if started.mode == "minmax" else None
+    state.window_metrics = {
+        window: window_metrics(rounds, delta) for window, rounds in sorted(train_rounds_by_window.items())
+    }
+    return state
+
+
+def fold_run(reader: RunReader) -> RunState:
+    return fold_events(reader.events())
+
+
+# --- the λ check ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LambdaCheck:
+    n_updates: int
+    first_mismatch: LambdaPoint | None  # the first logged step the re-run disagrees with
+    expected_old: float | None = None
+    expected_new: float | None = None
+
+
+def _lagrangian_config(config: dict[str, Any], run_id: str) -> dict[str, Any]:
+    section = config.get("lagrangian")
+    missing = [key for key in LAGRANGIAN_KEYS if not isinstance(section, dict) or key not in section]
+    if missing:
+        raise UserError(f"run {run_id}: RunStarted.config has no lagrangian.{missing[0]}; the log was not written by this engine")
+    return section
+
+
+def dual_settings_of(state: RunState) -> DualAscentSettings:
+    section = _lagrangian_config(state.config, state.run_id)
+    return DualAscentSettings(
+        lambda_init=float(section["lambda_init"]),
+        delta=float(section["delta"]),
+        step_size=float(section["step_size"]),
+        lambda_max=float(section["lambda_max"]),
+        variant=section["variant"],
+        update_delay=int(section["update_delay"]),
+    )
+
+
+def check_lambda(state: RunState) -> LambdaCheck:
+    """Re-run the dual ascent from the logged mean f; compare old, new and applied exactly."""
+    logged = state.lambda_trajectory
+    recomputed = lambda_trajectory(dual_settings_of(state), [point.mean_f for point in logged])
+    for point, step in zip(logged, recomputed, strict=True):
+        if (point.old, point.new, point.applied) != (step.old, step.new, step.applied):
+            return LambdaCheck(len(logged), point, expected_old=step.old, expected_new=step.new)
+    return LambdaCheck(len(logged), None)
+
+
+# --- the command ------------------------------------------------------------------------------
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run", type=Path, metavar="RUN", help="a run directory (runs/<run_id>)")
+    parser.add_argument("--json", action="store_true", help="print the folded state as JSON instead of a summary")
+
+
+def _format(value: float | None) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{value:.3f}"
+
+
+def _summary(state: RunState) -> list[str]:
+    status = "finished" if state.finished else "failed" if state.failed else "in progress or stopped"
+    lines = [
+        f"run {state.run_id} ({state.mode}, {status}): last seq {state.last_seq}",
+        f"  rounds: {state.train_rounds} train, {state.eval_rounds} eval; next round id {state.next_round_id}",
+        f"  updates: policy {state.policy_updates} (version {state.policy_version}), "
+        f"monitor {state.monitor_updates} (version {state.monitor_version}); evaluations {state.evaluations}",
+        f"  resumes {state.resumes} ({state.superseded_events} superseded events left out)",
+    ]
+    if state.last_checkpoint is not None:
+        lines.append(f"  last checkpoint: {state.last_checkpoint.path} at seq {state.last_checkpoint_seq}")
+    if state.mode == "minmax":
+        lines.append(f"  λ in force: {state.lambda_value!r} after {len(state.lambda_trajectory)} dual steps")
+    columns = ("policy_accuracy", "judge_accept_rate", "deception_rate", "monitor_fidelity", "mean_f", "last_lambda")
+    lines.append("  window rounds " + " ".join(f"{name:>17}" for name in columns))
+    for window, metrics in state.window_metrics.items():
+        n_rounds = int(metrics["n_rounds"] or 0)
+        lines.append(f"  {window:>6} {n_rounds:>6} " + " ".join(f"{_format(metrics.get(name)):>17}" for name in columns))
+    return lines
+
+
+def run(args: argparse.Namespace) -> int:
+    state = fold_run(RunReader(args.run))
+    if args.json:
+        payload = asdict(state)
+        payload["last_checkpoint"] = None if state.last_checkpoint is None else state.last_checkpoint.to_dict()
+        print(json.dumps(payload, indent=2, default=str))
+    else:
+        print("\n".join(_summary(state)))
+    if state.mode != "minmax":
+        print("rlhf run: no λ to re-check")
+        return 0
+    check = check_lambda(state)
+    if check.first_mismatch is not None:
+        point = check.first_mismatch
+        print(
+            f"λ mismatch at seq {point.seq} (monitor version {point.monitor_version}): logged "
+            f"{point.old!r} -> {point.new!r}, re-run gives {check.expected_old!r} -> {check.expected_new!r}"
+        )
+        return 1
+    print(f"λ reproduced exactly over {check.n_updates} updates")
+    return 0
