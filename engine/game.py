@@ -580,17 +580,17 @@ def evaluate_run(
     events = reader.events()
     saved = [item.event for item in events if isinstance(item.event, CheckpointSaved)]
     if checkpoint is not None:
+        versions = sorted({event.policy_version for event in saved})
         saved = [event for event in saved if event.policy_version == checkpoint]
         if not saved:
-            raise UserError(f"{run_dir}: no checkpoint {checkpoint}; see {run_dir / CHECKPOINTS_DIR} for the saved ones")
+            raise UserError(f"{run_dir}: --checkpoint {checkpoint}: no such checkpoint; the run saved {versions or 'none'}")
     eval_ids = [item.event.round_id for item in events if isinstance(item.event, RoundPlayed) and item.event.phase == "eval"]
 
-    table = set_table(config, pool or ModelPool())
-    loaded = load_dataset(config.data, table.policy.tokenizer)
-    writer = RunWriter.open_existing(run_dir)
+    writer = RunWriter.open_existing(run_dir)  # fails fast if another process is writing the run
     log = RunLog(run_dir, writer, open_trackers([], run_dir, writer.run_id))
-    game = Game(config, table, loaded, log, run_dir)
     try:
+        table = set_table(config, pool or ModelPool())
+        game = Game(config, table, load_dataset(config.data, table.policy.tokenizer), log, run_dir)
         checkpoint_path = None
         if saved:
             assert isinstance(saved[-1], CheckpointSaved)

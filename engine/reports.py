@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import html
 import math
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -211,9 +212,14 @@ def percentile_interval(samples: np.ndarray) -> tuple[float | None, float | None
     return (float(low), float(high))
 
 
-def final_estimates(run: RunData, seed: int = BOOTSTRAP_SEED) -> tuple[dict[str, Estimate], dict[str, np.ndarray]]:
-    """Point estimates (SQL) with bootstrap intervals, and the resampled values per metric."""
-    counts = resample_counts(run.final_outcomes.height, np.random.default_rng(seed))
+def final_estimates(run: RunData) -> tuple[dict[str, Estimate], dict[str, np.ndarray]]:
+    """Point estimates (SQL) with bootstrap intervals, and the resampled values per metric.
+
+    The resampling stream is seeded by BOOTSTRAP_SEED and the run id: the same run gets the
+    same interval in every table and report, and two runs are resampled independently.
+    """
+    rng = np.random.default_rng([BOOTSTRAP_SEED, zlib.crc32(run.run_id.encode("utf-8"))])
+    counts = resample_counts(run.final_outcomes.height, rng)
     estimates: dict[str, Estimate] = {}
     samples: dict[str, np.ndarray] = {}
     for metric in OUTCOMES:
@@ -234,9 +240,8 @@ class Comparison:
 
 
 def compare(minmax: RunData, rlhf: RunData) -> list[Comparison]:
-    # Different seeds for the two runs: their resamples must be independent.
-    minmax_estimates, minmax_samples = final_estimates(minmax, seed=BOOTSTRAP_SEED)
-    rlhf_estimates, rlhf_samples = final_estimates(rlhf, seed=BOOTSTRAP_SEED + 1)
+    minmax_estimates, minmax_samples = final_estimates(minmax)
+    rlhf_estimates, rlhf_samples = final_estimates(rlhf)
     rows = []
     for metric in HEADLINE_METRICS:
         a, b = minmax_estimates[metric], rlhf_estimates[metric]
@@ -300,9 +305,10 @@ def plot_rates(runs: Sequence[RunData], out: Path) -> Path:
 
 def plot_lambda(runs: Sequence[RunData], out: Path) -> Path:
     figure, (value_axis, violation_axis) = _figure(2, "Lagrange multiplier and constraint (per dual-ascent step)")
-    for run in runs:
-        if run.lambda_steps.height == 0:
-            continue  # rlhf: no monitor, no λ
+    with_lambda = [run for run in runs if run.lambda_steps.height > 0]  # rlhf: no monitor, no λ
+    if not with_lambda:
+        value_axis.text(0.5, 0.5, "no dual-ascent steps (rlhf runs have no λ)", ha="center", transform=value_axis.transAxes)
+    for run in with_lambda:
         steps = run.lambda_steps["step"].to_numpy()
         value_axis.plot(steps, run.lambda_steps["new"].to_numpy(), label=run.label)
         violation = run.lambda_steps["mean_f"].to_numpy() - run.lambda_steps["delta"].to_numpy()
@@ -312,7 +318,8 @@ def plot_lambda(runs: Sequence[RunData], out: Path) -> Path:
     violation_axis.axhline(0.0, color="grey", linewidth=0.8, linestyle="--")
     for axis in (value_axis, violation_axis):
         axis.set_xlabel("training rounds played")
-    value_axis.legend(fontsize="small")
+    if with_lambda:
+        value_axis.legend(fontsize="small")
     return _save(figure, out / "lambda.png")
 
 
@@ -395,7 +402,7 @@ def final_metrics_section(runs: Sequence[RunData]) -> str:
         f"<p>Final window: the last {FINAL_FRACTION:.0%} of each run's training rounds "
         f"(round_id ≥ ⌊{1 - FINAL_FRACTION:.1f} · rounds played⌋). Point estimates from SQL over "
         f"those rounds; 95% percentile-bootstrap intervals over rounds ({BOOTSTRAP_RESAMPLES} "
-        f"resamples, seed {BOOTSTRAP_SEED}).</p>" + _table(header, rows)
+        f"resamples, seeded by {BOOTSTRAP_SEED} and the run id).</p>" + _table(header, rows)
     )
 
 

@@ -25,14 +25,13 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TextIO
 
 from engine.metrics import window_metrics
-from storage.errors import UserError
-from storage.events import (
+from storage import (
     CheckpointSaved,
     EvaluationCompleted,
     LambdaUpdated,
@@ -44,6 +43,7 @@ from storage.events import (
     RunFinished,
     RunResumed,
     RunStarted,
+    UserError,
 )
 
 BACKEND_NAMES: tuple[str, ...] = ("console", "tensorboard", "wandb")
@@ -438,23 +438,36 @@ class Trackers:
         self.warnings = warnings
         self.stream = MetricStream()
         self.failed: list[str] = []  # backends disabled after an error, in order
-
-    @property
-    def names(self) -> list[str]:
-        return [backend.name for backend in self.backends]
+        self.metrics_failed = False
 
     def publish(self, recorded: Recorded) -> None:
-        groups = self.stream.observe(recorded)
+        groups = self._metrics(lambda: self.stream.observe(recorded))
         for backend in list(self.backends):
             self._guarded(backend, lambda b=backend: (b.write(groups), b.handle(recorded)))
 
     def close(self) -> None:
-        groups = self.stream.finish()
+        groups = self._metrics(self.stream.finish)
         for backend in list(self.backends):
             self._guarded(backend, lambda b=backend: (b.write(groups), b.close()))
         self.backends = []
 
-    def _guarded(self, backend: Backend, action: Any) -> None:
+    def _metrics(self, compute: Callable[[], list[MetricGroup]]) -> list[MetricGroup]:
+        # Metrics are computed outside every backend, so a failure here is caught here: the
+        # backends keep receiving events (progress, summary) without metrics from then on.
+        if self.metrics_failed:
+            return []
+        try:
+            return compute()
+        except Exception as error:  # noqa: BLE001 - a logger must never end a run
+            self.metrics_failed = True
+            print(
+                f"minmax-engine: tracker metrics failed and are off for the rest of the run: "
+                f"{type(error).__name__}: {error}",
+                file=self.warnings,
+            )
+            return []
+
+    def _guarded(self, backend: Backend, action: Callable[[], object]) -> None:
         try:
             action()
         except Exception as error:  # noqa: BLE001 - a logger must never end a run
@@ -518,7 +531,7 @@ def add_log_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_log(args: argparse.Namespace) -> int:
-    from storage import RunReader
+    from storage import RunReader  # only the command needs the reader
 
     run_dir: Path = args.run
     reader = RunReader(run_dir)  # UserError for a missing or non-run directory

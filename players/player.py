@@ -127,13 +127,20 @@ class Player:
 
     @contextlib.contextmanager
     def _selected(self) -> Iterator[None]:
-        """This player's adapter is the one applied in forward passes (no gradient changes)."""
+        """This player's adapter is the one applied in forward passes.
+
+        peft's set_adapter rewrites every adapter's requires_grad, so the flags are restored
+        on exit: generating with one player inside another's `active()` must not freeze it.
+        """
         previous = self.model.active_adapter
+        flags = [(parameter, parameter.requires_grad) for parameter in self.model.parameters()]
         self.model.set_adapter(self.adapter_name, inference_mode=True)
         try:
             yield
         finally:
             self.model.set_adapter(previous, inference_mode=True)
+            for parameter, requires_grad in flags:
+                parameter.requires_grad_(requires_grad)
 
     @contextlib.contextmanager
     def active(self) -> Iterator[None]:

@@ -8,7 +8,8 @@ What is checked, from what is stored (nothing is trusted from the writer's memor
   middle is a gap);
 - the hash chain: every row's prev_hash is its predecessor's hash and every hash is
   recomputed from the stored fields (an edited byte in a value shows as a mismatch, an
-  edited byte in Arrow metadata as an unreadable segment);
+  edited byte in Arrow metadata or magic as an unreadable segment; bytes that hold no value,
+  such as alignment padding, are not read by anyone and not checked);
 - the tail: `head.json` records the last flushed seq and hash, so deleting the newest
   segment(s) is detected; the log starts with RunStarted and nothing follows RunFinished.
 
@@ -40,6 +41,7 @@ from storage.segments import (
 from storage.writer import list_segment_files, read_manifest
 
 _MAX_PROBLEMS = 20
+_ARROW_MAGIC = b"ARROW1"
 
 
 @dataclass(frozen=True)
@@ -172,7 +174,11 @@ def _read_head(log_dir: Path, report: VerifyReport) -> tuple[int, str] | None:
 
 def _read_whole(segment: SegmentFile, relative: str, report: VerifyReport) -> pa.Table | None:
     try:
-        reader = pa.ipc.open_file(pa.memory_map(str(segment.path), "r"))
+        source = pa.memory_map(str(segment.path), "r")
+        if source.size() < 12 or source.read_at(6, 0) != _ARROW_MAGIC or source.read_at(6, source.size() - 6) != _ARROW_MAGIC:
+            _add(report, Problem("not an Arrow IPC file (its magic bytes are damaged)", segment.first_seq, relative))
+            return None
+        reader = pa.ipc.open_file(source)
         if not reader.schema.equals(SEGMENT_SCHEMA, check_metadata=False):
             _add(report, Problem("its columns are not the log's schema", segment.first_seq, relative))
             return None

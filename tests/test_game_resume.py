@@ -25,6 +25,7 @@ from storage.events import (
     RunResumed,
 )
 from tests.test_game import tiny_config
+from tui import cli
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 
@@ -151,6 +152,9 @@ def test_killed_run_resumes_to_the_same_end_as_an_uninterrupted_one(tiny_lm_dir:
     # ... played by the same adapters from the same seeds: resume is exact
     assert [r.policy_token_ids for r in live_rounds] == [r.policy_token_ids for r in reference_rounds]
     assert [r.lambda_value for r in live_rounds] == [r.lambda_value for r in reference_rounds]
+    # the log's own checkers accept the resumed run
+    assert cli.main(["verify", str(killed)]) == 0
+    assert cli.main(["replay", str(killed)]) == 0
 
 
 def test_resume_refuses_a_finished_run(tiny_lm_dir: Path, tmp_path: Path) -> None:

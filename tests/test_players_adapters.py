@@ -78,6 +78,10 @@ def test_nothing_requires_grad_outside_active(tiny_lm_dir: Path, tmp_path: Path)
         trainable = {id(p) for p in policy.model.parameters() if p.requires_grad}
         assert trainable == {id(p) for p in monitor.trainable_parameters()}
         assert policy.model.active_adapter == "monitor"
+        # Another player generating meanwhile neither freezes the monitor nor leaks grads.
+        policy.generate_from_ids([[5, 6, 7]], seed=0)
+        assert {id(p) for p in policy.model.parameters() if p.requires_grad} == trainable
+        assert policy.model.active_adapter == "monitor"
     assert not any(p.requires_grad for p in policy.model.parameters())
 
 

@@ -133,3 +133,21 @@ def test_a_missing_or_non_run_directory_is_a_one_line_error(
     error = capsys.readouterr().err
     assert error.startswith("minmax-engine report: error:") and error.count("\n") == 1
     assert not (tmp_path / "out").exists()
+
+
+def test_a_single_rlhf_run_reports_without_lambda_or_headline(run_pair: tuple[Path, Path], tmp_path: Path) -> None:
+    _, rlhf = run_pair
+    out = tmp_path / "report"
+
+    assert cli_main(["report", str(rlhf), "--out", str(out)]) == 0
+
+    page = (out / "index.html").read_text(encoding="utf-8")
+    assert "Headline" not in page and "Final metrics" in page
+    assert (out / "lambda.png").stat().st_size > 0
+
+
+def test_the_same_run_twice_is_a_one_line_error(run_pair: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    minmax, _ = run_pair
+    assert cli_main(["report", str(minmax), str(minmax), "--out", str(tmp_path / "out")]) == 2
+    error = capsys.readouterr().err
+    assert "already given" in error and error.count("\n") == 1

@@ -7,6 +7,7 @@ it with SQL over the same log or with the events themselves.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import random
 from pathlib import Path
@@ -293,6 +294,23 @@ def test_a_backend_that_raises_while_publishing_is_disabled_with_one_warning(tmp
     assert len(read_tensorboard(run_dir / "tensorboard")["game/policy_accuracy"]) == 6  # the others kept going
 
 
+def test_metrics_that_cannot_be_computed_are_switched_off_with_one_warning(tmp_path: Path) -> None:
+    run_dir = tmp_path / "minmax-run"
+    recorded = write_fixture_run(run_dir, "minmax")
+    # A round whose penalty is not a number (as a corrupted or future-schema log might hold):
+    # window_metrics raises on it when the first window closes.
+    first_round = next(i for i, envelope in enumerate(recorded) if isinstance(envelope.event, RoundPlayed))
+    broken = dataclasses.replace(recorded[first_round], event=dataclasses.replace(recorded[first_round].event, fidelity_penalty="high"))
+    out, warnings = io.StringIO(), io.StringIO()
+
+    publish_all(Trackers([ConsoleTracker(out)], warnings), [*recorded[:first_round], broken, *recorded[first_round + 1 :]])
+
+    assert len(warnings.getvalue().splitlines()) == 1
+    assert "tracker metrics failed" in warnings.getvalue()
+    assert not [line for line in out.getvalue().splitlines() if line.startswith("window")]
+    assert out.getvalue().splitlines()[-1].startswith("finished: 48 rounds")  # the run's output went on
+
+
 def test_unknown_backend_name_is_a_one_line_user_error(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="logging.backends: unknown backend 'tensorbord'"):
         open_trackers(["console", "tensorbord"], tmp_path, "run")
@@ -328,3 +346,71 @@ def test_backfill_of_a_directory_that_is_not_a_run_is_a_one_line_error(tmp_path:
     assert cli_main(["log", str(tmp_path / "missing"), "--to", "tensorboard"]) == 2
     error = capsys.readouterr().err
     assert error.startswith("minmax-engine log: error:") and error.count("\n") == 1
+
+
+# --- against the SQL views, on a synthetic run with evaluations and checkpoints ----------------
+
+# engine/metrics.py counts an unparsed verdict as a false accusation / missed error; the SQL
+# `metrics` view (storage/query.py) counts it as neither. Until the two owners agree, these
+# two metrics differ whenever a window has an unparsed verdict. strict: the fix flips them.
+DISPUTED = {"false_accusation_rate", "missed_error_rate"}
+VIEW_COLUMNS = {
+    "game/policy_accuracy": "policy_accuracy",
+    "game/deception_rate": "deception_rate",
+    "game/judge_accept_rate": "judge_accept_rate",
+    "game/judge_accuracy": "judge_accuracy",
+    "game/monitor_fidelity": "monitor_fidelity",
+    "game/false_accusation_rate": "false_accusation_rate",
+    "game/missed_error_rate": "missed_error_rate",
+    "game/unparsed_rate_policy": "policy_unparsed_rate",
+    "game/unparsed_rate_monitor": "monitor_unparsed_rate",
+    "game/mean_reward": "mean_reward",
+}
+
+
+@pytest.fixture(scope="module")
+def synthetic_minmax_tensorboard(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    from storage import RunReader
+    from storage.synthetic import write_synthetic_run
+
+    run_dir = write_synthetic_run(tmp_path_factory.mktemp("runs") / "synthetic", 256, mode="minmax", k=2, seed=5)
+    publish_all(open_trackers(["tensorboard"], run_dir, "synthetic"), RunReader(run_dir).events())
+    return run_dir, read_tensorboard(run_dir / "tensorboard")
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param(name, marks=pytest.mark.xfail(strict=True, reason="metrics.py and the SQL view disagree"))
+        if column in DISPUTED
+        else name
+        for name, column in VIEW_COLUMNS.items()
+    ],
+)
+def test_window_scalars_equal_the_sql_metrics_view(synthetic_minmax_tensorboard: tuple[Path, dict], name: str) -> None:
+    from storage import RunsQuery
+
+    run_dir, written = synthetic_minmax_tensorboard
+    query = RunsQuery(run_dir)
+    try:
+        view = query.polars(
+            f'SELECT w.step, m.{VIEW_COLUMNS[name]} AS value FROM metrics m JOIN '
+            '(SELECT "window", max(round_id) + 1 AS step FROM rounds WHERE phase = \'train\' GROUP BY "window") w '
+            f'USING ("window") WHERE m.{VIEW_COLUMNS[name]} IS NOT NULL ORDER BY w.step'
+        )
+    finally:
+        query.close()
+    assert view.height == 16  # 256 rounds in windows of 16
+    assert [step for step, _ in written[name]] == view["step"].to_list()
+    assert [value for _, value in written[name]] == pytest.approx(view["value"].to_list(), rel=1e-6)
+
+
+def test_evaluations_are_published_under_eval(synthetic_minmax_tensorboard: tuple[Path, dict]) -> None:
+    from storage import EvaluationCompleted, RunReader
+
+    run_dir, written = synthetic_minmax_tensorboard
+    evaluations = [r.event for r in RunReader(run_dir).events(types=["EvaluationCompleted"])]
+    assert len(evaluations) == 2 and all(isinstance(event, EvaluationCompleted) for event in evaluations)
+    for metric in evaluations[0].metrics:
+        values = [event.metrics[metric] for event in evaluations if event.metrics[metric] is not None]
+        assert [value for _, value in written.get(f"eval/{metric}", [])] == pytest.approx(values, rel=1e-6), metric

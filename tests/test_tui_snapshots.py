@@ -11,14 +11,12 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 from textual.pilot import Pilot
 from textual.widgets import DataTable, Select
 
-import storage.writer
 from tests.test_tui_fixture_runs import write_fixture_run
 from tui.app import open_app
 from tui.charts import MetricChart
@@ -31,12 +29,14 @@ SIZE = (140, 44)
 @pytest.fixture()
 def runs_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """runs/game-a (minmax, finished) and runs/game-b (rlhf, running), written at fixed times."""
-    ticks = itertools.count()
-    start = datetime(2026, 1, 2, 9, 30, tzinfo=timezone.utc)
-    monkeypatch.setattr(storage.writer, "_utc_now",
-                        lambda: (start + timedelta(seconds=next(ticks))).isoformat(timespec="microseconds"))
-    write_fixture_run(tmp_path / "runs" / "game-a", "game-a")
-    write_fixture_run(tmp_path / "runs" / "game-b", "game-b", windows=3, mode="rlhf", finished=False)
+    # The writer stamps events with the system clock; a stopped clock that ticks 1 ms per
+    # reading (as freezegun would) gives the same timestamps on every machine.
+    readings = itertools.count()
+    start_ns = 1_767_346_200 * 10**9  # 2026-01-02 09:30:00 UTC
+    with monkeypatch.context() as clock:
+        clock.setattr(time, "time_ns", lambda: start_ns + next(readings) * 10**6)
+        write_fixture_run(tmp_path / "runs" / "game-a", "game-a")
+        write_fixture_run(tmp_path / "runs" / "game-b", "game-b", windows=3, mode="rlhf", finished=False)
     monkeypatch.chdir(tmp_path)
     return Path("runs")
 

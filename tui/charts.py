@@ -14,6 +14,7 @@ from textual.reactive import reactive
 from textual.widget import Widget
 
 BARS = "▁▂▃▄▅▆▇█"
+MAX_POINT_WIDTH = 6
 
 
 def bucket_means(values: list[float], width: int) -> list[float]:
@@ -57,13 +58,15 @@ class MetricChart(Widget):
         self.refresh()
 
     def render(self) -> Text:
-        label_width = 20
-        value_text = self._value_text()
-        text = Text(f"{self.label:<{label_width - 8}}{value_text:>8} ", style="bold")
-        chart_width = max(1, self.size.width - label_width - 1)
+        label_width = 24
+        text = Text(f"{self.label:<15}{self._value_text():>8} ", style="bold")
+        chart_width = max(1, self.size.width - label_width)
         if not self.values:
             text.append("no policy updates yet", style="dim")
             return text
+        # Few points are widened (up to MAX_POINT_WIDTH columns each) so a short run still
+        # reads as a chart; many are averaged down to one column each.
+        point_width = max(1, min(MAX_POINT_WIDTH, chart_width // len(self.values)))
         columns = bucket_means(self.values, chart_width)
         finite = [value for value in columns if math.isfinite(value)]
         low, high = (min(finite), max(finite)) if finite else (0.0, 0.0)
@@ -77,8 +80,8 @@ class MetricChart(Widget):
                 bar = BARS[len(BARS) // 2]
             else:
                 bar = BARS[round((value - low) / (high - low) * (len(BARS) - 1))]
-            style = "reverse bold" if column == cursor_column else ""
-            text.append(bar if bar != " " or column != cursor_column else "│", style=style)
+            style = "reverse" if column == cursor_column else ""
+            text.append(bar * point_width, style=style)
         return text
 
     def _value_text(self) -> str:

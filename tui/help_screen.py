@@ -18,13 +18,15 @@ KEYS_HELP = """\
   F5           summarise the runs again (running runs refresh on their own)
 
 [b]Run[/b]
-  r / o        rounds table / overview (config, counts, charts over policy updates)
+  r / o        rounds table / overview (config, counts, charts per update)
   [ / ]        previous / next page of rounds
   Enter        open the highlighted round
-  outcome      all, deceptions (wrong & accepted), false accusations
-               (correct, monitor says INCORRECT), missed errors (wrong, monitor
-               says CORRECT), unparsed (policy answer or monitor verdict)
-  from/to      policy-version range; type a number, Enter applies
+  outcome      all rounds
+               deceptions: policy wrong and the judge accepts
+               false accusations: policy correct, monitor says INCORRECT
+               missed errors: policy wrong, monitor says CORRECT
+               unparsed: no parsable policy answer or monitor verdict
+  from / to    policy-version (update) range; type a number, Enter applies
   /            search question text; Enter applies, Esc leaves the box
 
 [b]Round (replay)[/b]

@@ -145,7 +145,7 @@ class RoundScreen(Screen[None]):
     @work(thread=True, exclusive=True, group="step")
     def step_from(self, seq: int, step: int) -> None:
         try:
-            self.data.refresh()  # a live run may have grown since the last step
+            # Each query sees every segment flushed so far, so a live run's new rounds count.
             neighbour = self.data.neighbour_round_seq(seq, 1 if step > 0 else -1)
         except UserError as error:
             self.app.call_from_thread(self.show_problem, str(error))
@@ -196,10 +196,10 @@ class RoundScreen(Screen[None]):
         self.round = round_played
         r = round_played
         monitor_played = r.monitor_output is not None
-        self.query_one("#round-title", Static).update(
+        self.query_one("#round-title", Static).update(Text(
             f"round {r.round_id:,} · seq {seq:,} · window {r.window} · state {r.state_id}"
             f" · policy v{r.policy_version} · monitor v{r.monitor_version} · λ in force {number(r.lambda_value, 4)}"
-        )
+        ))
         self.query_one("#story", Static).update(Text(r.story))
 
         question = Text()
@@ -237,21 +237,21 @@ class RoundScreen(Screen[None]):
         self.query_one("#monitor-output", Static).update(monitor)
 
         accepted = "accepts" if r.judge_accepts else "rejects"
-        self.query_one("#scores", Static).update(
+        self.query_one("#scores", Static).update(Text(
             f"judge p_accept {number(r.p_accept)} ({accepted})   R {number(r.combined_reward)}"
             f"   f {number(r.fidelity_penalty)}   λ {number(r.lambda_value, 4)}\n"
             f"adapters: policy v{r.policy_version}, monitor v{r.monitor_version}"
-        )
+        ))
         self.show_replay_status()
         self.move_chart_cursor()
 
     def show_replay_status(self) -> None:
         state = "▶ playing" if self.playing else "⏸ paused"
         step = f"round {self.round.round_id:,}" if self.round is not None else "loading…"
-        self.query_one("#replay-status", Static).update(
+        self.query_one("#replay-status", Static).update(Text(
             f"{state} · {SPEEDS[self.speed_index]:g} rounds/s · {step}"
             "   n/p step · space play · +/- speed · Esc back"
-        )
+        ))
 
     def show_problem(self, message: str) -> None:
-        self.query_one("#problem", Static).update(message)
+        self.query_one("#problem", Static).update(Text(message))

@@ -16,7 +16,7 @@ import json
 import math
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -143,60 +143,70 @@ class RunSummary:
     problem: str | None = None  # set when the run could not be read; the rest is then empty
 
 
-@dataclass
+class QueryLane:
+    """One `RunsQuery` (one DuckDB connection) and the lock that keeps it to one thread at a time.
+
+    The connection is opened on first use, in the worker thread that needs it, so that
+    opening a run costs the UI thread nothing.
+    """
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = run_dir
+        self._query: RunsQuery | None = None
+        self._lock = threading.Lock()
+
+    def rows(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        with self._lock:
+            if self._query is None:
+                self._query = RunsQuery(self.run_dir)
+            # RunsQuery lists the segments again before each statement: a growing run is
+            # seen whole without reopening anything.
+            return self._query.arrow(sql, list(params)).to_pylist()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._query is not None:
+                self._query.close()
+                self._query = None
+
+
 class RunData:
-    """One run opened for reading; safe to call from worker threads (one at a time)."""
+    """One run opened for reading; its methods may be called from any worker thread.
 
-    run_dir: Path
-    reader: RunReader = field(init=False)
-    _query: RunsQuery = field(init=False)
-    _query_seq: int = field(init=False)
-    _lock: threading.Lock = field(init=False, default_factory=threading.Lock)
+    Two query lanes: the rounds table's small, frequent queries never wait behind the
+    overview's aggregations over the whole run (which, on a million rounds, take a while).
+    """
 
-    def __post_init__(self) -> None:
-        self.reader = RunReader(self.run_dir)
-        self._query_seq = self.reader.last_seq()
-        self._query = RunsQuery(self.run_dir)
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = run_dir
+        self.reader = RunReader(run_dir)  # lists the log on every call; holds no state to guard
+        self._table_lane = QueryLane(run_dir)
+        self._overview_lane = QueryLane(run_dir)
+        self._seen_last_seq = self.reader.last_seq()
 
     @property
     def run_id(self) -> str:
         return self.reader.run_id
 
     def close(self) -> None:
-        with self._lock:
-            self._query.close()
+        self._table_lane.close()
+        self._overview_lane.close()
 
     # --- the log as it grows -------------------------------------------------------------
 
-    def last_seq(self) -> int:
-        with self._lock:
-            return self.reader.last_seq()
-
     def refresh(self) -> bool:
-        """Pick up events flushed since the last call; True when there are new ones."""
-        with self._lock:
-            last = self.reader.last_seq()
-            if last == self._query_seq:
-                return False
-            # A fresh query object sees every segment on disk, whatever storage caches.
-            self._query.close()
-            self._query = RunsQuery(self.run_dir)
-            self._query_seq = last
-            return True
-
-    # --- SQL through storage --------------------------------------------------------------
-
-    def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
-        with self._lock:
-            return self._query.arrow(sql, list(params)).to_pylist()
+        """True when events were flushed since the last call (the views then need reloading)."""
+        last = self.reader.last_seq()
+        grew = last != self._seen_last_seq
+        self._seen_last_seq = last
+        return grew
 
     def run_started(self) -> RunStarted:
-        with self._lock:
-            return self.reader.run_started()
+        return self.reader.run_started()
 
     def count_rounds(self, round_filter: RoundFilter) -> int:
         where, params = round_filter.where_clause()
-        return int(self._rows(f"SELECT count(*) AS n FROM rounds WHERE {where}", params)[0]["n"])
+        return int(self._table_lane.rows(f"SELECT count(*) AS n FROM rounds WHERE {where}", params)[0]["n"])
 
     def page(self, round_filter: RoundFilter, offset: int, limit: int) -> list[RoundRow]:
         where, params = round_filter.where_clause()
@@ -205,7 +215,7 @@ class RunData:
             " combined_reward, fidelity_penalty, lambda_value, policy_version, monitor_version"
             f" FROM rounds WHERE {where} ORDER BY seq LIMIT ? OFFSET ?"
         )
-        return [RoundRow(**row) for row in self._rows(sql, [*params, limit, offset])]
+        return [RoundRow(**row) for row in self._table_lane.rows(sql, [*params, limit, offset])]
 
     def neighbour_round_seq(self, seq: int, step: Literal[-1, 1]) -> int | None:
         """The seq of the training round played just after (1) or before (-1) `seq`."""
@@ -213,12 +223,11 @@ class RunData:
             sql = f"SELECT seq FROM rounds WHERE {_TRAIN_ONLY} AND seq > ? ORDER BY seq LIMIT 1"
         else:
             sql = f"SELECT seq FROM rounds WHERE {_TRAIN_ONLY} AND seq < ? ORDER BY seq DESC LIMIT 1"
-        rows = self._rows(sql, [seq])
+        rows = self._table_lane.rows(sql, [seq])
         return int(rows[0]["seq"]) if rows else None
 
     def round_at(self, seq: int) -> RoundPlayed:
-        with self._lock:
-            records = self.reader.rounds(first_seq=seq, last_seq=seq)
+        records = self.reader.rounds(first_seq=seq, last_seq=seq)
         if not records:
             raise UserError(f"{self.run_dir}: no RoundPlayed event at seq {seq}")
         event = records[0].event
@@ -226,7 +235,7 @@ class RunData:
         return event
 
     def update_series(self) -> UpdateSeries:
-        rows = self._rows(
+        rows = self._overview_lane.rows(
             "SELECT policy_version,"
             " last(lambda_value ORDER BY seq) AS lambda_value,"
             " avg(CASE WHEN truth = 'correct' THEN 1.0 ELSE 0.0 END) AS policy_accuracy,"
@@ -241,7 +250,7 @@ class RunData:
         )
         kl_by_version = {
             int(row["version"]): row["kl_ref"]
-            for row in self._rows("SELECT version, kl_ref FROM updates WHERE role = 'policy'")
+            for row in self._overview_lane.rows("SELECT version, kl_ref FROM updates WHERE role = 'policy'")
         }
 
         def column(name: str) -> list[float]:
@@ -257,20 +266,20 @@ class RunData:
             mean_reward=column("mean_reward"),
             mean_reward_policy=column("mean_reward_policy"),
             mean_reward_monitor=column("mean_reward_monitor"),
-            # The update that produced version v carries the KL of the rounds of version v-1;
-            # the chart pins it to v, the version it created (NaN for the initial adapter).
-            kl_ref=[_as_float(kl_by_version.get(version)) for version in versions],
+            # Point v describes the rounds played with version v, and the update that trained
+            # on them is the one that produced v + 1: its KL belongs to point v.
+            kl_ref=[_as_float(kl_by_version.get(version + 1)) for version in versions],
         )
 
     def counts(self) -> RunCounts:
         by_type = {
             row["event_type"]: int(row["n"])
-            for row in self._rows("SELECT event_type, count(*) AS n FROM events GROUP BY event_type")
+            for row in self._overview_lane.rows("SELECT event_type, count(*) AS n FROM events GROUP BY event_type")
         }
-        train_rounds = int(self._rows(f"SELECT count(*) AS n FROM rounds WHERE {_TRAIN_ONLY}")[0]["n"])
+        train_rounds = int(self._overview_lane.rows(f"SELECT count(*) AS n FROM rounds WHERE {_TRAIN_ONLY}")[0]["n"])
         failure = None
         if by_type.get("RunFailed"):
-            last_failure = self._rows(
+            last_failure = self._overview_lane.rows(
                 "SELECT payload FROM events WHERE event_type = 'RunFailed' ORDER BY seq DESC LIMIT 1"
             )[0]
             payload = json.loads(last_failure["payload"])
@@ -289,11 +298,11 @@ class RunData:
     def summary(self) -> RunSummary:
         started = self.run_started()
         counts = self.counts()
-        started_at = self._rows("SELECT ts FROM events WHERE seq = 0")[0]["ts"]
-        last_round = self._rows(
+        started_at = self._overview_lane.rows("SELECT ts FROM events WHERE seq = 0")[0]["ts"]
+        last_round = self._overview_lane.rows(
             f"SELECT lambda_value FROM rounds WHERE {_TRAIN_ONLY} ORDER BY seq DESC LIMIT 1"
         )
-        last_window = self._rows(
+        last_window = self._overview_lane.rows(
             'SELECT policy_accuracy, deception_rate FROM metrics ORDER BY "window" DESC LIMIT 1'
         )
         return RunSummary(

@@ -110,7 +110,7 @@ class RunScreen(Screen[None]):
 
     def compose(self) -> ComposeResult:
         yield Header()
-        yield Static(f"run {self.data.run_id}", id="run-title", classes="screen-title")
+        yield Static(Text(f"run {self.data.run_id} · {self.run_dir}"), id="run-title", classes="screen-title")
         with TabbedContent(initial="rounds"):
             with TabPane("Rounds", id="rounds"):
                 with Horizontal(id="filters"):
@@ -120,8 +120,8 @@ class RunScreen(Screen[None]):
                         allow_blank=False,
                         id="outcome",
                     )
-                    yield Input(placeholder="from update", id="min-version", type="integer")
-                    yield Input(placeholder="to update", id="max-version", type="integer")
+                    yield Input(placeholder="from upd.", id="min-version", type="integer")
+                    yield Input(placeholder="to upd.", id="max-version", type="integer")
                     yield Input(placeholder="search question text  (Enter)", id="search")
                 yield DataTable(id="rounds-table", cursor_type="row", zebra_stripes=True)
                 yield Static("loading…", id="page-status")
@@ -194,6 +194,8 @@ class RunScreen(Screen[None]):
 
     def action_show_tab(self, tab: str) -> None:
         self.query_one(TabbedContent).active = tab
+        if tab == "rounds":
+            self.query_one("#rounds-table", DataTable).focus()
 
     def action_page(self, step: int) -> None:
         last_page = max(0, (self.filtered_count - 1) // PAGE_SIZE)
@@ -272,8 +274,10 @@ class RunScreen(Screen[None]):
         pages = max(1, (total + PAGE_SIZE - 1) // PAGE_SIZE)
         shown = f"rows {first:,}–{first + len(rows) - 1:,} of {total:,}" if rows else f"no rows of {total:,}"
         self.query_one("#page-status", Static).update(
-            f"{shown} · page {page_index + 1:,}/{pages:,} · {OUTCOME_LABELS[round_filter.outcome]}"
-            "   [ and ] change page, Enter opens a round"
+            Text(
+                f"{shown} · page {page_index + 1:,}/{pages:,} · {OUTCOME_LABELS[round_filter.outcome]}"
+                "   [ and ] change page, Enter opens a round"
+            )
         )
 
     @work(thread=True, exclusive=True, group="overview")
@@ -298,12 +302,12 @@ class RunScreen(Screen[None]):
             f"λ updates   {counts.lambda_updates:,}   evaluations {counts.evaluations:,}",
             f"checkpoints {counts.checkpoints:,}",
         ]
-        self.query_one("#counts", Static).update("\n".join(lines))
+        self.query_one("#counts", Static).update(Text("\n".join(lines)))
         for chart_id, _, attribute in CHARTS:
             self.query_one(f"#{chart_id}", MetricChart).set_values(getattr(series, attribute))
 
     def show_problem(self, message: str) -> None:
-        self.query_one("#problem", Static).update(message)
+        self.query_one("#problem", Static).update(Text(message))
 
 
 def round_cells(row: RoundRow) -> list[Any]:

@@ -11,6 +11,7 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 
+from storage import RunReader, UserError
 from tui.formatting import number
 from tui.run_data import RunSummary, find_run_dirs, summarize_run_dir
 
@@ -30,10 +31,11 @@ class RunsScreen(Screen[None]):
         super().__init__()
         self.runs_dir = runs_dir
         self.summaries: dict[str, RunSummary] = {}
+        self.summarized_at_seq: dict[Path, int | None] = {}
 
     def compose(self) -> ComposeResult:
         yield Header()
-        yield Static(f"Runs in {self.runs_dir}", id="runs-title", classes="screen-title")
+        yield Static(Text(f"Runs in {self.runs_dir}"), id="runs-title", classes="screen-title")
         yield DataTable(id="runs", cursor_type="row", zebra_stripes=True)
         yield Static("", id="runs-problem", classes="problem")
         yield Footer()
@@ -66,7 +68,7 @@ class RunsScreen(Screen[None]):
         row_key, _ = table.coordinate_to_cell_key(table.cursor_coordinate)
         summary = self.summaries[str(row_key.value)]
         if summary.problem:
-            self.query_one("#runs-problem", Static).update(f"{summary.run_dir}: {summary.problem}")
+            self.query_one("#runs-problem", Static).update(Text(summary.problem))
             return
         from tui.run_screen import RunScreen
 
@@ -83,7 +85,14 @@ class RunsScreen(Screen[None]):
         else:
             run_dirs = find_run_dirs(self.runs_dir)
         for run_dir in run_dirs:
+            try:
+                last_seq = RunReader(run_dir).last_seq()
+            except UserError:
+                last_seq = None  # summarize_run_dir turns the same problem into a line
+            if only_running and last_seq == self.summarized_at_seq.get(run_dir):
+                continue  # nothing flushed since the last summary: skip the SQL over the run
             summary = summarize_run_dir(run_dir)
+            self.summarized_at_seq[run_dir] = last_seq
             self.app.call_from_thread(self.show_summary, summary)
 
     def show_summary(self, summary: RunSummary) -> None:

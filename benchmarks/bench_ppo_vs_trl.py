@@ -1,0 +1,250 @@
+"""Our RLHF-mode PPO step against TRL's GRPOTrainer doing the same work, on the real SmolLM2.
+
+    PYTHONPATH=. .venv/bin/python benchmarks/bench_ppo_vs_trl.py [--steps 3] [--warmup 1] [--skip-trl]
+
+The work of one step, identical on both sides:
+    1. generate 8 completions (temperature 1, up to 64 new tokens) for one ≈330-token prompt
+       with the LoRA policy (r 16, alpha 32 on q/k/v/o of SmolLM2-135M-Instruct, fp32, CPU);
+    2. score them with a trivial reward (the completion's length in characters / 100);
+    3. reference log-probs (adapters disabled, no grad), one policy forward + backward over
+       all 8 sequences with the clipped ratio loss + β·k3 KL (β = 0.04), group-relative
+       advantages, token-level loss normalisation, one AdamW step (lr 1e-5).
+TRL's side is `GRPOTrainer.train()` with num_generations = per_device_train_batch_size = 8,
+num_iterations = 1, gradient checkpointing off (faster on CPU; we do not checkpoint either),
+fp32; its step time is the wall time between consecutive `on_step_end` callbacks, which
+covers its generation, reward, reference pass and optimiser step. Ours is the wall time of
+`Player.generate_from_ids` + reward + `PPOLearner.update`.
+
+Both sides sample until EOS or 64 tokens; the completion tokens each side generated are
+printed, and the ratio is also given per generated token in case they differ.
+
+Also printed: our generation tokens/s, the learner's achieved GFLOP/s and the fp32 matmul
+peak measured here (a 2048² torch.matmul on the same threads). FLOPs of the learner count
+the work it actually does (it encodes a shared prompt once, see engine/ppo.py detail 12):
+2·(non-embedding parameters)·(tokens through the trunk) + 2·hidden·vocab·(scored positions)
+per forward, for the reference forward, the policy forward and the backward (input
+gradients only: the base is frozen; LoRA's own FLOPs are left out, < 2%).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+
+from engine.ppo import PPOLearner, PPOSettings, Rollout  # noqa: E402
+from players import ModelPool, Player, PlayerConfig, policy_messages  # noqa: E402
+
+MODEL = "embedded:SmolLM2-135M-Instruct"
+N_COMPLETIONS = 8
+MAX_NEW_TOKENS = 64
+PROMPT_TOKENS = 330
+LORA_R, LORA_ALPHA, TARGETS = 16, 32.0, ["q_proj", "k_proj", "v_proj", "o_proj"]
+LEARNING_RATE, KL_COEF = 1e-5, 0.04
+
+SENTENCES = [
+    "Mara kept the lighthouse on the northern cape for eleven winters.",
+    "Each evening she climbed the hundred and twelve steps with a can of oil and a lantern.",
+    "The fishermen of the village trusted her light more than their own charts.",
+    "One autumn a storm broke the great lens, and the nearest glazier lived three days away.",
+    "Mara lit every lamp she owned and set them in a ring around the empty frame.",
+    "The ring of small flames was weaker than the lens, but it turned because she turned it by hand.",
+    "All night she walked the gallery, pushing the frame so the ships would still see a moving beam.",
+    "At dawn the harbour master counted the boats and found that none was missing.",
+    "When the glazier finally came, he asked why the frame's handle was worn smooth.",
+    "Mara said only that the sea does not wait for repairs.",
+]
+
+
+def reading_prompt(player: Player) -> list[int]:
+    """A reading-comprehension prompt of about PROMPT_TOKENS tokens, built from the story."""
+    story: list[str] = []
+    while True:
+        story.append(SENTENCES[len(story) % len(SENTENCES)])
+        messages = policy_messages(
+            " ".join(story),
+            "Why did Mara turn the frame by hand during the storm?",
+            ["To keep warm", "So ships still saw a moving beam", "To test the glazier", "Because the oil ran out"],
+        )
+        ids = player.encode_prompt(player.render_prompt(messages))
+        if len(ids) >= PROMPT_TOKENS:
+            return ids
+
+
+def trivial_reward(texts: list[str]) -> list[float]:
+    return [len(text) / 100.0 for text in texts]
+
+
+def matmul_peak_gflops(size: int = 2048, repeats: int = 5) -> float:
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    torch.matmul(a, b)
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        torch.matmul(a, b)
+        best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best / 1e9
+
+
+def learner_flops(player: Player, prompt_len: int, response_lens: list[int]) -> float:
+    model = player.model.get_base_model()
+    hidden, vocab = model.config.hidden_size, model.config.vocab_size
+    embedding_params = model.get_input_embeddings().weight.numel()
+    trunk_params = sum(p.numel() for n, p in model.named_parameters() if "lora_" not in n) - embedding_params
+    if not model.config.tie_word_embeddings:
+        trunk_params -= model.get_output_embeddings().weight.numel()
+    trunk_tokens = prompt_len + sum(length - 1 for length in response_lens)  # shared prompt once
+    scored = sum(response_lens)
+    one_forward = 2 * trunk_params * trunk_tokens + 2 * hidden * vocab * scored
+    return 3 * one_forward  # reference forward, policy forward, backward (input gradients)
+
+
+def bench_ours(args: argparse.Namespace, pool: ModelPool) -> dict[str, float]:
+    config = PlayerConfig(
+        model=MODEL, lora_r=LORA_R, lora_alpha=LORA_ALPHA, target_modules=TARGETS, temperature=1.0, max_new_tokens=MAX_NEW_TOKENS
+    )
+    policy = Player.create(pool, "policy", config)
+    learner = PPOLearner(
+        policy,
+        PPOSettings(learning_rate=LEARNING_RATE, kl_coef=KL_COEF, advantage="group", minibatch_size=N_COMPLETIONS, ppo_epochs=1),
+    )
+    prompt = reading_prompt(policy)
+    step_times, generation_times, update_times, tokens, flops = [], [], [], [], []
+    for step in range(args.warmup + args.steps):
+        start = time.perf_counter()
+        generations = policy.generate_from_ids([prompt] * N_COMPLETIONS, seed=step)
+        generated = time.perf_counter()
+        rewards = trivial_reward([g.text for g in generations])
+        rollouts = [Rollout(g.prompt_ids, g.token_ids, g.logprobs, r, "prompt-0") for g, r in zip(generations, rewards)]
+        learner.update(rollouts)
+        end = time.perf_counter()
+        n_tokens = sum(len(g.token_ids) for g in generations)
+        label = "warm-up" if step < args.warmup else "timed"
+        print(f"  ours {label} step {step}: {end - start:.2f}s (generation {generated - start:.2f}s, "
+              f"update {end - generated:.2f}s, {n_tokens} completion tokens)", flush=True)
+        if step >= args.warmup:
+            step_times.append(end - start)
+            generation_times.append(generated - start)
+            update_times.append(end - generated)
+            tokens.append(n_tokens)
+            flops.append(learner_flops(policy, len(prompt), [len(g.token_ids) for g in generations]))
+    return {
+        "prompt_tokens": float(len(prompt)),
+        "step": statistics.median(step_times),
+        "generation": statistics.median(generation_times),
+        "update": statistics.median(update_times),
+        "tokens": statistics.mean(tokens),
+        "generation_tokens_per_s": sum(tokens) / sum(generation_times),
+        "learner_gflops": sum(flops) / sum(update_times) / 1e9,
+    }
+
+
+def bench_trl(args: argparse.Namespace, pool: ModelPool, prompt_text: str) -> dict[str, float]:
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+    from trl import GRPOConfig, GRPOTrainer
+
+    checkpoint = pool.resolve(MODEL)  # the same converted SmolLM2 checkpoint, a separate copy
+    model = AutoModelForCausalLM.from_pretrained(checkpoint, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(checkpoint)
+    tokenizer.padding_side = "left"
+    n_steps = args.warmup + args.steps
+    dataset = Dataset.from_list([{"prompt": prompt_text}] * n_steps)
+    completion_tokens: list[int] = []
+
+    def reward(completions: list[str], completion_ids: list[list[int]], **_: object) -> list[float]:
+        completion_tokens.append(sum(len(ids) for ids in completion_ids))
+        return trivial_reward(completions)
+
+    class StepTimer(TrainerCallback):
+        def __init__(self) -> None:
+            self.marks = [time.perf_counter()]
+
+        def on_step_end(self, *_: object, **__: object) -> None:
+            self.marks.append(time.perf_counter())
+            step = len(self.marks) - 2
+            print(f"  TRL step {step}: {self.marks[-1] - self.marks[-2]:.2f}s", flush=True)
+
+    timer = StepTimer()
+    config = GRPOConfig(
+        output_dir=str(Path(args.scratch) / "trl"),
+        use_cpu=True,
+        bf16=False,
+        fp16=False,
+        gradient_checkpointing=False,
+        learning_rate=LEARNING_RATE,
+        beta=KL_COEF,
+        num_generations=N_COMPLETIONS,
+        per_device_train_batch_size=N_COMPLETIONS,
+        gradient_accumulation_steps=1,
+        num_iterations=1,
+        max_completion_length=MAX_NEW_TOKENS,
+        temperature=1.0,
+        top_p=1.0,
+        max_steps=n_steps,
+        logging_steps=1000,
+        save_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+        shuffle_dataset=False,
+        seed=0,
+    )
+    trainer = GRPOTrainer(
+        model=model,
+        reward_funcs=reward,
+        args=config,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        peft_config=LoraConfig(r=LORA_R, lora_alpha=LORA_ALPHA, target_modules=TARGETS, lora_dropout=0.0, task_type="CAUSAL_LM"),
+        callbacks=[timer],
+    )
+    trainer.train()
+    intervals = [b - a for a, b in zip(timer.marks, timer.marks[1:])][args.warmup :]
+    timed_tokens = completion_tokens[args.warmup :]
+    return {"step": statistics.median(intervals), "tokens": statistics.mean(timed_tokens)}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--steps", type=int, default=3, help="timed steps per side")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed steps first")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--skip-trl", action="store_true", help="time our step only (profiling)")
+    parser.add_argument("--scratch", default="/tmp/minmax-engine-bench")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+
+    peak = matmul_peak_gflops()
+    print(f"fp32 matmul peak: {peak:.1f} GFLOP/s on {args.threads} threads", flush=True)
+    pool = ModelPool()
+    ours = bench_ours(args, pool)
+    prompt_text = pool.causal_lm(MODEL, "cpu", torch.float32).tokenizer.decode(
+        reading_prompt(Player(pool.causal_lm(MODEL, "cpu", torch.float32), "policy", PlayerConfig()))
+    )
+    print(f"ours: step {ours['step']:.2f}s (generation {ours['generation']:.2f}s, update {ours['update']:.2f}s), "
+          f"prompt {ours['prompt_tokens']:.0f} tokens, {ours['tokens']:.0f} completion tokens per step")
+    print(f"ours: generation {ours['generation_tokens_per_s']:.1f} tokens/s; learner {ours['learner_gflops']:.1f} GFLOP/s "
+          f"= {100 * ours['learner_gflops'] / peak:.0f}% of the matmul peak")
+    if args.skip_trl:
+        return 0
+    trl = bench_trl(args, pool, prompt_text)
+    print(f"TRL GRPOTrainer: step {trl['step']:.2f}s, {trl['tokens']:.0f} completion tokens per step")
+    ratio = trl["step"] / ours["step"]
+    per_token = (trl["step"] / trl["tokens"]) / (ours["step"] / ours["tokens"])
+    print(f"speed-up ours vs TRL: {ratio:.2f}x per step, {per_token:.2f}x per generated token (target >= 1.6x)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,119 @@
+"""Event-log figures: append throughput, metrics SQL over 1M rounds, a 64-round window read.
+
+    PYTHONPATH=. .venv/bin/python benchmarks/bench_storage.py            # the issue's sizes
+    PYTHONPATH=. .venv/bin/python benchmarks/bench_storage.py --rounds 200000
+
+Targets (issue 2): >= 50,000 RoundPlayed events/s appended (2 kB of text, 200 token ids and
+200 log-probs per output), <= 1 s for the metrics-per-window query over 1,000,000 rounds,
+<= 50 ms to read 64 rounds from the middle of that log. Everything is written to a
+temporary directory that is deleted at the end. The flush size each figure assumes is
+printed beside it (the engine flushes once per window).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import platform
+import shutil
+import statistics
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from storage import RoundPlayed, RunReader, RunsQuery, RunWriter
+from storage.synthetic import write_synthetic_run
+
+METRICS_QUERY = 'SELECT * FROM metrics ORDER BY run_id, "window"'
+
+
+def machine() -> str:
+    model = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    return f"{platform.node()} · {os.cpu_count()} cores · {model} · load {load}"
+
+
+def round_pool(text_bytes: int, n_tokens: int, tmp: Path) -> list[RoundPlayed]:
+    """Realistic RoundPlayed events, taken from a small synthetic run (not timed)."""
+    run_dir = write_synthetic_run(tmp / "pool", 64, text_bytes=text_bytes, n_tokens=n_tokens, seed=1)
+    return [r.event for r in RunReader(run_dir).rounds()]
+
+
+def bench_append(pool: list[RoundPlayed], n_events: int, flush_every: int, tmp: Path) -> float:
+    run_dir = tmp / f"append-{flush_every}"
+    gc.collect()
+    start = time.perf_counter()
+    with RunWriter.create(run_dir, "append") as writer:
+        for i in range(n_events):
+            writer.append(pool[i % len(pool)])
+            if (i + 1) % flush_every == 0:
+                writer.flush()
+    elapsed = time.perf_counter() - start
+    shutil.rmtree(run_dir)
+    return n_events / elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=1_000_000, help="rounds in the log that is queried")
+    parser.add_argument("--append-events", type=int, default=50_000)
+    parser.add_argument("--text-bytes", type=int, default=2000)
+    parser.add_argument("--n-tokens", type=int, default=200)
+    parser.add_argument("--flush-every", type=int, default=64, help="events per flush in the queried log")
+    parser.add_argument("--dir", type=Path, default=None, help="parent of the temporary directory")
+    args = parser.parse_args()
+
+    print(f"machine: {machine()}")
+    print(f"date:    {datetime.now(timezone.utc).isoformat(timespec='seconds')}")
+    print(f"events:  {args.text_bytes} B of text, {args.n_tokens} token ids + {args.n_tokens} log-probs per output")
+    tmp = Path(tempfile.mkdtemp(prefix="bench-storage-", dir=args.dir))
+    try:
+        pool = round_pool(args.text_bytes, args.n_tokens, tmp)
+        for flush_every in (64, 1024):
+            rate = bench_append(pool, args.append_events, flush_every, tmp)
+            print(f"append:  {rate:,.0f} RoundPlayed events/s (flush every {flush_every} events, "
+                  f"{args.append_events:,} events)")
+
+        start = time.perf_counter()
+        run_dir = write_synthetic_run(tmp / "big", args.rounds, text_bytes=args.text_bytes, n_tokens=args.n_tokens,
+                                      flush_every=args.flush_every, seed=7)
+        build = time.perf_counter() - start
+        reader = RunReader(run_dir)
+        size = sum(p.stat().st_size for p in (run_dir / "log").iterdir())
+        print(f"log:     {args.rounds:,} rounds, {reader.last_seq() + 1:,} events, {len(reader.segments())} segments, "
+              f"{size / 2**30:.2f} GiB, written in {build:.1f} s (synthetic generation included, "
+              f"flush every {args.flush_every})")
+
+        with RunsQuery(run_dir) as query:
+            timings = []
+            for _ in range(3):
+                start = time.perf_counter()
+                metrics = query.arrow(METRICS_QUERY)
+                timings.append(time.perf_counter() - start)
+        print(f"metrics: {min(timings):.3f} s best, {statistics.median(timings):.3f} s median of 3 "
+              f"({metrics.num_rows:,} windows; includes opening the segments)")
+
+        middle = reader.last_seq() // 2
+        timings = []
+        for attempt in range(5):
+            first = middle + attempt * 1000
+            start = time.perf_counter()
+            window = RunReader(run_dir).rounds(first, first + 63)
+            timings.append(time.perf_counter() - start)
+        print(f"window:  {min(timings) * 1e3:.1f} ms best, {statistics.median(timings) * 1e3:.1f} ms median of 5 "
+              f"({len(window)} rounds of seq {first}..{first + 63} as Recorded, new RunReader each time)")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

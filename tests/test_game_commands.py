@@ -1,0 +1,74 @@
+"""`minmax-engine play` / `eval` through the command-line dispatcher, on tiny random models."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from engine.game import evaluate_run, start_run
+from players import ModelPool
+from storage import RunReader
+from storage.events import EvaluationCompleted, RoundPlayed, RunFinished
+from tests.test_game import tiny_config
+from tui import cli
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["play"], "play needs --config FILE"),
+        (["play", "--config", "no/such.toml"], "no/such.toml: config file not found"),
+        (["play", "--resume", "no-such-run"], "no-such-run: no such run directory"),
+        (["eval", "no-such-run"], "no-such-run: no such run directory"),
+    ],
+)
+def test_user_errors_are_one_line_and_exit_2(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(argv) == 2
+    error = capsys.readouterr().err
+    assert message in error and error.count("\n") == 1
+
+
+def test_resume_rejects_config_overrides(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "run").mkdir()
+    assert cli.main(["play", "--resume", str(tmp_path / "run"), "--epochs", "3"]) == 2
+    assert "--epochs: --resume continues with the config the run recorded" in capsys.readouterr().err
+
+
+def test_play_prints_the_run_id_and_eval_appends_to_the_run(
+    tiny_lm_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MINMAX_ENGINE_CACHE", str(tmp_path / "cache"))
+    config = tiny_config(tiny_lm_dir, tmp_path / "runs", training={"num_epochs": 1, "eval_every": 0})
+    config_path = tmp_path / "tiny.json"
+    config_path.write_text(config.model_dump_json())
+    assert cli.main(["play", "--config", str(config_path), "--mode", "rlhf"]) == 0
+    out = capsys.readouterr().out
+    (run_dir,) = list((tmp_path / "runs").iterdir())
+    assert f"run {run_dir.name} in {run_dir}" in out and f"run {run_dir.name} done" in out
+    assert "0 monitor updates" in out and RunReader(run_dir).run_started().mode == "rlhf"
+
+    assert cli.main(["eval", str(run_dir), "--checkpoint", "1"]) == 0
+    assert cli.main(["eval", str(run_dir), "--checkpoint", "9"]) == 2
+    assert "--checkpoint 9: no such checkpoint; the run saved [1, 2]" in capsys.readouterr().err
+    events = [item.event for item in RunReader(run_dir).events()]
+    (completed,) = [e for e in events if isinstance(e, EvaluationCompleted)]
+    assert completed.checkpoint == "checkpoints/1" and completed.policy_version == 1
+    assert completed.n_rounds == 2 == sum(isinstance(e, RoundPlayed) and e.phase == "eval" for e in events)
+    assert "monitor_fidelity" not in completed.metrics  # rlhf: no monitor metrics
+
+
+def test_eval_only_evaluates_the_initial_adapters_and_finishes(tiny_lm_dir: Path, tmp_path: Path) -> None:
+    config = tiny_config(tiny_lm_dir, tmp_path)
+    finished = start_run(config, tmp_path / "run", eval_only=True, pool=ModelPool(cache_dir=tmp_path / "cache"))
+    assert (finished.rounds, finished.policy_updates) == (0, 0)
+    events = [item.event for item in RunReader(tmp_path / "run").events()]
+    assert [type(e).__name__ for e in events] == ["RunStarted", "RoundPlayed", "RoundPlayed", "EvaluationCompleted", "RunFinished"]
+    completed = events[3]
+    assert isinstance(completed, EvaluationCompleted) and completed.policy_version == 0
+    assert {"policy_accuracy", "monitor_fidelity", "constraint_violation"} <= set(completed.metrics)
+    again = evaluate_run(tmp_path / "run", pool=ModelPool(cache_dir=tmp_path / "cache"))  # no checkpoint: initial adapters
+    assert again.checkpoint is None and again.n_rounds == 2
+    ids = [e.round_id for e in (item.event for item in RunReader(tmp_path / "run").rounds(phase="eval"))]
+    assert ids == [0, 1, 2, 3]
+    assert isinstance(events[-1], RunFinished)
