@@ -1,6 +1,7 @@
 """Our RLHF-mode PPO step against TRL's GRPOTrainer doing the same work, on the real SmolLM2.
 
     PYTHONPATH=. .venv/bin/python benchmarks/bench_ppo_vs_trl.py [--steps 3] [--warmup 1] [--skip-trl]
+    (--model DIR runs the same comparison on another local model, e.g. a tiny one as a smoke test)
 
 The work of one step, identical on both sides:
     1. generate 8 completions (temperature 1, up to 64 new tokens) for one ≈330-token prompt
@@ -110,7 +111,7 @@ def learner_flops(player: Player, prompt_len: int, response_lens: list[int]) -> 
 
 def bench_ours(args: argparse.Namespace, pool: ModelPool) -> dict[str, float]:
     config = PlayerConfig(
-        model=MODEL, lora_r=LORA_R, lora_alpha=LORA_ALPHA, target_modules=TARGETS, temperature=1.0, max_new_tokens=MAX_NEW_TOKENS
+        model=args.model, lora_r=LORA_R, lora_alpha=LORA_ALPHA, target_modules=TARGETS, temperature=1.0, max_new_tokens=MAX_NEW_TOKENS
     )
     policy = Player.create(pool, "policy", config)
     learner = PPOLearner(
@@ -154,7 +155,7 @@ def bench_trl(args: argparse.Namespace, pool: ModelPool, prompt_text: str) -> di
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
 
-    checkpoint = pool.resolve(MODEL)  # the same converted SmolLM2 checkpoint, a separate copy
+    checkpoint = pool.resolve(args.model)  # the same converted SmolLM2 checkpoint, a separate copy
     model = AutoModelForCausalLM.from_pretrained(checkpoint, dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(checkpoint)
     tokenizer.padding_side = "left"
@@ -221,6 +222,7 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--skip-trl", action="store_true", help="time our step only (profiling)")
     parser.add_argument("--scratch", default="/tmp/minmax-engine-bench")
+    parser.add_argument("--model", default=MODEL, help="model spec (default: the embedded SmolLM2)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -229,9 +231,8 @@ def main() -> int:
     print(f"fp32 matmul peak: {peak:.1f} GFLOP/s on {args.threads} threads", flush=True)
     pool = ModelPool()
     ours = bench_ours(args, pool)
-    prompt_text = pool.causal_lm(MODEL, "cpu", torch.float32).tokenizer.decode(
-        reading_prompt(Player(pool.causal_lm(MODEL, "cpu", torch.float32), "policy", PlayerConfig()))
-    )
+    base = pool.causal_lm(args.model, "cpu", torch.float32)
+    prompt_text = base.tokenizer.decode(reading_prompt(Player(base, "policy", PlayerConfig(model=args.model))))
     print(f"ours: step {ours['step']:.2f}s (generation {ours['generation']:.2f}s, update {ours['update']:.2f}s), "
           f"prompt {ours['prompt_tokens']:.0f} tokens, {ours['tokens']:.0f} completion tokens per step")
     print(f"ours: generation {ours['generation_tokens_per_s']:.1f} tokens/s; learner {ours['learner_gflops']:.1f} GFLOP/s "

@@ -452,6 +452,10 @@ def run(args: argparse.Namespace) -> int:
         if loaded.run_id in seen:
             raise UserError(f"{loaded.path}: run {loaded.run_id} is already given as {seen[loaded.run_id]}; name each run once")
         seen[loaded.run_id] = loaded.path
+    try:
+        args.out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UserError(f"--out {args.out}: cannot create the report directory ({error.strerror}); choose another path") from None
     index = write_report(runs, args.out)
     print(f"report written: {index}")
     return 0

@@ -101,6 +101,12 @@ class SharedBase:
                 yield self.peft_model
 
 
+def _canonical(spec: str) -> str:
+    """One key per model: "./m", "m/" and "/abs/m" name the same directory."""
+    path = Path(spec).expanduser()
+    return str(path.resolve()) if path.is_dir() else spec
+
+
 class ModelPool:
     """Loads each base once per (spec, device, dtype) and hands out the shared copy."""
 
@@ -113,7 +119,7 @@ class ModelPool:
 
     def causal_lm(self, spec: str, device: torch.device | str, dtype: torch.dtype) -> SharedBase:
         device = torch.device(device)
-        key = (spec, str(device), dtype)
+        key = (_canonical(spec), str(device), dtype)
         if key not in self._causal_lms:
             self._causal_lms[key] = self._load(spec, device, dtype, AutoModelForCausalLM)
         return self._causal_lms[key]
@@ -122,7 +128,7 @@ class ModelPool:
         self, spec: str, device: torch.device | str, dtype: torch.dtype
     ) -> SharedBase:
         device = torch.device(device)
-        key = (spec, str(device), dtype)
+        key = (_canonical(spec), str(device), dtype)
         if key not in self._classifiers:
             self._classifiers[key] = self._load(
                 spec, device, dtype, AutoModelForSequenceClassification
@@ -133,36 +139,29 @@ class ModelPool:
         """The checkpoint's declared architectures (e.g. ["LlamaForSequenceClassification"])."""
         if spec.startswith(EMBEDDED_PREFIX):
             return ["LlamaForCausalLM"]
-        location, local_only = self._locate(spec)
+        location = self._locate(spec)
         try:
-            config = AutoConfig.from_pretrained(location, local_files_only=local_only)
+            config = AutoConfig.from_pretrained(location, local_files_only=True)
         except (OSError, ValueError) as error:
-            raise self._not_found(spec) from error
+            raise self._load_error(spec, location, error) from error
         return list(config.architectures or [])
 
     def resolve(self, spec: str) -> str:
         """Where `spec` loads from: a local directory (the cache for embedded models) or a hub id."""
         if spec.startswith(EMBEDDED_PREFIX):
             return str(self._embedded_checkpoint(spec))
-        return self._locate(spec)[0]
+        return self._locate(spec)
 
     # --- loading ------------------------------------------------------------------------------
 
     def _load(self, spec: str, device: torch.device, dtype: torch.dtype, auto_class: type) -> SharedBase:
         started = time.perf_counter()
         location = self.resolve(spec)
-        local_only = not Path(location).is_dir()
         try:
             tokenizer = AutoTokenizer.from_pretrained(location, local_files_only=True)
             model = auto_class.from_pretrained(location, dtype=dtype, local_files_only=True)
         except (OSError, ValueError) as error:
-            if local_only:
-                raise self._not_found(spec) from error
-            raise UserError(
-                f"model {spec!r}: {location} is not a loadable Hugging Face checkpoint "
-                f"({str(error).splitlines()[0][:160]}); point the config's model key at a "
-                "directory with config.json, weights and tokenizer files"
-            ) from error
+            raise self._load_error(spec, location, error) from error
         model.to(device)
         model.eval()
         for parameter in model.parameters():
@@ -176,20 +175,27 @@ class ModelPool:
             load_seconds=time.perf_counter() - started,
         )
 
-    def _locate(self, spec: str) -> tuple[str, bool]:
-        """(location, is_hub_id) for a non-embedded spec."""
+    def _locate(self, spec: str) -> str:
+        """A local directory, or the spec itself when it can only be a hub id."""
         path = Path(spec).expanduser()
         if path.is_dir():
-            return str(path), False
+            return str(path)
         looks_like_path = spec.startswith(("/", "./", "../", "~")) or path.exists()
         if looks_like_path:
             raise UserError(
                 f"model {spec!r}: no such model directory; give a directory with config.json, "
                 "weights and tokenizer files, or a hub id"
             )
-        return spec, True
+        return spec
 
-    def _not_found(self, spec: str) -> UserError:
+    def _load_error(self, spec: str, location: str, error: Exception) -> UserError:
+        if Path(location).is_dir():
+            first_line = (str(error).splitlines() or [type(error).__name__])[0][:160]
+            return UserError(
+                f"model {spec!r}: {location} is not a loadable Hugging Face checkpoint "
+                f"({first_line}); point the config's model key at a directory with "
+                "config.json, weights and tokenizer files"
+            )
         return UserError(
             f"model {spec!r} is not available offline and minmax-engine never downloads: run "
             f"`huggingface-cli download {spec}` on a machine with network (into the HF cache), "

@@ -3,9 +3,9 @@
     q = RunsQuery("runs")
     q.polars('SELECT run_id, "window", deception_rate FROM metrics ORDER BY 1, 2')
 
-The segments of every run found are scanned as one pyarrow dataset (they share one schema
-and carry a run_id column), re-listed before every query so a run that is still being
-written shows every segment flushed so far. Views:
+The segments of every run found are memory-mapped and registered as one zero-copy Arrow
+table (they share one schema and carry a run_id column), re-listed before every query so a
+run that is still being written shows every segment flushed so far. Views:
 
 - `events`  run_id, seq, event_type, ts, schema_version, payload (JSON text of the event)
 - `rounds`  run_id, seq, ts and every RoundPlayed field (lists as lists, timings as JSON);
@@ -37,12 +37,12 @@ import os
 from pathlib import Path
 
 import duckdb
+import orjson
 import polars as pl
 import pyarrow as pa
-import pyarrow.dataset as ds
-import pyarrow.fs
 
 from storage.errors import UserError
+from storage.events import RunStarted
 from storage.segments import LOG_DIR_NAME, MANIFEST_NAME, ROUND_COLUMNS, SEGMENT_SCHEMA, SegmentFile, live_segments, open_segment
 from storage.writer import list_segment_files, read_manifest
 
@@ -52,6 +52,7 @@ _ATTEMPTS = 5
 UPDATE_DIAGNOSTICS = ("policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac", "kl_ref", "grad_norm",
                       "explained_variance", "mean_reward", "mean_advantage", "learning_rate", "seconds")
 VIEW_NAMES = ("events", "rounds", "updates", "lambda", "metrics")
+_RUNS_SCHEMA = pa.schema([("run_id", pa.string()), ("mode", pa.string()), ("delta", pa.float64())])
 
 
 def find_run_dirs(path: str | os.PathLike) -> list[Path]:
@@ -114,14 +115,11 @@ _LAMBDA_SQL = """
         FROM _segments WHERE event_type = 'LambdaUpdated'"""
 
 # Read the rounds straight from the segments (not through the `rounds` view) so that the
-# timestamp cast and unused columns cost nothing; the predicates match the view's.
+# timestamp cast costs nothing; the predicates match the view's. Mode and δ come from
+# `_runs`, one row per run taken from its RunStarted (a second scan of the log for one
+# event per run cost more than the whole aggregation).
 _METRICS_SQL = """
-        WITH started AS (
-            SELECT run_id, payload ->> 'mode' AS mode,
-                   TRY_CAST(payload -> 'config' -> 'lagrangian' ->> 'delta' AS DOUBLE) AS delta
-            FROM _segments WHERE event_type = 'RunStarted'
-        ),
-        per_window AS (
+        WITH         per_window AS (
             SELECT run_id, "window",
                 count(*) AS n_rounds,
                 avg(CAST(truth = 'correct' AS DOUBLE)) AS policy_accuracy,
@@ -153,7 +151,7 @@ _METRICS_SQL = """
                w.policy_unparsed_rate,
                CASE WHEN s.mode = 'rlhf' THEN NULL ELSE w.monitor_unparsed_rate END AS monitor_unparsed_rate,
                w.mean_reward, w.mean_p_accept, w.last_lambda
-        FROM per_window w LEFT JOIN started s USING (run_id)"""
+        FROM per_window w LEFT JOIN _runs s USING (run_id)"""
 
 
 class RunsQuery:
@@ -164,9 +162,10 @@ class RunsQuery:
         self.run_dirs = find_run_dirs(self.path)
         for run_dir in self.run_dirs:
             read_manifest(run_dir)  # schema version and manifest checks, one-line errors
-        self._filesystem = pyarrow.fs.LocalFileSystem(use_mmap=True)
-        self._checked: set[Path] = set()
+        self._tables: dict[Path, pa.Table] = {}  # segment path -> its rows, memory-mapped
+        self._run_starts: dict[Path, dict] = {}  # run dir -> run_id, mode, delta
         self._connection = duckdb.connect(":memory:")
+        self._connection.execute("SET enable_progress_bar = false")  # it would print to stdout
         self._refresh()
         for name, sql in (("events", _events_sql()), ("rounds", _rounds_sql()), ("updates", _updates_sql()),
                           ("lambda", _LAMBDA_SQL), ("metrics", _METRICS_SQL)):
@@ -188,15 +187,11 @@ class RunsQuery:
 
     def arrow(self, sql: str) -> pa.Table:
         self._check_read_only(sql)
-        for attempt in range(_ATTEMPTS):
-            self._refresh()
-            try:
-                return self._connection.sql(sql).to_arrow_table()
-            except duckdb.Error as error:
-                if _is_vanished_segment(error) and attempt < _ATTEMPTS - 1:
-                    continue  # a compaction replaced a segment between listing and scanning
-                raise UserError(f"SQL: {_one_line(error)}") from None
-        raise AssertionError("unreachable")
+        self._refresh()
+        try:
+            return self._connection.sql(sql).to_arrow_table()
+        except duckdb.Error as error:
+            raise UserError(f"SQL: {_one_line(error)}") from None
 
     def polars(self, sql: str) -> pl.DataFrame:
         return pl.from_arrow(self.arrow(sql))
@@ -219,19 +214,55 @@ class RunsQuery:
         return found
 
     def _refresh(self) -> None:
-        """Point `_segments` at the segments present now (a writer may have flushed more)."""
-        segments = self.segments()
+        """Point `_segments` at the segments present now (a writer may have flushed more).
+
+        Segments are immutable, so each is opened once: a zero-copy, memory-mapped table
+        (DuckDB then touches only the columns a query uses). A mapping stays readable after
+        a compaction deletes its file, so a scan never trips over a vanished segment.
+        """
+        tables = []
+        for attempt in range(_ATTEMPTS):
+            try:
+                segments = self.segments()
+                tables = [self._segment_table(s) for s in segments]
+                break
+            except FileNotFoundError:
+                if attempt == _ATTEMPTS - 1:
+                    raise
+        self._tables = {s.path: t for s, t in zip(segments, tables)}
+        combined = pa.concat_tables(tables) if tables else SEGMENT_SCHEMA.empty_table()
+        self._connection.register("_segments", combined)
+        self._connection.register("_runs", self._runs_table(segments))
+
+    def _runs_table(self, segments: list[SegmentFile]) -> pa.Table:
+        """run_id, mode, delta for each run whose RunStarted (seq 0) is flushed."""
         for segment in segments:
-            if segment.path not in self._checked:
-                # A damaged footer would surface deep inside a scan; name the file instead.
-                try:
-                    open_segment(segment)
-                except FileNotFoundError:
-                    continue
-                self._checked.add(segment.path)
-        dataset = ds.dataset([str(s.path) for s in segments], schema=SEGMENT_SCHEMA, format="ipc",
-                             filesystem=self._filesystem)
-        self._connection.register("_segments", dataset)
+            if segment.first_seq == 0 and segment.path.parent.parent not in self._run_starts:
+                first = self._tables[segment.path].slice(0, 1).to_pylist()[0]
+                if first["event_type"] == RunStarted.event_type:
+                    started = orjson.loads(first["payload"])
+                    lagrangian = (started.get("config") or {}).get("lagrangian") or {}
+                    delta = lagrangian.get("delta")
+                    self._run_starts[segment.path.parent.parent] = {
+                        "run_id": first["run_id"], "mode": started.get("mode"),
+                        "delta": float(delta) if isinstance(delta, (int, float)) else None}
+        rows = list(self._run_starts.values())
+        return pa.Table.from_pylist(rows, schema=_RUNS_SCHEMA)
+
+    def _segment_table(self, segment: SegmentFile) -> pa.Table:
+        table = self._tables.get(segment.path)
+        if table is None:
+            reader = open_segment(segment)  # a damaged file is named in a one-line UserError
+            try:
+                table = reader.read_all()
+            except (pa.ArrowInvalid, OSError) as error:
+                raise UserError(f"{segment.path}: damaged log segment ({_one_line(error)}); "
+                                f"run `minmax-engine verify {segment.path.parent.parent}`") from None
+            if not table.schema.equals(SEGMENT_SCHEMA, check_metadata=False):
+                raise UserError(f"{segment.path}: not a segment of this log's schema; "
+                                f"run `minmax-engine verify {segment.path.parent.parent}`")
+            table = table.replace_schema_metadata(None)
+        return table
 
     @staticmethod
     def _check_read_only(sql: str) -> None:
@@ -251,7 +282,3 @@ def _one_line(error: BaseException) -> str:
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     return " ".join(lines[:1]) if lines else type(error).__name__
 
-
-def _is_vanished_segment(error: BaseException) -> bool:
-    text = str(error)
-    return "No such file" in text or "FileNotFound" in text or "Failed to open local file" in text

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from storage.errors import UserError
 from storage.events import Recorded, RoundPlayed, RunStarted
@@ -69,14 +70,14 @@ class RunReader:
         table = self.table(first_seq, last_seq)
         if types is not None:
             names = [t if isinstance(t, str) else t.event_type for t in types]
-            table = table.filter(pa.compute.is_in(table.column("event_type"), pa.array(names, pa.string())))
+            table = table.filter(pc.is_in(table.column("event_type"), pa.array(names, pa.string())))
         return table_to_recorded(table)
 
     def rounds(self, first_seq: int = 0, last_seq: int | None = None, phase: str | None = None) -> list[Recorded]:
         """RoundPlayed events only, in seq order; `phase` keeps only "train" or "eval" rounds."""
         table = self._round_rows(first_seq, last_seq)
         if phase is not None:
-            table = table.filter(pa.compute.equal(table.column("phase"), phase))
+            table = table.filter(pc.equal(table.column("phase"), phase))
         return table_to_recorded(table)
 
     def rounds_table(self, first_seq: int = 0, last_seq: int | None = None) -> pa.Table:
@@ -94,7 +95,7 @@ class RunReader:
 
     def _round_rows(self, first_seq: int, last_seq: int | None) -> pa.Table:
         table = self.table(first_seq, last_seq)
-        return table.filter(pa.compute.equal(table.column("event_type"), RoundPlayed.event_type))
+        return table.filter(pc.equal(table.column("event_type"), RoundPlayed.event_type))
 
 
 def _retry_on_compaction(read: Callable[[], T]) -> T:

@@ -45,7 +45,7 @@ import re
 import struct
 import types
 import typing
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -150,6 +150,8 @@ _NONFINITE_TO_TEXT = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.
 
 def _json_ready(value: Any) -> Any:
     """Non-finite floats become the strings "NaN", "Infinity", "-Infinity"."""
+    if type(value) is dict and all(type(v) is float and math.isfinite(v) for v in value.values()):
+        return value  # the common case (timings, diagnostics): nothing to replace
     if isinstance(value, float) and not math.isfinite(value):
         return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
     if isinstance(value, dict):
@@ -205,15 +207,14 @@ _LAYOUTS = {
     )
     for event_type, specs in FIELD_SPECS.items()
 }
-_STRUCTS: dict[tuple[str, int], struct.Struct] = {}
+# struct is the fastest way from a Python list to raw bytes (about 3x array.array / numpy);
+# one bound pack function per (type code, length), the lengths repeat (max_new_tokens).
+_PACKERS: dict[str, dict[int, Callable[..., bytes]]] = {"i": {}, "d": {}}
 
 
-def pack_numbers(code: str, values: Sequence[int | float]) -> bytes:
-    """int32 ('i') or float64 ('d') little-endian bytes; struct is the fastest path from a list."""
-    packer = _STRUCTS.get((code, len(values)))
-    if packer is None:
-        packer = _STRUCTS[(code, len(values))] = struct.Struct(f"<{len(values)}{code}")
-    return packer.pack(*values)
+def _new_packer(code: str, length: int) -> Callable[..., bytes]:
+    packer = _PACKERS[code][length] = struct.Struct(f"<{length}{code}").pack
+    return packer
 
 
 def encode_event(event: Event) -> EncodedEvent:
@@ -229,12 +230,14 @@ def encode_event(event: Event) -> EncodedEvent:
         dict_texts[layout.names[position]] = text
         header[position] = text
     packed: dict[str, bytes | None] = {}
+    names = layout.names
     for position, code in layout.packed_positions:
         numbers = header[position]
         if numbers is None:
-            packed[layout.names[position]] = None
+            packed[names[position]] = None
         else:
-            packed[layout.names[position]] = pack_numbers(code, numbers)
+            packer = _PACKERS[code].get(len(numbers)) or _new_packer(code, len(numbers))
+            packed[names[position]] = packer(*numbers)
             header[position] = len(numbers)
     payload = None if event_type == RoundPlayed.event_type else dumps_json(event.to_dict())
     return EncodedEvent(event_type, header, dict_texts, packed, payload)
@@ -296,18 +299,16 @@ def rows_to_batch(rows: Sequence[PendingRow]) -> pa.RecordBatch:
         pa.array([r.hash for r in recs], pa.string()),
         pa.array([r.encoded.payload_json for r in rows], pa.string()),
     ]
-    for spec in ROUND_SPECS:
+    # Round fields come from the values already encoded for the hash (dicts as JSON text);
+    # other event types have NULL in every round column.
+    headers = [r.encoded.header_values if round_ else None for r, round_ in zip(rows, is_round)]
+    for position, spec in enumerate(ROUND_SPECS):
         if spec.kind in ("packed_int", "packed_float"):
             arrays = [r.encoded.packed[spec.name] if round_ else None for r, round_ in zip(rows, is_round)]
             columns.append(_packed_column(arrays, spec.arrow_type))
-        elif spec.kind == "dict":
-            columns.append(pa.array(
-                [r.encoded.dict_texts[spec.name] if round_ else None for r, round_ in zip(rows, is_round)],
-                pa.string()))
         else:
-            columns.append(pa.array(
-                [r.recorded.event.__dict__[spec.name] if round_ else None for r, round_ in zip(rows, is_round)],
-                spec.arrow_type))
+            values = [None if h is None else h[position] for h in headers]
+            columns.append(pa.array(values, spec.arrow_type))
     return pa.RecordBatch.from_arrays(columns, schema=SEGMENT_SCHEMA)
 
 
@@ -511,6 +512,12 @@ def read_segment_range(segment: SegmentFile, first_seq: int, last_seq: int) -> p
     if segment.first_seq >= first_seq and segment.last_seq <= last_seq:
         return table
     seq = table.column("seq").to_numpy()
+    # Rows are stored gap-free in seq order, so the window is a zero-copy slice; a damaged
+    # segment (verify's business) falls back to a filter.
+    start = max(first_seq - int(seq[0]), 0) if len(seq) else 0
+    stop = min(last_seq - int(seq[0]) + 1, len(seq)) if len(seq) else 0
+    if len(seq) and int(seq[-1]) - int(seq[0]) == len(seq) - 1:
+        return table.slice(start, max(stop - start, 0))
     return table.filter(pa.array((seq >= first_seq) & (seq <= last_seq)))
 
 

@@ -31,6 +31,7 @@ from pathlib import Path
 from types import TracebackType
 
 import orjson
+import pyarrow as pa
 
 from storage.errors import UserError
 from storage.events import SCHEMA_VERSION, Event, Recorded
@@ -60,6 +61,11 @@ from storage.segments import (
 COMPACTION_FANOUT = 16
 MAX_LEVEL = 2
 DEFAULT_MAX_BUFFERED = 4096
+# A merged segment holds few, large record batches: decoding a batch's metadata costs about
+# as much as scanning thousands of its rows, so SQL over many small batches is slow. The
+# caps keep one batch's memory and its int32 string offsets far from their limits.
+MERGED_BATCH_ROWS = 16384
+MERGED_BATCH_BYTES = 256 * 2**20
 
 
 def read_manifest(run_dir: Path) -> dict:
@@ -106,6 +112,26 @@ def _acquire_lock(log_dir: Path) -> int:
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
     return fd
+
+
+def _merged_batches(group: list[SegmentFile]) -> list[pa.RecordBatch]:
+    """The group's rows, in order, as record batches of up to MERGED_BATCH_ROWS rows."""
+    merged: list[pa.RecordBatch] = []
+    pending: list[pa.RecordBatch] = []
+    rows = size = 0
+    for segment in group:
+        reader = open_segment(segment)
+        for index in range(reader.num_record_batches):
+            batch = reader.get_batch(index)
+            if pending and (rows + batch.num_rows > MERGED_BATCH_ROWS or size + batch.nbytes > MERGED_BATCH_BYTES):
+                merged.append(pa.Table.from_batches(pending).combine_chunks().to_batches()[0])
+                pending, rows, size = [], 0, 0
+            pending.append(batch)
+            rows += batch.num_rows
+            size += batch.nbytes
+    if pending:
+        merged.append(pa.Table.from_batches(pending).combine_chunks().to_batches()[0])
+    return merged
 
 
 class _UtcClock:
@@ -286,12 +312,8 @@ class RunWriter:
             level = group[-1].level
             if any(s.level != level for s in group):
                 return
-            batches = []
-            for segment in group:
-                reader = open_segment(segment)
-                batches.extend(reader.get_batch(i) for i in range(reader.num_record_batches))
             name = segment_name(group[0].first_seq, group[-1].last_seq, level + 1)
-            path = write_segment_file(self._log_dir, name, batches)
+            path = write_segment_file(self._log_dir, name, _merged_batches(group))
             for segment in group:
                 segment.path.unlink(missing_ok=True)  # readers skip covered segments meanwhile
             merged = SegmentFile(group[0].first_seq, group[-1].last_seq, level + 1, path)

@@ -145,3 +145,19 @@ def test_pack_sequences_layout(tiny_lm_dir: Path) -> None:
     # The logit predicting token j sits one position before it.
     assert batch.logit_index[0, :2].tolist() == [2, 3]
     assert batch.logit_index[1].tolist() == [1, 2, 3]
+
+
+def test_top_p_draws_only_from_the_nucleus_but_records_full_logprobs(tiny_lm_dir: Path, tmp_path: Path) -> None:
+    top_p = 0.5
+    player = make_player(tiny_lm_dir, tmp_path, top_p=top_p, temperature=1.5)
+    for generation in player.generate(prompts_for(player), seed=5):
+        assert generation.logprobs == pytest.approx(
+            forward_logprobs(player, generation.prompt_ids, generation.token_ids), abs=1e-4
+        )
+        with torch.inference_mode(), player.active():
+            ids = torch.tensor([generation.prompt_ids + generation.token_ids])
+            logits = player.model(input_ids=ids).logits[0, len(generation.prompt_ids) - 1 : -1] / 1.5
+        probabilities = torch.softmax(logits.float(), dim=-1)
+        for step, token in enumerate(generation.token_ids):
+            mass_before = float(probabilities[step][probabilities[step] > probabilities[step, token]].sum())
+            assert mass_before < top_p

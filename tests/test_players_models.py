@@ -18,6 +18,7 @@ def test_a_base_loads_once_per_spec_device_and_dtype(tiny_lm_dir: Path, tmp_path
     pool = ModelPool(cache_dir=tmp_path)
     first = pool.causal_lm(str(tiny_lm_dir), "cpu", torch.float32)
     assert pool.causal_lm(str(tiny_lm_dir), torch.device("cpu"), torch.float32) is first
+    assert pool.causal_lm(str(tiny_lm_dir) + "/", "cpu", torch.float32) is first  # same directory
     other_dtype = pool.causal_lm(str(tiny_lm_dir), "cpu", torch.float64)
     assert other_dtype is not first and next(other_dtype.model.parameters()).dtype == torch.float64
     assert not any(p.requires_grad for p in first.model.parameters())

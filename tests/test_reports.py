@@ -151,3 +151,12 @@ def test_the_same_run_twice_is_a_one_line_error(run_pair: tuple[Path, Path], tmp
     assert cli_main(["report", str(minmax), str(minmax), "--out", str(tmp_path / "out")]) == 2
     error = capsys.readouterr().err
     assert "already given" in error and error.count("\n") == 1
+
+
+def test_an_out_path_that_is_a_file_is_a_one_line_error(run_pair: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    minmax, _ = run_pair
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("taken\n")
+    assert cli_main(["report", str(minmax), "--out", str(blocker)]) == 2
+    error = capsys.readouterr().err
+    assert "--out" in error and error.count("\n") == 1
