@@ -31,18 +31,18 @@ PPO implementation details adopted, and where each lives in the code:
     recorded them [_token_logprobs]
 11. Logits only at response positions: the decoder's hidden states are gathered at the
     positions predicting response tokens before lm_head, so the vocabulary projection costs
-    R·V per sequence instead of L·V [_predicting_hidden]
+    R·V per sequence instead of L·V [predicting_hidden_states]
 12. Shared prompts are encoded once: rollouts with identical prompt ids (the n samples of a
     state) share one prompt forward whose KV cache is expanded to the responses; gradients
     flow through the shared cache, so the loss and its gradient are exactly those of n full
-    forwards, for 1/n of the prompt compute [_predicting_hidden]
+    forwards, for 1/n of the prompt compute [predicting_hidden_states]
 13. Dropout is off during updates (model.eval()): the ratio must compare the same function
     the behaviour policy sampled from [update]
-14. AdamW without weight decay (LoRA weights start at zero; decay would pull the adapter back
-    to the base, a second, unannounced KL penalty) [PPOLearner.__init__]
-15. Diagnostics (plain names; trackers add the role namespace): policy_loss, value_loss,
-    entropy (of the tempered distribution), approx_kl (k3 estimate of KL(behaviour‖new),
-    CleanRL's), clipfrac (share of tokens with |r − 1| > clip_range), kl_ref (mean k3 term),
+14. AdamW without weight decay (decay would shrink the adapter towards the base: a second,
+    unannounced KL penalty) [PPOLearner.__init__]
+15. Diagnostics (plain names; trackers add the role namespace): policy_loss, value_loss (NaN
+    without a value head), entropy (of the tempered distribution), approx_kl (k3 estimate of
+    KL(behaviour‖new), CleanRL's), clipfrac (share of tokens with |r − 1| > clip_range), kl_ref (mean k3 term),
     grad_norm, explained_variance (GAE only, NaN otherwise), mean_reward, mean_advantage,
     learning_rate, n_rollouts, seconds. Means over the update's minibatch steps.
 """
@@ -219,7 +219,7 @@ class SharedPromptBatch:
         )
 
 
-def _predicting_hidden(player: Player, batch: SharedPromptBatch) -> torch.Tensor:
+def predicting_hidden_states(player: Player, batch: SharedPromptBatch) -> torch.Tensor:
     """[N, R, H] final hidden states at the positions that predict each response token
     (details 11, 12). Runs whichever adapter the caller's context selected."""
     decoder = player.model.get_base_model().get_decoder()
@@ -315,12 +315,12 @@ class PPOLearner:
     @torch.no_grad()
     def _reference_logprobs(self, batches: list[SharedPromptBatch]) -> list[torch.Tensor]:
         with self.player.reference():
-            return [self._token_logprobs(_predicting_hidden(self.player, b), b, with_entropy=False)[0] for b in batches]
+            return [self._token_logprobs(predicting_hidden_states(self.player, b), b, with_entropy=False)[0] for b in batches]
 
     @torch.no_grad()
     def _current_values(self, batches: list[SharedPromptBatch]) -> list[torch.Tensor]:
         with self.player.active():
-            return [self._values(_predicting_hidden(self.player, b)) * b.response_mask for b in batches]
+            return [self._values(predicting_hidden_states(self.player, b)) * b.response_mask for b in batches]
 
     def _advantages(
         self, rewards: torch.Tensor, groups: list[str], mask: torch.Tensor, values: torch.Tensor | None
@@ -379,7 +379,7 @@ class PPOLearner:
                     mb_reference = reference[mb_index, :width]
                     mb_advantages = advantages[mb_index, :width]
 
-                    hidden = _predicting_hidden(player, mb_batch)
+                    hidden = predicting_hidden_states(player, mb_batch)
                     mb_logprobs, mb_entropy = self._token_logprobs(hidden, mb_batch, with_entropy=True)
                     assert mb_entropy is not None
                     token_pg_loss, ratio = clipped_surrogate(
@@ -389,7 +389,7 @@ class PPOLearner:
                     pg_loss = masked_mean(token_pg_loss, mb_mask)
                     kl_loss = masked_mean(token_kl, mb_mask)
                     loss = pg_loss + settings.kl_coef * kl_loss
-                    mb_value_loss = torch.zeros((), device=device)
+                    mb_value_loss = torch.zeros((), device=device)  # reported as NaN without a value head
                     if self.value_head is not None:
                         assert returns is not None
                         mb_value_loss = value_loss(self._values(hidden), returns[mb_index, :width], mb_mask)
@@ -408,7 +408,7 @@ class PPOLearner:
                         log_ratio = mb_logprobs - mb_behaviour
                         step_diagnostics = {
                             "policy_loss": pg_loss.item(),
-                            "value_loss": mb_value_loss.item(),
+                            "value_loss": mb_value_loss.item() if self.value_head is not None else math.nan,
                             "entropy": masked_mean(mb_entropy, mb_mask).item(),
                             "approx_kl": masked_mean(ratio - 1.0 - log_ratio, mb_mask).item(),
                             "clipfrac": masked_mean(((ratio - 1.0).abs() > settings.clip_range).float(), mb_mask).item(),

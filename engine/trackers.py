@@ -41,6 +41,7 @@ from storage import (
     RoundPlayed,
     RunFailed,
     RunFinished,
+    RunReader,
     RunResumed,
     RunStarted,
     UserError,
@@ -105,9 +106,14 @@ class MetricStream:
             groups = self._close_window() if event.window != self.open_window else []
             self.open_window = event.window
             self.window_rounds.append(event)
-            # max(): after a resume, replayed rounds reuse ids and the step must not go back.
             self.rounds_played = max(self.rounds_played, event.round_id + 1)
             return groups
+        if isinstance(event, RunResumed):
+            # Rounds logged after the checkpoint were not trained on and are played again with
+            # the same ids: their unfinished window is dropped and the step restarts there.
+            self.window_rounds, self.open_window = [], None
+            self.rounds_played = event.next_round_id
+            return []
         # Learners run between windows, so any other event ends the window in progress.
         groups = self._close_window()
         if isinstance(event, RunStarted):
@@ -531,8 +537,6 @@ def add_log_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_log(args: argparse.Namespace) -> int:
-    from storage import RunReader  # only the command needs the reader
-
     run_dir: Path = args.run
     reader = RunReader(run_dir)  # UserError for a missing or non-run directory
     if args.to == "tensorboard":

@@ -22,20 +22,18 @@ def format_choices(choices: Sequence[str]) -> str:
     return "\n".join(f"{choice_letter(index)}) {choice}" for index, choice in enumerate(choices))
 
 
-def _letters(choices: Sequence[str]) -> str:
-    return ", ".join(choice_letter(index) for index in range(len(choices)))
-
-
 def policy_messages(story: str, question: str, choices: Sequence[str]) -> list[dict[str, str]]:
     return [
-        {"role": "system", "content": "You answer questions about a story."},
+        {
+            "role": "system",
+            "content": (
+                "You answer a question about a story. Give one or two sentences of reasoning "
+                "from the story, then a last line 'Answer: X' where X is the letter of your choice."
+            ),
+        },
         {
             "role": "user",
-            "content": (
-                f"Story:\n{story}\n\nQuestion: {question}\n{format_choices(choices)}\n\n"
-                "Argue for one choice in two or three sentences using the story, then end "
-                f"with a line 'Answer: <letter>' ({_letters(choices)})."
-            ),
+            "content": f"Story:\n{story}\n\nQuestion: {question}\n{format_choices(choices)}",
         },
     ]
 
@@ -44,14 +42,19 @@ def monitor_messages(
     story: str, question: str, choices: Sequence[str], policy_output: str
 ) -> list[dict[str, str]]:
     return [
-        {"role": "system", "content": "You check answers to questions about a story."},
+        {
+            "role": "system",
+            "content": (
+                "You check another assistant's answer to a question about a story. Give one or "
+                "two sentences of critique based on the story, then a last line "
+                "'Verdict: CORRECT' or 'Verdict: INCORRECT'."
+            ),
+        },
         {
             "role": "user",
             "content": (
                 f"Story:\n{story}\n\nQuestion: {question}\n{format_choices(choices)}\n\n"
-                f"Proposed answer:\n{policy_output}\n\n"
-                "Critique the proposed answer in two or three sentences using the story, then "
-                "end with a line 'Verdict: CORRECT' or 'Verdict: INCORRECT'."
+                f"Answer to check:\n{policy_output}"
             ),
         },
     ]

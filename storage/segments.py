@@ -150,8 +150,6 @@ _NONFINITE_TO_TEXT = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.
 
 def _json_ready(value: Any) -> Any:
     """Non-finite floats become the strings "NaN", "Infinity", "-Infinity"."""
-    if type(value) is dict and all(type(v) is float and math.isfinite(v) for v in value.values()):
-        return value  # the common case (timings, diagnostics): nothing to replace
     if isinstance(value, float) and not math.isfinite(value):
         return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
     if isinstance(value, dict):
@@ -170,7 +168,11 @@ def _restore_float(value: Any) -> Any:
 
 
 def dumps_json(value: Any) -> str:
-    return orjson.dumps(_json_ready(value)).decode()
+    text = orjson.dumps(value)
+    # orjson writes NaN and infinities as null; only then is the slower walk needed.
+    if b"null" in text:
+        text = orjson.dumps(_json_ready(value))
+    return text.decode()
 
 
 # ---------------------------------------------------------------------------------------

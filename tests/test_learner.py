@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from engine.payoffs import policy_rollouts
-from engine.ppo import PPOLearner, PPOSettings, Rollout, SharedPromptBatch, _predicting_hidden
+from engine.ppo import PPOLearner, PPOSettings, Rollout, SharedPromptBatch, predicting_hidden_states
 from players import ModelPool, Player, PlayerConfig, pack_sequences
 from storage import RoundPlayed, RunReader, RunWriter
 
@@ -76,7 +76,7 @@ def test_recomputed_logprobs_match_behaviour_logprobs(tiny_lm_dir: Path, model_c
     batch = SharedPromptBatch.build(rollouts, policy.pad_token_id, policy.device)
     assert batch.prompt_input_ids.shape[0] == 2  # six rollouts, two distinct prompts encoded once each
     with torch.no_grad(), policy.active():
-        logprobs, _ = learner._token_logprobs(_predicting_hidden(policy, batch), batch, with_entropy=False)
+        logprobs, _ = learner._token_logprobs(predicting_hidden_states(policy, batch), batch, with_entropy=False)
     assert torch.allclose(logprobs, batch.behaviour_logprobs, atol=1e-4)
 
 
@@ -92,7 +92,7 @@ def test_shared_prompt_forward_gives_the_gradient_of_full_forwards(tiny_lm_dir: 
 
     with policy.active():
         batch = SharedPromptBatch.build(rollouts, policy.pad_token_id, policy.device)
-        shared, _ = learner._token_logprobs(_predicting_hidden(policy, batch), batch, with_entropy=False)
+        shared, _ = learner._token_logprobs(predicting_hidden_states(policy, batch), batch, with_entropy=False)
         shared_grads = gradients((shared * weights).sum())
         # Reference: every rollout as one full left-padded sequence, all logits computed.
         packed = pack_sequences([r.prompt_ids for r in rollouts], [r.response_ids for r in rollouts], policy.pad_token_id, policy.device)

@@ -414,3 +414,32 @@ def test_evaluations_are_published_under_eval(synthetic_minmax_tensorboard: tupl
     for metric in evaluations[0].metrics:
         values = [event.metrics[metric] for event in evaluations if event.metrics[metric] is not None]
         assert [value for _, value in written.get(f"eval/{metric}", [])] == pytest.approx(values, rel=1e-6), metric
+
+
+
+def test_a_resume_drops_the_unfinished_window_and_restarts_the_step_at_the_checkpoint(tmp_path: Path) -> None:
+    from storage import CheckpointSaved, RunResumed
+
+    source = [envelope.event for envelope in write_fixture_run(tmp_path / "source", "minmax")]
+    rounds_of = {w: [e for e in source if isinstance(e, RoundPlayed) and e.window == w] for w in range(3)}
+    first_policy_update = next(i for i, e in enumerate(source) if isinstance(e, PolicyUpdated))
+    after_window_2 = [e for e in source if isinstance(e, MonitorUpdated | LambdaUpdated)][4:6]
+    # Play to the first policy update and checkpoint; three rounds of window 2 are logged, the
+    # process dies, and the resumed process plays window 2 again from the checkpoint.
+    with RunWriter.create(tmp_path / "resumed-run", "resumed-run") as writer:
+        recorded = [writer.append(event) for event in source[: first_policy_update + 1]]
+        checkpoint = writer.append(CheckpointSaved(
+            path="checkpoints/1", policy_version=1, monitor_version=2, lambda_value=0.5,
+            next_round_id=16, last_round_seq=recorded[-2].seq,
+        ))
+        recorded.append(checkpoint)
+        recorded += [writer.append(event) for event in rounds_of[2][:3]]
+        recorded.append(writer.append(RunResumed(checkpoint_seq=checkpoint.seq, next_round_id=16, discarded_after_seq=checkpoint.seq)))
+        replayed = [dataclasses.replace(event, truth="correct", policy_answer=0) for event in rounds_of[2]]
+        recorded += [writer.append(event) for event in [*replayed, *after_window_2]]
+    publish_all(open_trackers(["tensorboard"], tmp_path / "resumed-run", "resumed-run"), recorded)
+
+    accuracy = read_tensorboard(tmp_path / "resumed-run" / "tensorboard")["game/policy_accuracy"]
+
+    assert [step for step, _ in accuracy] == [8, 16, 24]
+    assert accuracy[2][1] == 1.0  # the replayed window only, not the three discarded rounds
