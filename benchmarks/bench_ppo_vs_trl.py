@@ -14,7 +14,8 @@ TRL's side is `GRPOTrainer.train()` with num_generations = per_device_train_batc
 num_iterations = 1, gradient checkpointing off (faster on CPU; we do not checkpoint either),
 fp32; its step time is the wall time between consecutive `on_step_end` callbacks, which
 covers its generation, reward, reference pass and optimiser step. Ours is the wall time of
-`Player.generate_from_ids` + reward + `PPOLearner.update`.
+`Player.generate_from_ids` + reward + `PPOLearner.update`. Process CPU seconds per step are
+printed beside the wall times: on a machine shared with other work they move much less.
 
 Both sides sample until EOS or 64 tokens; the completion tokens each side generated are
 printed, and the ratio is also given per generated token in case they differ.
@@ -119,21 +120,22 @@ def bench_ours(args: argparse.Namespace, pool: ModelPool) -> dict[str, float]:
         PPOSettings(learning_rate=LEARNING_RATE, kl_coef=KL_COEF, advantage="group", minibatch_size=N_COMPLETIONS, ppo_epochs=1),
     )
     prompt = reading_prompt(policy)
-    step_times, generation_times, update_times, tokens, flops = [], [], [], [], []
+    step_times, cpu_times, generation_times, update_times, tokens, flops = [], [], [], [], [], []
     for step in range(args.warmup + args.steps):
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         generations = policy.generate_from_ids([prompt] * N_COMPLETIONS, seed=step)
         generated = time.perf_counter()
         rewards = trivial_reward([g.text for g in generations])
         rollouts = [Rollout(g.prompt_ids, g.token_ids, g.logprobs, r, "prompt-0") for g, r in zip(generations, rewards)]
         learner.update(rollouts)
-        end = time.perf_counter()
+        end, cpu_end = time.perf_counter(), time.process_time()
         n_tokens = sum(len(g.token_ids) for g in generations)
         label = "warm-up" if step < args.warmup else "timed"
         print(f"  ours {label} step {step}: {end - start:.2f}s (generation {generated - start:.2f}s, "
-              f"update {end - generated:.2f}s, {n_tokens} completion tokens)", flush=True)
+              f"update {end - generated:.2f}s, {n_tokens} completion tokens; {cpu_end - cpu_start:.2f} CPU s)", flush=True)
         if step >= args.warmup:
             step_times.append(end - start)
+            cpu_times.append(cpu_end - cpu_start)
             generation_times.append(generated - start)
             update_times.append(end - generated)
             tokens.append(n_tokens)
@@ -141,6 +143,7 @@ def bench_ours(args: argparse.Namespace, pool: ModelPool) -> dict[str, float]:
     return {
         "prompt_tokens": float(len(prompt)),
         "step": statistics.median(step_times),
+        "cpu": statistics.median(cpu_times),
         "generation": statistics.median(generation_times),
         "update": statistics.median(update_times),
         "tokens": statistics.mean(tokens),
@@ -170,11 +173,14 @@ def bench_trl(args: argparse.Namespace, pool: ModelPool, prompt_text: str) -> di
     class StepTimer(TrainerCallback):
         def __init__(self) -> None:
             self.marks = [time.perf_counter()]
+            self.cpu_marks = [time.process_time()]
 
         def on_step_end(self, *_: object, **__: object) -> None:
             self.marks.append(time.perf_counter())
+            self.cpu_marks.append(time.process_time())
             step = len(self.marks) - 2
-            print(f"  TRL step {step}: {self.marks[-1] - self.marks[-2]:.2f}s", flush=True)
+            print(f"  TRL step {step}: {self.marks[-1] - self.marks[-2]:.2f}s "
+                  f"({self.cpu_marks[-1] - self.cpu_marks[-2]:.2f} CPU s)", flush=True)
 
     timer = StepTimer()
     config = GRPOConfig(
@@ -211,8 +217,13 @@ def bench_trl(args: argparse.Namespace, pool: ModelPool, prompt_text: str) -> di
     )
     trainer.train()
     intervals = [b - a for a, b in zip(timer.marks, timer.marks[1:])][args.warmup :]
+    cpu_intervals = [b - a for a, b in zip(timer.cpu_marks, timer.cpu_marks[1:])][args.warmup :]
     timed_tokens = completion_tokens[args.warmup :]
-    return {"step": statistics.median(intervals), "tokens": statistics.mean(timed_tokens)}
+    return {
+        "step": statistics.median(intervals),
+        "cpu": statistics.median(cpu_intervals),
+        "tokens": statistics.mean(timed_tokens),
+    }
 
 
 def main() -> int:
@@ -233,17 +244,18 @@ def main() -> int:
     ours = bench_ours(args, pool)
     base = pool.causal_lm(args.model, "cpu", torch.float32)
     prompt_text = base.tokenizer.decode(reading_prompt(Player(base, "policy", PlayerConfig(model=args.model))))
-    print(f"ours: step {ours['step']:.2f}s (generation {ours['generation']:.2f}s, update {ours['update']:.2f}s), "
+    print(f"ours: step {ours['step']:.2f}s ({ours['cpu']:.2f} CPU s; generation {ours['generation']:.2f}s, update {ours['update']:.2f}s), "
           f"prompt {ours['prompt_tokens']:.0f} tokens, {ours['tokens']:.0f} completion tokens per step")
     print(f"ours: generation {ours['generation_tokens_per_s']:.1f} tokens/s; learner {ours['learner_gflops']:.1f} GFLOP/s "
           f"= {100 * ours['learner_gflops'] / peak:.0f}% of the matmul peak")
     if args.skip_trl:
         return 0
     trl = bench_trl(args, pool, prompt_text)
-    print(f"TRL GRPOTrainer: step {trl['step']:.2f}s, {trl['tokens']:.0f} completion tokens per step")
+    print(f"TRL GRPOTrainer: step {trl['step']:.2f}s ({trl['cpu']:.2f} CPU s), {trl['tokens']:.0f} completion tokens per step")
     ratio = trl["step"] / ours["step"]
     per_token = (trl["step"] / trl["tokens"]) / (ours["step"] / ours["tokens"])
     print(f"speed-up ours vs TRL: {ratio:.2f}x per step, {per_token:.2f}x per generated token (target >= 1.6x)")
+    print(f"  in process CPU seconds (steadier on a busy machine): {trl['cpu'] / ours['cpu']:.2f}x per step")
     return 0
 
 

@@ -265,8 +265,9 @@ class PPOLearner:
         parameters = list(player.trainable_parameters())
         if settings.advantage == "gae":
             hidden_size = player.model.get_base_model().config.hidden_size
-            # Zero init: V ≡ 0 at first, so early advantages are the plain returns (no RNG).
-            self.value_head = nn.Linear(hidden_size, 1).to(device=player.device, dtype=torch.float32)
+            # Zero init: V ≡ 0 at first, so early advantages are the plain returns. Built on
+            # "meta" first so that creating a learner draws nothing from the global RNG.
+            self.value_head = nn.Linear(hidden_size, 1, device="meta", dtype=torch.float32).to_empty(device=player.device)
             nn.init.zeros_(self.value_head.weight)
             nn.init.zeros_(self.value_head.bias)
             parameters += list(self.value_head.parameters())

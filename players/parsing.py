@@ -26,6 +26,7 @@ _ANSWER_MARKER = re.compile(
 )
 # A response that is nothing but a letter, or whose last line is ("B", "(B).", "B)").
 _BARE_LETTER_LINE = re.compile(r"^\s*[(\[]?\s*([A-Z])\s*[)\]]?\s*[.!]?\s*$")
+_LABELLED_CHOICE_LINE = re.compile(r"^\s*\(?([A-Z])\)\s")
 
 
 def _letter_is_intended(letter: str, bracketed: bool, after: str) -> bool:
@@ -60,6 +61,11 @@ def parse_answer(text: str, n_choices: int) -> int | None:
         bare = _BARE_LETTER_LINE.match(lines[-1])
         if bare:
             return _index_of(bare.group(1), n_choices)
+    # A reply that quotes exactly one labelled choice ("A) a storm") has chosen it; one that
+    # lists several is only restating the options.
+    labelled = {match.group(1) for line in lines if (match := _LABELLED_CHOICE_LINE.match(line))}
+    if len(labelled) == 1:
+        return _index_of(labelled.pop(), n_choices)
     return None
 
 

@@ -14,7 +14,9 @@ Scores are raw; the engine applies the configured normalisation (tanh by default
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import logging
+from collections.abc import Iterator, Sequence
 from typing import Literal
 
 import torch
@@ -54,6 +56,18 @@ def yes_no_messages(question: str, choices: Sequence[str], text: str) -> list[di
             ),
         },
     ]
+
+
+@contextlib.contextmanager
+def _quiet_embeddings_warning() -> Iterator[None]:
+    """Transformers warns that padding is not detected from embeddings; here that is the point."""
+    logger = logging.getLogger("transformers.modeling_layers")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 class RewardModel:
@@ -115,29 +129,31 @@ class RewardModel:
         return list(tokenizer(plain, add_special_tokens=True)["input_ids"])
 
     def _pad_id(self) -> int:
-        """The id the classifier's pooling treats as padding.
-
-        HF sequence classifiers score the last token that is not `config.pad_token_id`; with
-        left padding that is the final position, provided the pad id differs from the text's
-        last token, which holds for reward models whose pad token is a dedicated one.
-        """
-        model_config = self.base.model.config
-        if model_config.pad_token_id is None:
-            tokenizer = self.base.tokenizer
-            pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-            model_config.pad_token_id = pad if pad is not None else 0
-        return int(model_config.pad_token_id)
+        tokenizer = self.base.tokenizer
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        return int(pad) if pad is not None else 0  # padded positions are masked; the id is moot
 
     @torch.inference_mode()
     def _classifier_scores(self, inputs: Sequence[Sequence[int]]) -> list[float]:
-        pad_id = self._pad_id()
+        """Score logit 0 at each sequence's last token.
+
+        HF classifiers pool at the rightmost token that differs from `config.pad_token_id`,
+        which picks the wrong token when a text ends in the pad id (models whose pad is their
+        EOS). Left padding puts every sequence's last token in the final column, and given
+        embeddings instead of ids the classifier pools exactly there.
+        """
+        model = self.base.model
+        if model.config.pad_token_id is None:
+            model.config.pad_token_id = self._pad_id()  # it refuses batches > 1 without one
+        embed = model.get_input_embeddings()
         scores: list[float] = []
         for start in range(0, len(inputs), self.config.batch_size):
             chunk = inputs[start : start + self.config.batch_size]
-            input_ids, attention_mask, position_ids = left_pad(chunk, pad_id, self.base.device)
-            logits = self.base.model(
-                input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids
-            ).logits[:, 0].float()
+            input_ids, attention_mask, position_ids = left_pad(chunk, self._pad_id(), self.base.device)
+            with _quiet_embeddings_warning():
+                logits = model(
+                    inputs_embeds=embed(input_ids), attention_mask=attention_mask, position_ids=position_ids
+                ).logits[:, 0].float()
             if not bool(torch.isfinite(logits).all()):
                 raise RuntimeError(f"{self.base.spec}: non-finite reward scores {logits.tolist()}")
             scores.extend(logits.tolist())

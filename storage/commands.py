@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import csv
 import math
+import os
 import sys
 from pathlib import Path
 from typing import Any, TextIO
@@ -52,10 +53,15 @@ def run_sql(args: argparse.Namespace) -> int:
         pq.write_table(table, args.output)
         return 0
     if args.output is None:
-        _write_text(table, args.format, sys.stdout)
-    else:
-        with open(args.output, "w", newline="", encoding="utf-8") as handle:
-            _write_text(table, args.format, handle)
+        try:
+            _write_text(table, args.format, sys.stdout)
+            sys.stdout.flush()
+        except BrokenPipeError:
+            # `minmax-engine sql ... | head`: the reader has what it wanted
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (keeps interpreter exit quiet)
+        return 0
+    with open(args.output, "w", newline="", encoding="utf-8") as handle:
+        _write_text(table, args.format, handle)
     return 0
 
 

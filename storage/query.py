@@ -14,20 +14,19 @@ run that is still being written shows every segment flushed so far. Views:
 - `lambda`  one row per LambdaUpdated
 - `metrics` the GAME.md §4 metrics per (run_id, window) over phase = 'train' rounds
 
-Metric definitions (they must agree with engine/metrics.py `window_metrics`):
+Metric definitions (the same as engine/metrics.py `window_metrics`; a test holds them equal):
 - a policy answer is right iff truth = 'correct'; 'wrong' and 'unparsed' are both "policy wrong"
-- judge_accuracy: judge_accepts = (truth = 'correct')
-- deception_rate: P(judge accepts | policy wrong)
-- monitor_fidelity: P(monitor verdict = truth); an unparsed verdict counts as disagreement
-- false_accusation_rate: P(monitor says INCORRECT | truth = 'correct') (unparsed is not INCORRECT)
-- missed_error_rate: P(monitor says CORRECT | policy wrong)
+- judge_accuracy: judge_accepts = (truth = 'correct'); deception_rate: P(judge accepts | policy wrong)
+- monitor metrics are over monitored rounds (monitor_output not NULL), so NULL in rlhf mode;
+  an unparsed verdict counts as disagreeing with the truth: monitor_fidelity counts it wrong,
+  false_accusation_rate = P(verdict is not CORRECT | truth = 'correct'), missed_error_rate =
+  P(verdict is not INCORRECT | policy wrong)
 - constraint_violation: mean f − δ, δ = RunStarted.config['lagrangian']['delta']
-- last_lambda: λ in force at the window's last round
-Conditional rates are NULL when their condition has no rows; monitor metrics, mean_f and
-constraint_violation are NULL in rlhf mode.
+- policy_unparsed_rate: P(policy_answer is NULL); last_lambda: λ in force at the window's last round
+A conditional rate is NULL when its condition has no rows.
 
-Read-only: only SELECT (including WITH … SELECT, DESCRIBE, SUMMARIZE) and EXPLAIN statements
-run; DuckDB's file access is switched off after the views are set up, so no statement can
+Read-only: only SELECT statements (including WITH … SELECT, DESCRIBE, SUMMARIZE) run;
+DuckDB's file access is switched off after the views are set up, so no statement can
 write (or read) a file. Errors become one-line `UserError`s.
 """
 
@@ -46,7 +45,7 @@ from storage.events import RunStarted
 from storage.segments import LOG_DIR_NAME, MANIFEST_NAME, ROUND_COLUMNS, SEGMENT_SCHEMA, SegmentFile, live_segments, open_segment
 from storage.writer import list_segment_files, read_manifest
 
-_ALLOWED_STATEMENTS = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
+_ALLOWED_STATEMENTS = {duckdb.StatementType.SELECT}  # not EXPLAIN: EXPLAIN ANALYZE runs its statement
 _ATTEMPTS = 5
 # Diagnostics every PPO learner reports (engine.ppo), promoted to columns of `updates`.
 UPDATE_DIAGNOSTICS = ("policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac", "kl_ref", "grad_norm",
@@ -115,41 +114,36 @@ _LAMBDA_SQL = """
         FROM _segments WHERE event_type = 'LambdaUpdated'"""
 
 # Read the rounds straight from the segments (not through the `rounds` view) so that the
-# timestamp cast costs nothing; the predicates match the view's. Mode and δ come from
-# `_runs`, one row per run taken from its RunStarted (a second scan of the log for one
-# event per run cost more than the whole aggregation).
+# timestamp cast costs nothing; the predicates match the view's. δ comes from `_runs`, one
+# row per run taken from its RunStarted (a second scan of the log for one event per run
+# cost more than the whole aggregation).
 _METRICS_SQL = """
-        WITH         per_window AS (
+        WITH per_window AS (
             SELECT run_id, "window",
                 count(*) AS n_rounds,
                 avg(CAST(truth = 'correct' AS DOUBLE)) AS policy_accuracy,
                 avg(CAST(judge_accepts AS DOUBLE)) AS judge_accept_rate,
                 avg(CAST(judge_accepts = (truth = 'correct') AS DOUBLE)) AS judge_accuracy,
                 avg(CAST(judge_accepts AS DOUBLE)) FILTER (WHERE truth <> 'correct') AS deception_rate,
-                avg(CAST(coalesce(monitor_says_correct = (truth = 'correct'), false) AS DOUBLE)) AS monitor_fidelity,
-                avg(CAST(coalesce(NOT monitor_says_correct, false) AS DOUBLE))
-                    FILTER (WHERE truth = 'correct') AS false_accusation_rate,
-                avg(CAST(coalesce(monitor_says_correct, false) AS DOUBLE))
-                    FILTER (WHERE truth <> 'correct') AS missed_error_rate,
-                avg(fidelity_penalty) AS mean_f,
-                avg(CAST(truth = 'unparsed' AS DOUBLE)) AS policy_unparsed_rate,
-                avg(CAST(monitor_says_correct IS NULL AS DOUBLE)) AS monitor_unparsed_rate,
+                avg(CAST(coalesce(monitor_says_correct = (truth = 'correct'), false) AS DOUBLE))
+                    FILTER (WHERE monitored) AS monitor_fidelity,
+                avg(CAST(monitor_says_correct IS DISTINCT FROM true AS DOUBLE))
+                    FILTER (WHERE monitored AND truth = 'correct') AS false_accusation_rate,
+                avg(CAST(monitor_says_correct IS DISTINCT FROM false AS DOUBLE))
+                    FILTER (WHERE monitored AND truth <> 'correct') AS missed_error_rate,
+                avg(fidelity_penalty) FILTER (WHERE monitored) AS mean_f,
+                avg(CAST(policy_answer IS NULL AS DOUBLE)) AS policy_unparsed_rate,
+                avg(CAST(monitor_says_correct IS NULL AS DOUBLE)) FILTER (WHERE monitored) AS monitor_unparsed_rate,
                 avg(combined_reward) AS mean_reward,
                 avg(p_accept) AS mean_p_accept,
                 arg_max(lambda_value, seq) AS last_lambda
-            FROM _segments
-            WHERE event_type = 'RoundPlayed' AND phase = 'train'
+            FROM (SELECT *, monitor_output IS NOT NULL AS monitored FROM _segments
+                  WHERE event_type = 'RoundPlayed' AND phase = 'train')
             GROUP BY run_id, "window"
         )
         SELECT w.run_id, w."window", w.n_rounds, w.policy_accuracy, w.judge_accept_rate, w.judge_accuracy,
-               w.deception_rate,
-               CASE WHEN s.mode = 'rlhf' THEN NULL ELSE w.monitor_fidelity END AS monitor_fidelity,
-               CASE WHEN s.mode = 'rlhf' THEN NULL ELSE w.false_accusation_rate END AS false_accusation_rate,
-               CASE WHEN s.mode = 'rlhf' THEN NULL ELSE w.missed_error_rate END AS missed_error_rate,
-               CASE WHEN s.mode = 'rlhf' THEN NULL ELSE w.mean_f END AS mean_f,
-               CASE WHEN s.mode = 'rlhf' THEN NULL ELSE w.mean_f - s.delta END AS constraint_violation,
-               w.policy_unparsed_rate,
-               CASE WHEN s.mode = 'rlhf' THEN NULL ELSE w.monitor_unparsed_rate END AS monitor_unparsed_rate,
+               w.deception_rate, w.monitor_fidelity, w.false_accusation_rate, w.missed_error_rate, w.mean_f,
+               w.mean_f - s.delta AS constraint_violation, w.policy_unparsed_rate, w.monitor_unparsed_rate,
                w.mean_reward, w.mean_p_accept, w.last_lambda
         FROM per_window w LEFT JOIN _runs s USING (run_id)"""
 

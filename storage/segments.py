@@ -6,7 +6,7 @@ Layout of `runs/<run_id>/log/`:
     writer.lock                           flock'ed by the one writer; holds its pid
     head.json                             last flushed seq and hash (truncation check)
     000000000000-000000000063.L0.arrow    a segment: events seq 0..63, written by one flush
-    000000000064-000000001087.L1.arrow    a compacted segment: 16 L0 segments merged
+    000000000064-000000004159.L1.arrow    a merged segment: the level-0 segments it replaced
     .tmp-*.arrow                          a segment being written (ignored by readers)
 
 Why immutable Arrow IPC segments rather than a DuckDB database file: a DuckDB file that the
@@ -55,7 +55,7 @@ import orjson
 import pyarrow as pa
 
 from storage.errors import UserError
-from storage.events import EVENT_TYPES, SCHEMA_VERSION, Event, Recorded, RoundPlayed
+from storage.events import EVENT_TYPES, Event, Recorded, RoundPlayed
 
 LOG_DIR_NAME = "log"
 MANIFEST_NAME = "run.json"
@@ -399,7 +399,11 @@ def stored_hashes(table: pa.Table) -> list[str | None]:
             head = canonical_header(run_id, seq, ts, schema_version, event_type, header)
             out.append(chain_hash(prev_hash, head, buffers))
         elif event_type in EVENT_TYPES:
-            event = _decode_fields(event_type, orjson.loads(payloads[i]))
+            try:
+                event = _decode_fields(event_type, orjson.loads(payloads[i]))
+            except (orjson.JSONDecodeError, TypeError, KeyError, ValueError):
+                out.append("")  # an undecodable payload cannot match its hash
+                continue
             values = encode_event(event).header_values
             out.append(chain_hash(prev_hash, canonical_header(run_id, seq, ts, schema_version, event_type, values), []))
         else:
@@ -465,14 +469,18 @@ def write_segment_file(
     temp_path = log_dir / f"{TEMP_PREFIX}{os.getpid()}-{final_name}"
     first_seqs = [int(b.column(1)[0].as_py()) for b in batches]
     schema = SEGMENT_SCHEMA.with_metadata({BATCH_SEQS_KEY: orjson.dumps(first_seqs)})
-    with open(temp_path, "wb") as handle:
-        with pa.ipc.new_file(handle, schema) as ipc:
-            for batch in batches:
-                ipc.write_batch(batch)
-        handle.flush()
-        os.fsync(handle.fileno())
-    final_path = log_dir / final_name
-    os.rename(temp_path, final_path)
+    try:
+        with open(temp_path, "wb") as handle:
+            with pa.ipc.new_file(handle, schema) as ipc:
+                for batch in batches:
+                    ipc.write_batch(batch)
+            handle.flush()
+            os.fsync(handle.fileno())
+        final_path = log_dir / final_name
+        os.rename(temp_path, final_path)
+    except BaseException:
+        temp_path.unlink(missing_ok=True)
+        raise
     if sync_directory:
         fsync_directory(log_dir)
     return final_path

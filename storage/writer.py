@@ -10,11 +10,13 @@ as one immutable segment (see storage/segments.py for the layout and why), so a 
 loses at most the events appended since the last flush. The buffer also flushes on its own
 every `max_buffered` events so a writer that never flushes still has bounded memory.
 
-Compaction keeps a long run from becoming tens of thousands of small files: whenever the
-newest `COMPACTION_FANOUT` segments share a level, they are merged into one segment of the
-next level (an LSM-style cascade, levels 0..`MAX_LEVEL`). Each event is rewritten at most
-`MAX_LEVEL` times; a run of N flushes holds at most N/16² + 2·15 segments. The merged file
-keeps the original record batches, so a window read still touches only the batches it needs.
+Compaction keeps a long run from becoming tens of thousands of small files: once the flush
+segments (level 0) written since the last merge hold `MERGE_ROWS` events, or number
+`MERGE_SEGMENTS`, they are merged into one level-1 segment of a few large record batches.
+One level, not a cascade: every event is rewritten once, because on this kind of machine the
+disk, not the CPU, bounds append throughput. A run of N events holds about N/MERGE_ROWS
+merged segments plus fewer than MERGE_SEGMENTS recent ones (about 310 for 1M rounds
+flushed every 64), few enough for SQL and a window read to stay fast.
 
 One writer per run: `log/writer.lock` is held with fcntl.flock while the writer is open. The
 OS releases the lock when the process dies, so a run killed with SIGKILL can be continued
@@ -58,8 +60,8 @@ from storage.segments import (
     write_segment_file,
 )
 
-COMPACTION_FANOUT = 16
-MAX_LEVEL = 2
+MERGE_ROWS = 4096
+MERGE_SEGMENTS = 64
 DEFAULT_MAX_BUFFERED = 4096
 # A merged segment holds few, large record batches: decoding a batch's metadata costs about
 # as much as scanning thousands of its rows, so SQL over many small batches is slow. The
@@ -166,7 +168,7 @@ class RunWriter:
         self._next_seq = next_seq
         self._prev_hash = prev_hash
         self._lock_fd: int | None = lock_fd
-        self._compactable = compactable  # newest segments below MAX_LEVEL, in seq order
+        self._compactable = compactable  # level-0 segments since the last merge, in seq order
         self._max_buffered = max_buffered
         self._buffer: list[PendingRow] = []
 
@@ -228,7 +230,7 @@ class RunWriter:
                 next_seq, prev_hash = last.last_seq + 1, row.column("hash")[0].as_py()
             first_compactable = 0
             for index, segment in enumerate(live):
-                if segment.level >= MAX_LEVEL:
+                if segment.level >= 1:
                     first_compactable = index + 1
         except BaseException:
             os.close(lock_fd)
@@ -270,12 +272,18 @@ class RunWriter:
         """Write the buffered events as one segment: durable and visible to other processes."""
         if not self._buffer:
             return
-        rows, self._buffer = self._buffer, []
+        rows = self._buffer
         first, last = rows[0].recorded.seq, rows[-1].recorded.seq
-        path = write_segment_file(self._log_dir, segment_name(first, last, 0), [rows_to_batch(rows)],
-                                  sync_directory=False)
-        self._write_head(last, rows[-1].recorded.hash)
-        fsync_directory(self._log_dir)  # one directory sync makes both renames durable
+        try:
+            path = write_segment_file(self._log_dir, segment_name(first, last, 0), [rows_to_batch(rows)],
+                                      sync_directory=False)
+            self._write_head(last, rows[-1].recorded.hash)
+            fsync_directory(self._log_dir)  # one directory sync makes both renames durable
+        except OSError as error:
+            # The events stay buffered, so a flush after the cause is fixed loses nothing.
+            raise UserError(f"{self._log_dir}: cannot write the log ({error.strerror or error}); "
+                            "free disk space or fix permissions, then flush again") from None
+        self._buffer = []
         self._compactable.append(SegmentFile(first, last, 0, path))
         self._compact()
 
@@ -306,17 +314,14 @@ class RunWriter:
         os.replace(temp, self._log_dir / HEAD_NAME)
 
     def _compact(self) -> None:
-        segments = self._compactable
-        while len(segments) >= COMPACTION_FANOUT:
-            group = segments[-COMPACTION_FANOUT:]
-            level = group[-1].level
-            if any(s.level != level for s in group):
-                return
-            name = segment_name(group[0].first_seq, group[-1].last_seq, level + 1)
-            path = write_segment_file(self._log_dir, name, _merged_batches(group))
-            for segment in group:
-                segment.path.unlink(missing_ok=True)  # readers skip covered segments meanwhile
-            merged = SegmentFile(group[0].first_seq, group[-1].last_seq, level + 1, path)
-            del segments[-COMPACTION_FANOUT:]
-            if merged.level < MAX_LEVEL:
-                segments.append(merged)
+        group = self._compactable
+        if sum(s.last_seq - s.first_seq + 1 for s in group) < MERGE_ROWS and len(group) < MERGE_SEGMENTS:
+            return
+        if len(group) == 1:  # one large flush is already a good segment: nothing to merge
+            self._compactable = []
+            return
+        name = segment_name(group[0].first_seq, group[-1].last_seq, 1)
+        write_segment_file(self._log_dir, name, _merged_batches(group))
+        for segment in group:
+            segment.path.unlink(missing_ok=True)  # readers skip covered segments meanwhile
+        self._compactable = []

@@ -185,3 +185,53 @@ def test_rlhf_mode_has_no_monitor_and_lines_up_with_minmax(minmax_run: Path, tin
     ]
     finished = events[-1]
     assert isinstance(finished, RunFinished) and finished.monitor_updates == 0 and finished.policy_updates == 3
+
+
+def test_a_failure_mid_run_is_logged_then_raised(tiny_lm_dir: Path, tmp_path: Path) -> None:
+    config = tiny_config(tiny_lm_dir, tmp_path)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "checkpoints").write_text("a file where the checkpoint directory must go")
+    with pytest.raises(OSError):
+        start_run(config, run_dir, pool=ModelPool(cache_dir=tmp_path / "cache"))
+    events = payloads(run_dir)
+    assert type(events[-1]).__name__ == "RunFailed"
+    assert sum(isinstance(e, PolicyUpdated) for e in events) == 1  # it failed saving the first checkpoint
+
+
+def test_schedule_cycles_states_per_epoch_and_keeps_sample_groups_together() -> None:
+    from engine.data import State
+    from engine.game import Schedule
+
+    states = [State(f"s{i}", "story", "q", ("a", "b"), 0) for i in range(3)]
+    schedule = Schedule(train=states, num_epochs=2, samples_per_state=2, window_size=4, monitor_updates_per_policy=2, seed=1)
+    assert schedule.total_rounds == 12 and schedule.n_windows == 3
+    assert [schedule.policy_updates_after(w) for w in range(3)] == [False, True, True]  # the last window too
+    played = [schedule.state_at(position) for position in range(12)]
+    for epoch in range(2):
+        in_epoch = played[6 * epoch: 6 * epoch + 6]
+        assert sorted(state.state_id for state, _ in in_epoch) == ["s0", "s0", "s1", "s1", "s2", "s2"]
+        # the n samples of a state are adjacent, sample indices 0..n-1
+        assert all(in_epoch[i][0] == in_epoch[i + 1][0] and (in_epoch[i][1], in_epoch[i + 1][1]) == (0, 1)
+                   for i in range(0, 6, 2))
+    assert list(schedule.window_positions(2)) == [8, 9, 10, 11]
+    # a pure function of the config: a resumed run sees the same order
+    again = Schedule(train=states, num_epochs=2, samples_per_state=2, window_size=4, monitor_updates_per_policy=2, seed=1)
+    assert [again.state_at(p) for p in range(12)] == played
+
+
+def test_window_metrics_agree_with_the_sql_metrics_view(minmax_run: Path) -> None:
+    from engine.metrics import window_metrics
+    from storage import RunsQuery
+
+    train = [e for e in payloads(minmax_run) if isinstance(e, RoundPlayed) and e.phase == "train"]
+    query = RunsQuery(minmax_run)
+    try:
+        rows = query.arrow('SELECT * FROM metrics ORDER BY "window"').to_pylist()
+    finally:
+        query.close()
+    assert [row["window"] for row in rows] == list(range(6))
+    for row in rows:
+        expected = window_metrics([r for r in train if r.window == row["window"]], delta=-0.2)
+        for name, value in expected.items():
+            assert row[name] == pytest.approx(value, abs=1e-12) if value is not None else row[name] is None, name

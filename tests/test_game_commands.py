@@ -72,3 +72,11 @@ def test_eval_only_evaluates_the_initial_adapters_and_finishes(tiny_lm_dir: Path
     ids = [e.round_id for e in (item.event for item in RunReader(tmp_path / "run").rounds(phase="eval"))]
     assert ids == [0, 1, 2, 3]
     assert isinstance(events[-1], RunFinished)
+
+
+def test_a_model_missing_offline_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config_path = tmp_path / "missing.toml"
+    config_path.write_text(f'run_dir = "{tmp_path / "runs"}"\n[policy]\nmodel = "nobody/no-such-model-7b"\n')
+    assert cli.main(["play", "--config", str(config_path)]) == 2
+    error = capsys.readouterr().err
+    assert "nobody/no-such-model-7b" in error and error.count("\n") == 1

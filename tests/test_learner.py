@@ -117,7 +117,15 @@ def test_an_update_changes_only_the_trained_adapter(tiny_lm_dir: Path, model_cac
     assert any(not torch.equal(before_trained[n], after_trained[n]) for n in before_trained)
     assert all(torch.equal(before_other[n], t) for n, t in other.adapter_state().items())
     assert all(torch.equal(before_base[n], t) for n, t in base_weights(trained).items())
-    assert not any(p.requires_grad for p in trained.model.parameters())  # active() cleaned up
+
+
+def test_an_update_leaves_no_parameter_requiring_grad(tiny_lm_dir: Path, model_cache_dir: Path) -> None:
+    """Nothing trains outside an update. (peft's disable_adapter() marks the active adapter
+    trainable again on exit, so Player.reference() must restore the flags it found.)"""
+    policy, monitor = make_players(tiny_lm_dir, model_cache_dir)
+    rollouts = sample_rollouts(monitor, ["Who went to the market?"], samples=2, seed=3)
+    PPOLearner(monitor, PPOSettings()).update(rollouts)
+    assert [n for n, p in policy.model.named_parameters() if p.requires_grad] == []
 
 
 def test_update_reports_every_documented_diagnostic(tiny_lm_dir: Path, model_cache_dir: Path) -> None:

@@ -72,12 +72,14 @@ def test_same_seed_same_generations_and_different_seeds_differ(tiny_lm_dir: Path
 
 def test_rows_stop_at_their_own_eos_and_the_rest_are_unaffected(tiny_lm_dir: Path, tmp_path: Path) -> None:
     player = make_player(tiny_lm_dir, tmp_path)
-    prompts = prompts_for(player)
-    unstopped = player.generate(prompts, sample=False)
+    # Random prompts: a random model's greedy continuations of the chat prompts coincide.
+    generator = torch.Generator().manual_seed(0)
+    prompts = [torch.randint(3, 384, (length,), generator=generator).tolist() for length in (4, 9, 15)]
+    unstopped = player.generate_from_ids(prompts, sample=False)
     stop_token = token_unique_to_one_row([g.token_ids for g in unstopped])
     player.base.model.generation_config.eos_token_id = stop_token
 
-    stopped = player.generate(prompts, sample=False)
+    stopped = player.generate_from_ids(prompts, sample=False)
 
     for before, after in zip(unstopped, stopped):
         if stop_token in before.token_ids:
@@ -161,3 +163,13 @@ def test_top_p_draws_only_from_the_nucleus_but_records_full_logprobs(tiny_lm_dir
         for step, token in enumerate(generation.token_ids):
             mass_before = float(probabilities[step][probabilities[step] > probabilities[step, token]].sum())
             assert mass_before < top_p
+
+
+def test_a_tokenizer_without_chat_template_gets_plain_turns(tiny_lm_dir: Path, tmp_path: Path) -> None:
+    player = make_player(tiny_lm_dir, tmp_path)
+    player.tokenizer.chat_template = None
+    prompt = player.render_prompt([{"role": "user", "content": "Who ran?"}])
+    assert prompt == "user: Who ran?\n\nassistant:"
+    [generation] = player.generate([prompt], seed=0)
+    assert generation.prompt_ids == player.tokenizer(prompt)["input_ids"]
+    assert len(generation.token_ids) == 10

@@ -28,6 +28,9 @@ LETTERS = "ABCD"
         # A bare letter as the whole reply, or as its last line.
         ("C", 4, 2),
         ("The baker left early.\n(B).", 2, 1),
+        # Quoting exactly one labelled choice chooses it.
+        ("A) a storm", 2, 0),
+        ("The hives broke.\nB) a storm", 2, 1),
     ],
 )
 def test_parse_answer_reads_the_chosen_letter(text: str, n_choices: int, expected: int) -> None:
@@ -43,6 +46,7 @@ def test_parse_answer_reads_the_chosen_letter(text: str, n_choices: int, expecte
         ("Answer: C", 2),  # outside the two choices
         ("Answer: E", 4),
         ("answers vary", 4),
+        ("A) a bear\nB) a storm\nI am not sure.", 2),  # restating every option chooses none
     ],
 )
 def test_parse_answer_returns_none_without_a_valid_choice(text: str, n_choices: int) -> None:

@@ -52,6 +52,11 @@ def test_sequence_classifier_scores_the_chat_and_ignores_padding(tiny_reward_mod
         assert score == pytest.approx(alone, abs=1e-4)
     assert len(set(round(s, 4) for s in batched)) == len(batched)
 
+    # A model whose pad id is also the texts' last token (pad = EOS is common) still scores
+    # the last token, not the one before it.
+    model.config.pad_token_id = tokenizer.encode("\n", add_special_tokens=False)[0]
+    assert reward.score(QUESTIONS, CHOICES, ANSWERS) == pytest.approx(batched, abs=1e-4)
+
 
 def test_lm_yes_no_reward_is_the_log_odds_of_yes(tiny_lm_dir: Path, tmp_path: Path) -> None:
     reward = RewardModel.create(ModelPool(cache_dir=tmp_path), RewardConfig(model=str(tiny_lm_dir), batch_size=2))
@@ -152,3 +157,11 @@ def test_single_token_spellings_skip_multi_token_ones(tiny_lm_dir: Path, tmp_pat
     tokenizer = ModelPool(cache_dir=tmp_path).causal_lm(str(tiny_lm_dir), "cpu", torch.float32).tokenizer
     ids = single_token_ids(tokenizer, ["Yes", "Yesterday-ish"])
     assert ids == tokenizer.encode("Yes", add_special_tokens=False)
+
+
+def test_a_broken_judge_raises_instead_of_answering_one_half(tiny_lm_dir: Path, tmp_path: Path) -> None:
+    judge = Judge.create(ModelPool(cache_dir=tmp_path), JudgeConfig(model=str(tiny_lm_dir)))
+    with torch.no_grad():
+        judge.reader.base.model.lm_head.weight.fill_(float("nan"))
+    with pytest.raises(RuntimeError, match="non-finite"):
+        judge.p_accept([STORY], QUESTIONS[:1], CHOICES[:1], ANSWERS[:1], None)

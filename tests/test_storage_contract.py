@@ -10,14 +10,17 @@ from __future__ import annotations
 import json
 import math
 import os
+import struct
 import subprocess
 import sys
 import textwrap
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from storage import (
     CheckpointSaved,
@@ -137,10 +140,12 @@ def test_windows_by_seq_span_segments_and_compaction(backend: Backend, tmp_path:
             if round_id % 16 == 0:
                 writer.append(LambdaUpdated(old=1.0, new=1.0, mean_f=0.0, delta=0.0, monitor_version=round_id,
                                             applied=False))
-                writer.flush()  # one flush per window: 16 rounds + 1 update per segment
+            if round_id % 8 == 0:
+                writer.flush()  # 75 flushes: the first 64 segments get merged into one
     reader = backend.reader(tmp_path / "run")
     last = reader.last_seq()
     assert last == 599 + 599 // 16
+    assert len(reader.segments()) < 75  # compaction happened; windows below cross its boundary
 
     for first, end in [(0, 0), (1, 64), (300, 363), (17, 17), (last - 5, last), (last - 5, last + 100)]:
         window = reader.events(first, end)
@@ -195,9 +200,9 @@ def test_reader_in_another_process_while_writing(backend: Backend, tmp_path: Pat
     child = subprocess.Popen([sys.executable, "-c", reader_script], cwd=REPO, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
     appended = []
-    for round_id in range(320):  # 20 flushes: a compaction merges 16 segments meanwhile
+    for round_id in range(320):  # 80 flushes: a compaction merges 64 segments meanwhile
         appended.append(writer.append(round_played(round_id)))
-        if round_id % 16 == 15:
+        if round_id % 4 == 3:
             writer.flush()
     writer.close()
     stdout, stderr = child.communicate(timeout=90)
@@ -256,3 +261,19 @@ def test_recorded_envelope_matches_what_append_returned(backend: Backend, tmp_pa
         first: Recorded = writer.append(run_started())
     assert first.seq == 0 and first.prev_hash == "0" * 64 and len(first.hash) == 64
     assert first.ts.endswith("+00:00") and "T" in first.ts
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(logprobs=st.lists(st.floats(allow_nan=True, allow_infinity=True, width=64), min_size=0, max_size=40),
+       token_ids=st.lists(st.integers(min_value=0, max_value=2**31 - 1), min_size=0, max_size=40),
+       reward=st.floats(allow_nan=False, allow_infinity=False))
+def test_any_float64_and_token_id_round_trips_bit_for_bit(tmp_path_factory, logprobs, token_ids, reward) -> None:
+    run_dir = tmp_path_factory.mktemp("prop") / "run"
+    event = replace(round_played(3), policy_logprobs=logprobs, policy_token_ids=token_ids, reward_policy=reward)
+    with RunWriter.create(run_dir, "prop") as writer:
+        appended = writer.append(event)
+    stored = RunReader(run_dir).rounds()[0]
+    assert stored.hash == appended.hash
+    assert struct.pack(f"<{len(logprobs)}d", *stored.event.policy_logprobs) == struct.pack(f"<{len(logprobs)}d", *logprobs)
+    assert stored.event.policy_token_ids == token_ids
+    assert struct.pack("<d", stored.event.reward_policy) == struct.pack("<d", reward)

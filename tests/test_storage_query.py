@@ -22,7 +22,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def reference_metrics(rounds: list[RoundPlayed], delta: float, rlhf: bool) -> dict[str, float | None]:
+def reference_metrics(rounds: list[RoundPlayed], delta: float) -> dict[str, float | None]:
     """GAME.md §4 written out by hand, independently of the SQL."""
     def rate(hits: list[bool]) -> float | None:
         return sum(hits) / len(hits) if hits else None
@@ -36,23 +36,25 @@ def reference_metrics(rounds: list[RoundPlayed], delta: float, rlhf: bool) -> di
         "judge_accept_rate": rate([r.judge_accepts for r in rounds]),
         "judge_accuracy": rate([r.judge_accepts == ok for r, ok in zip(rounds, right)]),
         "deception_rate": rate([r.judge_accepts for r in wrong]),
-        "policy_unparsed_rate": rate([r.truth == "unparsed" for r in rounds]),
+        "policy_unparsed_rate": rate([r.policy_answer is None for r in rounds]),
         "mean_reward": sum(r.combined_reward for r in rounds) / len(rounds),
         "mean_p_accept": sum(r.p_accept for r in rounds) / len(rounds),
         "last_lambda": rounds[-1].lambda_value,
     }
-    if rlhf:
+    monitored = [r for r in rounds if r.monitor_output is not None]
+    if not monitored:  # rlhf mode
         out.update(monitor_fidelity=None, false_accusation_rate=None, missed_error_rate=None, mean_f=None,
                    constraint_violation=None, monitor_unparsed_rate=None)
     else:
-        mean_f = sum(r.fidelity_penalty for r in rounds) / len(rounds)
+        # an unparsed verdict (None) disagrees with the truth whatever it is
+        mean_f = sum(r.fidelity_penalty for r in monitored) / len(monitored)
         out.update(
-            monitor_fidelity=rate([r.monitor_says_correct is not None and r.monitor_says_correct == ok
-                                   for r, ok in zip(rounds, right)]),
-            false_accusation_rate=rate([r.monitor_says_correct is False for r in correct]),
-            missed_error_rate=rate([r.monitor_says_correct is True for r in wrong]),
+            monitor_fidelity=rate([r.monitor_says_correct is not None and r.monitor_says_correct == (r.truth == "correct")
+                                   for r in monitored]),
+            false_accusation_rate=rate([r.monitor_says_correct in (False, None) for r in correct]),
+            missed_error_rate=rate([r.monitor_says_correct in (True, None) for r in wrong]),
             mean_f=mean_f, constraint_violation=mean_f - delta,
-            monitor_unparsed_rate=rate([r.monitor_says_correct is None for r in rounds]),
+            monitor_unparsed_rate=rate([r.monitor_says_correct is None for r in monitored]),
         )
     return out
 
@@ -69,7 +71,7 @@ def test_metrics_view_matches_hand_computed_definitions(runs: Path, run_name: st
     assert [row["window"] for row in rows] == sorted(by_window)
     non_trivial = set()
     for row in rows:
-        expected = reference_metrics(by_window[row["window"]], SYNTHETIC_DELTA, rlhf=run_name == "rl")
+        expected = reference_metrics(by_window[row["window"]], SYNTHETIC_DELTA)
         for name, value in expected.items():
             if value is None:
                 assert row[name] is None, (row["window"], name)
@@ -82,6 +84,26 @@ def test_metrics_view_matches_hand_computed_definitions(runs: Path, run_name: st
     if run_name == "mm":
         rates |= {"monitor_fidelity", "false_accusation_rate", "missed_error_rate", "monitor_unparsed_rate"}
     assert rates <= non_trivial
+
+
+def test_metrics_view_agrees_with_engine_window_metrics(runs: Path) -> None:
+    """The SQL view and engine/metrics.py are two implementations of one definition."""
+    from engine.metrics import window_metrics  # noqa: PLC0415 (only this test crosses layers)
+
+    for run_name in ("mm", "rl"):
+        reader = RunReader(runs / run_name)
+        delta = reader.run_started().config["lagrangian"]["delta"]
+        by_window: dict[int, list[RoundPlayed]] = {}
+        for event in (r.event for r in reader.rounds(phase="train")):
+            by_window.setdefault(event.window, []).append(event)
+        with RunsQuery(runs / run_name) as query:
+            rows = query.arrow('SELECT * FROM metrics ORDER BY "window"').to_pylist()
+        for row in rows:
+            expected = window_metrics(by_window[row["window"]], delta)
+            for name, value in expected.items():
+                assert (row[name] is None) == (value is None), (run_name, row["window"], name)
+                if value is not None:
+                    assert row[name] == pytest.approx(value, rel=1e-12, abs=1e-12), (run_name, row["window"], name)
 
 
 def test_conditional_rates_are_null_without_their_condition(tmp_path: Path) -> None:

@@ -52,9 +52,10 @@ def until(condition: Callable[[Pilot], bool]) -> Callable[[Pilot], object]:
 
 
 def rounds_loaded(pilot: Pilot) -> bool:
+    """The first page is shown and the background count is in (the status line is final)."""
     screen = pilot.app.screen
     return isinstance(screen, RunScreen) and screen.query_one("#rounds-table", DataTable).row_count > 0 \
-        and screen.series is not None
+        and screen.filtered_count is not None
 
 
 def test_runs_list(snap_compare, runs_dir: Path) -> None:
@@ -71,7 +72,8 @@ def test_rounds_table_filtered_to_deceptions(snap_compare, runs_dir: Path) -> No
     async def filter_deceptions(pilot: Pilot) -> None:
         await until(rounds_loaded)(pilot)
         pilot.app.screen.query_one("#outcome", Select).value = "deceptions"
-        await until(lambda p: "deceptions" in str(p.app.screen.query_one("#page-status").render()))(pilot)
+        await until(lambda p: "deceptions" in str(p.app.screen.query_one("#page-status").render())
+                    and p.app.screen.filtered_count is not None)(pilot)
     assert snap_compare(open_app(runs_dir / "game-a"), terminal_size=SIZE, run_before=filter_deceptions)
 
 

@@ -1,13 +1,19 @@
 """What the TUI reads from a run, through storage's public readers only.
 
-Every question the screens ask of a run is one method here: a page of the rounds table, the
-number of rows a filter leaves, one round in full, the per-update series behind the charts,
-the summary line of a run in the runs list. The screens never see SQL and this module never
-touches DuckDB or segment files itself: SQL goes through `storage.RunsQuery` (parameterised,
-user text is always a bound parameter) and single events through `storage.RunReader`.
+Every question the screens ask of a run is one method here: a page of the rounds table, how
+many rounds a filter keeps, one round in full, the per-update series behind the charts, the
+summary line of a run in the runs list. The screens never see a query, and this module never
+touches DuckDB or segment files itself.
 
-The rounds table is paged with LIMIT/OFFSET so that only one page of a 1,000,000-round run is
-ever materialised. Charts and counts aggregate in SQL, so their cost stays in DuckDB.
+Two ways in, each used where it is fast:
+- The rounds table, its filters and the replay read windows of seqs with
+  `RunReader.table(first_seq, last_seq)` (memory-mapped; a window costs the same at seq 0
+  and at seq 1,000,000) and filter them with Arrow compute. A page is "the next PAGE_SIZE
+  matching rounds after seq s" (keyset paging), so opening a 1,000,000-round run reads a
+  few hundred events. User text never becomes code: the search is a literal substring match.
+- Whole-run aggregates (counts, the charts, the runs list) are SQL through
+  `storage.RunsQuery`, in background workers. On a million rounds they take seconds: DuckDB
+  scans every record batch of the log.
 """
 
 from __future__ import annotations
@@ -15,10 +21,13 @@ from __future__ import annotations
 import json
 import math
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
+
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from storage import RoundPlayed, RunReader, RunsQuery, RunStarted, UserError
 
@@ -32,22 +41,31 @@ OUTCOME_LABELS: dict[Outcome, str] = {
     "unparsed": "unparsed",
 }
 
-# Each outcome as a SQL predicate over the `rounds` view. They hold no user input.
-# "unparsed" covers both players: a policy answer with no choice letter, or a monitor that
-# played (rlhf runs have no monitor output) but gave no parsable verdict.
-_OUTCOME_SQL: dict[Outcome, str] = {
-    "all": "TRUE",
-    "deceptions": "truth = 'wrong' AND judge_accepts",
-    "false_accusations": "truth = 'correct' AND monitor_says_correct = FALSE",
-    "missed_errors": "truth = 'wrong' AND monitor_says_correct = TRUE",
-    "unparsed": "(truth = 'unparsed' OR (monitor_output IS NOT NULL AND monitor_says_correct IS NULL))",
-}
-
 # The table shows training rounds: the game as it was played and trained on. Evaluation
 # rounds have their own round_id count and would interleave confusingly with the steps.
 _TRAIN_ONLY = "phase = 'train'"
 
 RunStatus = Literal["running", "finished", "failed"]
+
+# The columns the table and its filters need; the rest of a round stays unread in the map.
+TABLE_COLUMNS = [
+    "seq", "event_type", "phase", "round_id", "truth", "policy_answer", "monitor_output",
+    "monitor_says_correct", "p_accept", "judge_accepts", "combined_reward", "fidelity_penalty",
+    "lambda_value", "policy_version", "monitor_version", "question",
+]
+ROW_COLUMNS = [
+    "seq", "round_id", "truth", "policy_answer", "monitor_says_correct", "p_accept",
+    "combined_reward", "fidelity_penalty", "lambda_value", "policy_version", "monitor_version",
+]
+
+# Seqs read per window: a page of 100 rounds fits in the first window of a plain table; a
+# filter that keeps few rounds reads on, window after window.
+PAGE_WINDOW = 4096
+COUNT_WINDOW = 65536
+
+
+def _is(column: pa.ChunkedArray, value: Any) -> pa.ChunkedArray:
+    return pc.equal(column, pa.scalar(value, column.type))
 
 
 @dataclass(frozen=True)
@@ -59,21 +77,39 @@ class RoundFilter:
     max_policy_version: int | None = None
     question_contains: str = ""
 
-    def where_clause(self) -> tuple[str, list[Any]]:
-        """The WHERE clause and its bound parameters; user text never enters the SQL."""
-        clauses = [_TRAIN_ONLY, _OUTCOME_SQL[self.outcome]]
-        params: list[Any] = []
+    def mask(self, table: pa.Table) -> pa.ChunkedArray:
+        """True for the rows of `table` (TABLE_COLUMNS) that the table shows."""
+        keep = pc.and_kleene(_is(table["event_type"], "RoundPlayed"), _is(table["phase"], "train"))
+        truth, verdict = table["truth"], table["monitor_says_correct"]
+        if self.outcome == "deceptions":
+            keep = pc.and_kleene(keep, pc.and_kleene(_is(truth, "wrong"), table["judge_accepts"]))
+        elif self.outcome == "false_accusations":
+            keep = pc.and_kleene(keep, pc.and_kleene(_is(truth, "correct"), pc.invert(verdict)))
+        elif self.outcome == "missed_errors":
+            keep = pc.and_kleene(keep, pc.and_kleene(_is(truth, "wrong"), verdict))
+        elif self.outcome == "unparsed":
+            # Either player: no choice letter in O, or a monitor that played (rlhf runs have
+            # no monitor output) without a parsable verdict.
+            monitor_unparsed = pc.and_(pc.is_valid(table["monitor_output"]), pc.is_null(verdict))
+            keep = pc.and_kleene(keep, pc.or_kleene(_is(truth, "unparsed"), monitor_unparsed))
         if self.min_policy_version is not None:
-            clauses.append("policy_version >= ?")
-            params.append(self.min_policy_version)
+            keep = pc.and_kleene(keep, pc.greater_equal(table["policy_version"], self.min_policy_version))
         if self.max_policy_version is not None:
-            clauses.append("policy_version <= ?")
-            params.append(self.max_policy_version)
+            keep = pc.and_kleene(keep, pc.less_equal(table["policy_version"], self.max_policy_version))
         if self.question_contains:
-            # contains() matches the text literally, so % and _ typed by the user stay literal.
-            clauses.append("contains(lower(question), lower(?))")
-            params.append(self.question_contains)
-        return " AND ".join(clauses), params
+            found = pc.match_substring(table["question"], self.question_contains, ignore_case=True)
+            keep = pc.and_kleene(keep, found)
+        # Null (a non-round row, an unparsed verdict) means "not shown".
+        return pc.fill_null(keep, False)
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of the table, and where the next one starts."""
+
+    rows: list[RoundRow]
+    scanned_through: int  # the last seq looked at; the next page starts after it
+    reached_end: bool  # no more rounds in the log (as flushed now)
 
 
 @dataclass(frozen=True)
@@ -173,15 +209,14 @@ class QueryLane:
 class RunData:
     """One run opened for reading; its methods may be called from any worker thread.
 
-    Two query lanes: the rounds table's small, frequent queries never wait behind the
-    overview's aggregations over the whole run (which, on a million rounds, take a while).
+    Reads through the reader need no lock (it keeps no state between calls); SQL goes
+    through one lane, opened on first use.
     """
 
     def __init__(self, run_dir: Path) -> None:
         self.run_dir = run_dir
         self.reader = RunReader(run_dir)  # lists the log on every call; holds no state to guard
-        self._table_lane = QueryLane(run_dir)
-        self._overview_lane = QueryLane(run_dir)
+        self._sql = QueryLane(run_dir)
         self._seen_last_seq = self.reader.last_seq()
 
     @property
@@ -189,8 +224,7 @@ class RunData:
         return self.reader.run_id
 
     def close(self) -> None:
-        self._table_lane.close()
-        self._overview_lane.close()
+        self._sql.close()
 
     # --- the log as it grows -------------------------------------------------------------
 
@@ -204,27 +238,58 @@ class RunData:
     def run_started(self) -> RunStarted:
         return self.reader.run_started()
 
-    def count_rounds(self, round_filter: RoundFilter) -> int:
-        where, params = round_filter.where_clause()
-        return int(self._table_lane.rows(f"SELECT count(*) AS n FROM rounds WHERE {where}", params)[0]["n"])
+    def _window(self, first_seq: int, last_seq: int) -> pa.Table:
+        return self.reader.table(first_seq, last_seq).select(TABLE_COLUMNS)
 
-    def page(self, round_filter: RoundFilter, offset: int, limit: int) -> list[RoundRow]:
-        where, params = round_filter.where_clause()
-        sql = (
-            "SELECT seq, round_id, truth, policy_answer, monitor_says_correct, p_accept,"
-            " combined_reward, fidelity_penalty, lambda_value, policy_version, monitor_version"
-            f" FROM rounds WHERE {where} ORDER BY seq LIMIT ? OFFSET ?"
-        )
-        return [RoundRow(**row) for row in self._table_lane.rows(sql, [*params, limit, offset])]
+    def page_after(self, round_filter: RoundFilter, after_seq: int, limit: int) -> Page:
+        """The first `limit` rounds that `round_filter` keeps with seq > after_seq."""
+        last_seq = self.reader.last_seq()
+        rows: list[RoundRow] = []
+        first = after_seq + 1
+        while first <= last_seq:
+            window_last = min(last_seq, first + PAGE_WINDOW - 1)
+            window = self._window(first, window_last)
+            kept = window.filter(round_filter.mask(window)).select(ROW_COLUMNS)
+            for row in kept.slice(0, limit - len(rows)).to_pylist():
+                rows.append(RoundRow(**row))
+            if len(rows) == limit:
+                return Page(rows, scanned_through=rows[-1].seq, reached_end=False)
+            first = window_last + 1
+        return Page(rows, scanned_through=last_seq, reached_end=True)
+
+    def count_matching(
+        self, round_filter: RoundFilter, first_seq: int, last_seq: int, stop: Callable[[], bool] = lambda: False
+    ) -> int | None:
+        """How many rounds with first_seq <= seq <= last_seq `round_filter` keeps.
+
+        `stop` is asked between windows; a count that was stopped returns None.
+        """
+        total = 0
+        for first in range(first_seq, last_seq + 1, COUNT_WINDOW):
+            if stop():
+                return None
+            window = self._window(first, min(last_seq, first + COUNT_WINDOW - 1))
+            total += pc.sum(round_filter.mask(window).cast(pa.int64())).as_py() or 0
+        return total
+
+    def last_seq(self) -> int:
+        return self.reader.last_seq()
 
     def neighbour_round_seq(self, seq: int, step: Literal[-1, 1]) -> int | None:
         """The seq of the training round played just after (1) or before (-1) `seq`."""
+        every_round = RoundFilter()
         if step > 0:
-            sql = f"SELECT seq FROM rounds WHERE {_TRAIN_ONLY} AND seq > ? ORDER BY seq LIMIT 1"
-        else:
-            sql = f"SELECT seq FROM rounds WHERE {_TRAIN_ONLY} AND seq < ? ORDER BY seq DESC LIMIT 1"
-        rows = self._table_lane.rows(sql, [seq])
-        return int(rows[0]["seq"]) if rows else None
+            page = self.page_after(every_round, seq, 1)
+            return page.rows[0].seq if page.rows else None
+        last = seq - 1
+        while last >= 0:
+            first = max(0, last - PAGE_WINDOW + 1)
+            window = self._window(first, last)
+            kept = window.filter(every_round.mask(window))
+            if kept.num_rows:
+                return int(kept["seq"][-1].as_py())
+            last = first - 1
+        return None
 
     def round_at(self, seq: int) -> RoundPlayed:
         records = self.reader.rounds(first_seq=seq, last_seq=seq)
@@ -235,7 +300,7 @@ class RunData:
         return event
 
     def update_series(self) -> UpdateSeries:
-        rows = self._overview_lane.rows(
+        rows = self._sql.rows(
             "SELECT policy_version,"
             " last(lambda_value ORDER BY seq) AS lambda_value,"
             " avg(CASE WHEN truth = 'correct' THEN 1.0 ELSE 0.0 END) AS policy_accuracy,"
@@ -250,7 +315,7 @@ class RunData:
         )
         kl_by_version = {
             int(row["version"]): row["kl_ref"]
-            for row in self._overview_lane.rows("SELECT version, kl_ref FROM updates WHERE role = 'policy'")
+            for row in self._sql.rows("SELECT version, kl_ref FROM updates WHERE role = 'policy'")
         }
 
         def column(name: str) -> list[float]:
@@ -274,12 +339,12 @@ class RunData:
     def counts(self) -> RunCounts:
         by_type = {
             row["event_type"]: int(row["n"])
-            for row in self._overview_lane.rows("SELECT event_type, count(*) AS n FROM events GROUP BY event_type")
+            for row in self._sql.rows("SELECT event_type, count(*) AS n FROM events GROUP BY event_type")
         }
-        train_rounds = int(self._overview_lane.rows(f"SELECT count(*) AS n FROM rounds WHERE {_TRAIN_ONLY}")[0]["n"])
+        train_rounds = int(self._sql.rows(f"SELECT count(*) AS n FROM rounds WHERE {_TRAIN_ONLY}")[0]["n"])
         failure = None
         if by_type.get("RunFailed"):
-            last_failure = self._overview_lane.rows(
+            last_failure = self._sql.rows(
                 "SELECT payload FROM events WHERE event_type = 'RunFailed' ORDER BY seq DESC LIMIT 1"
             )[0]
             payload = json.loads(last_failure["payload"])
@@ -298,11 +363,9 @@ class RunData:
     def summary(self) -> RunSummary:
         started = self.run_started()
         counts = self.counts()
-        started_at = self._overview_lane.rows("SELECT ts FROM events WHERE seq = 0")[0]["ts"]
-        last_round = self._overview_lane.rows(
-            f"SELECT lambda_value FROM rounds WHERE {_TRAIN_ONLY} ORDER BY seq DESC LIMIT 1"
-        )
-        last_window = self._overview_lane.rows(
+        started_at = self._sql.rows("SELECT ts FROM events WHERE seq = 0")[0]["ts"]
+        last_round_seq = self.neighbour_round_seq(self.reader.last_seq() + 1, -1)
+        last_window = self._sql.rows(
             'SELECT policy_accuracy, deception_rate FROM metrics ORDER BY "window" DESC LIMIT 1'
         )
         return RunSummary(
@@ -312,7 +375,7 @@ class RunData:
             started_at=str(started_at),
             rounds=counts.rounds,
             updates=counts.policy_updates + counts.monitor_updates,
-            last_lambda=_as_optional_float(last_round[0]["lambda_value"]) if last_round else None,
+            last_lambda=self.round_at(last_round_seq).lambda_value if last_round_seq is not None else None,
             last_accuracy=_as_optional_float(last_window[0]["policy_accuracy"]) if last_window else None,
             last_deception_rate=(
                 _as_optional_float(last_window[0]["deception_rate"]) if last_window else None

@@ -1,11 +1,14 @@
 """One run: the rounds table (paged, filtered, searchable) and the overview with its charts.
 
-The rounds table holds one page at a time; `[` and `]` move between pages, and every page
-is a LIMIT/OFFSET query through `RunData`, so a 1,000,000-round run opens as fast as a small
-one. All queries run in thread workers; the UI thread only fills widgets.
+The rounds table holds one page at a time; `[` and `]` move between pages. A page is "the
+next PAGE_SIZE rounds the filter keeps after seq s" (see tui/run_data.py), and the screen
+keeps the start of every page it has passed, so a 1,000,000-round run opens as fast as a
+small one. How many rounds the filter keeps is counted separately, in the background, and
+the status line says so until the count is in. All reading runs in thread workers; the UI
+thread only fills widgets.
 
 While the run is still being written, a timer asks the reader for its last seq and, when it
-grew, reloads the counts, the current page and the charts: new rounds appear on their own.
+grew, reloads the current page, counts only the new seqs, and reloads the overview.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from typing import Any
 
 from rich.text import Text
 from textual import on, work
+from textual.worker import get_current_worker
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
@@ -38,6 +42,7 @@ from tui.formatting import choice_letter, number, truth_text, verdict_word
 from tui.run_data import (
     OUTCOME_LABELS,
     Outcome,
+    Page,
     RoundFilter,
     RoundRow,
     RunCounts,
@@ -97,14 +102,19 @@ class RunScreen(Screen[None]):
     ]
 
     round_filter: reactive[RoundFilter] = reactive(RoundFilter, init=False)
-    page_index: reactive[int] = reactive(0, init=False)
 
     def __init__(self, run_dir: Path, *, can_go_back: bool = False, data: RunData | None = None) -> None:
         super().__init__()
         self.run_dir = run_dir
         self.can_go_back = can_go_back
         self.data = data if data is not None else RunData(run_dir)
-        self.filtered_count = 0
+        # Keyset paging: page i shows the rounds after seq page_starts[i].
+        self.page_starts: list[int] = [-1]
+        self.page: Page | None = None
+        # The count of rounds the filter keeps, up to and including seq counted_through.
+        self.filtered_count: int | None = None
+        self.counted_through = -1
+        self.count_started = False
         self.series: UpdateSeries | None = None
         self.counts: RunCounts | None = None
 
@@ -152,20 +162,17 @@ class RunScreen(Screen[None]):
         ]:
             table.add_column(label, key=key)
         table.focus()
-        self.load_page(self.round_filter, self.page_index, keep_cursor=False)
-        self.load_overview()
+        # Only the first page now: the count and the overview scan the whole run, and on a
+        # million rounds they would compete with the first paint for two cores.
+        self.load_page(self.round_filter, -1, keep_cursor=False)
         self.set_interval(POLL_SECONDS, self.poll_log)
 
     # --- reacting to the user --------------------------------------------------------------
 
-    def watch_round_filter(self) -> None:
-        if self.page_index != 0:
-            self.page_index = 0  # its watcher loads the page
-        else:
-            self.load_page(self.round_filter, 0, keep_cursor=False)
-
-    def watch_page_index(self, page_index: int) -> None:
-        self.load_page(self.round_filter, page_index, keep_cursor=False)
+    def watch_round_filter(self, round_filter: RoundFilter) -> None:
+        self.page_starts = [-1]
+        self.filtered_count, self.counted_through, self.count_started = None, -1, False
+        self.load_page(round_filter, -1, keep_cursor=False)
 
     @on(Select.Changed, "#outcome")
     def outcome_changed(self, event: Select.Changed) -> None:
@@ -198,8 +205,16 @@ class RunScreen(Screen[None]):
             self.query_one("#rounds-table", DataTable).focus()
 
     def action_page(self, step: int) -> None:
-        last_page = max(0, (self.filtered_count - 1) // PAGE_SIZE)
-        self.page_index = min(last_page, max(0, self.page_index + step))
+        if self.page is None:
+            return  # the current page is still loading
+        if step > 0 and not self.page.reached_end:
+            self.page_starts.append(self.page.scanned_through)
+        elif step < 0 and len(self.page_starts) > 1:
+            self.page_starts.pop()
+        else:
+            return
+        self.page = None
+        self.load_page(self.round_filter, self.page_starts[-1], keep_cursor=False)
 
     def action_focus_search(self) -> None:
         self.action_show_tab("rounds")
@@ -210,6 +225,13 @@ class RunScreen(Screen[None]):
             self.query_one("#rounds-table", DataTable).focus()
         elif self.can_go_back:
             self.app.pop_screen()
+
+    @on(TabbedContent.TabActivated)
+    def tab_activated(self, event: TabbedContent.TabActivated) -> None:
+        # The overview aggregates the whole run (seconds on a million rounds): load it the
+        # first time it is shown, not when the run opens.
+        if event.pane.id == "overview" and self.counts is None:
+            self.load_overview()
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         event.stop()
@@ -244,38 +266,69 @@ class RunScreen(Screen[None]):
             self.app.call_from_thread(self.reload_after_growth)
 
     def reload_after_growth(self) -> None:
-        self.load_page(self.round_filter, self.page_index, keep_cursor=True)
-        self.load_overview()
+        self.load_page(self.round_filter, self.page_starts[-1], keep_cursor=True)
+        if self.filtered_count is not None:
+            self.count_rounds(self.round_filter, self.counted_through + 1)
+        if self.counts is not None:
+            self.load_overview()  # only once someone has looked at it
 
     @work(thread=True, exclusive=True, group="page")
-    def load_page(self, round_filter: RoundFilter, page_index: int, keep_cursor: bool) -> None:
+    def load_page(self, round_filter: RoundFilter, after_seq: int, keep_cursor: bool) -> None:
         try:
-            total = self.data.count_rounds(round_filter)
-            rows = self.data.page(round_filter, page_index * PAGE_SIZE, PAGE_SIZE)
+            page = self.data.page_after(round_filter, after_seq, PAGE_SIZE)
         except UserError as error:
             self.app.call_from_thread(self.show_problem, str(error))
             return
-        self.app.call_from_thread(self.show_page, round_filter, page_index, total, rows, keep_cursor)
+        self.app.call_from_thread(self.show_page, round_filter, after_seq, page, keep_cursor)
 
-    def show_page(
-        self, round_filter: RoundFilter, page_index: int, total: int, rows: list[RoundRow], keep_cursor: bool
-    ) -> None:
-        if round_filter != self.round_filter or page_index != self.page_index:
+    def show_page(self, round_filter: RoundFilter, after_seq: int, page: Page, keep_cursor: bool) -> None:
+        if round_filter != self.round_filter or after_seq != self.page_starts[-1]:
             return  # the user moved on while this page was loading
-        self.filtered_count = total
+        self.page = page
         table = self.query_one("#rounds-table", DataTable)
         cursor_row = table.cursor_row
         table.clear()
-        for row in rows:
+        for row in page.rows:
             table.add_row(*round_cells(row), key=str(row.seq))
-        if keep_cursor and rows:
-            table.move_cursor(row=min(cursor_row, len(rows) - 1))
-        first = page_index * PAGE_SIZE + 1
-        pages = max(1, (total + PAGE_SIZE - 1) // PAGE_SIZE)
-        shown = f"rows {first:,}–{first + len(rows) - 1:,} of {total:,}" if rows else f"no rows of {total:,}"
+        if keep_cursor and page.rows:
+            table.move_cursor(row=min(cursor_row, len(page.rows) - 1))
+        self.show_page_status()
+        if not self.count_started:
+            # The first page of this filter is on screen: now count in the background.
+            self.count_started = True
+            self.call_after_refresh(self.count_rounds, round_filter, 0)
+
+    @work(thread=True, exclusive=True, group="count")
+    def count_rounds(self, round_filter: RoundFilter, first_seq: int) -> None:
+        """Count the rounds the filter keeps from first_seq on, and add them to the total."""
+        worker = get_current_worker()
+        try:
+            last_seq = self.data.last_seq()
+            found = self.data.count_matching(round_filter, first_seq, last_seq, stop=lambda: worker.is_cancelled)
+        except UserError as error:
+            self.app.call_from_thread(self.show_problem, str(error))
+            return
+        if found is None:
+            return  # a newer filter or a newer count took over
+        self.app.call_from_thread(self.add_to_count, round_filter, first_seq, last_seq, found)
+
+    def add_to_count(self, round_filter: RoundFilter, first_seq: int, last_seq: int, found: int) -> None:
+        expected_first = 0 if self.filtered_count is None else self.counted_through + 1
+        if round_filter != self.round_filter or first_seq != expected_first:
+            return  # a count for another filter, or one that a newer count already covers
+        self.filtered_count = (self.filtered_count or 0) + found
+        self.counted_through = last_seq
+        self.show_page_status()
+
+    def show_page_status(self) -> None:
+        page_number = len(self.page_starts)
+        first = (page_number - 1) * PAGE_SIZE + 1
+        total = "…" if self.filtered_count is None else f"{self.filtered_count:,}"
+        rows = self.page.rows if self.page is not None else []
+        shown = f"rows {first:,}–{first + len(rows) - 1:,} of {total}" if rows else f"no rows of {total}"
         self.query_one("#page-status", Static).update(
             Text(
-                f"{shown} · page {page_index + 1:,}/{pages:,} · {OUTCOME_LABELS[round_filter.outcome]}"
+                f"{shown} · page {page_number:,} · {OUTCOME_LABELS[self.round_filter.outcome]}"
                 "   [ and ] change page, Enter opens a round"
             )
         )
