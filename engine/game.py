@@ -34,7 +34,11 @@ checkpoint. The superseded rounds keep their round ids, and new rounds take ids 
 highest id ever logged, so round ids stay unique across the log; folds skip every event with
 discarded_after_seq < seq < RunResumed.seq. Sequence numbers simply continue. Each window's
 generation seed derives from its schedule position, so the replayed windows sample from the
-same seeds as the lost ones.
+same seeds as the lost ones: with the adapters, optimisers and RNG states restored, the
+resumed run replays exactly what an uninterrupted run plays (tests/test_game_resume.py).
+Checkpoints live in checkpoints/<policy version>, and in checkpoints/<version>-resumed<seq>
+after a resume (a killed run may have left a directory it never logged). A run stopped
+before its first checkpoint cannot be resumed; start it again.
 """
 
 from __future__ import annotations
@@ -180,7 +184,8 @@ def set_table(config: RunConfig, pool: ModelPool) -> Table:
     """Load the models: two players (one in rlhf mode) and two frozen referees."""
     models = {
         "policy": config.policy.model,
-        "monitor": config.monitor.model,
+        # rlhf mode loads no monitor, so it must not claim a GPU of its own
+        "monitor": config.monitor.model if config.mode == "minmax" else config.policy.model,
         "reward": config.reward.model,
         "judge": config.judge.model,
     }
@@ -254,6 +259,8 @@ class Game:
         self.log = log
         self.run_dir = run_dir
         training = config.training
+        if not dataset.train:
+            raise UserError(f"data.dataset = {dataset.name!r}: no train states after the split; use more states")
         self.schedule = Schedule(
             train=dataset.train,
             num_epochs=training.num_epochs,

@@ -25,8 +25,8 @@ PPO implementation details adopted, and where each lives in the code:
     (as TRL's default "dapo"), so long responses are not down-weighted [masked_mean]
  8. ppo_epochs passes over the rollouts in shuffled minibatches; the permutation comes from
     the learner's own seeded generator, saved with its state [update, step 3]
- 9. Global gradient-norm clipping at max_grad_norm; the norm *before* clipping is reported
-    as grad_norm, the ‖∇U‖ saddle-point diagnostic of GAME.md §3 [update, step 3]
+ 9. Global gradient-norm clipping at max_grad_norm; the adapter's gradient norm *before*
+    clipping is reported as grad_norm, the ‖∇U‖ saddle-point diagnostic of GAME.md §3 [update, step 3]
 10. Log-probs at the player's sampling temperature: log_softmax(logits / T), as generation
     recorded them [_token_logprobs]
 11. Logits only at response positions: the decoder's hidden states are gathered at the
@@ -398,8 +398,11 @@ class PPOLearner:
 
                     self.optimizer.zero_grad(set_to_none=True)
                     loss.backward()
-                    # clip_grad_norm_ returns the norm before clipping: the ‖∇U‖ diagnostic (detail 9).
-                    grad_norm = torch.nn.utils.clip_grad_norm_(
+                    # ‖∇U‖ of GAME.md §3 is the adapter's gradient norm, before clipping and
+                    # without the value head's share (detail 9); the clip covers everything trained.
+                    adapter_grads = [p.grad for p in player.trainable_parameters() if p.grad is not None]
+                    grad_norm = torch.nn.utils.get_total_norm(adapter_grads)
+                    torch.nn.utils.clip_grad_norm_(
                         [p for group in self.optimizer.param_groups for p in group["params"]],
                         settings.max_grad_norm,
                     )

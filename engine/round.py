@@ -102,7 +102,8 @@ def play_rounds(table: Table, scheduled: Sequence[ScheduledRound], settings: Rou
         monitor_scores = list(table.reward.score(questions, choices, [critique.text for critique in critiques]))
     seconds["reward"] = time.perf_counter() - clock
 
-    # 4. The judge: p_accept for O's answer, having read O′ (the judge decides on the story).
+    # 4. The judge: p_accept for O's answer, having read O′ (O alone in rlhf mode). The judge
+    #    itself drops the story unless its config says sees_story.
     clock = time.perf_counter()
     p_accepts = table.judge.p_accept(
         [state.story for state in states],

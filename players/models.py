@@ -93,12 +93,22 @@ class SharedBase:
 
     @contextlib.contextmanager
     def adapters_disabled(self) -> Iterator[PreTrainedModel | PeftModel]:
-        """The frozen base: π_ref for KL, and the model referees score with."""
+        """The frozen base: π_ref for KL, and the model referees score with.
+
+        On exit peft re-enables the adapters and marks the active one trainable; the
+        requires_grad flags found on entry are restored, so a referee's forward pass or a KL
+        reference never leaves an adapter trainable.
+        """
         if self.peft_model is None:
             yield self.model
-        else:
+            return
+        flags = [(parameter, parameter.requires_grad) for parameter in self.peft_model.parameters()]
+        try:
             with self.peft_model.disable_adapter():
                 yield self.peft_model
+        finally:
+            for parameter, requires_grad in flags:
+                parameter.requires_grad_(requires_grad)
 
 
 def _canonical(spec: str) -> str:

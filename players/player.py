@@ -71,6 +71,17 @@ class Player:
         dtype: torch.dtype = torch.float32,
     ) -> Player:
         base = pool.causal_lm(config.model, device, dtype)
+        module_names = [name for name, _ in base.model.named_modules()]
+        missing = [
+            target
+            for target in config.target_modules
+            if not any(name == target or name.endswith("." + target) for name in module_names)
+        ]
+        if missing:
+            raise UserError(
+                f"[{role}] target_modules: {missing} are not modules of {config.model!r}; name "
+                "its linear layers (q_proj, k_proj, v_proj, o_proj for Llama-style models)"
+            )
         lora = LoraConfig(
             r=config.lora_r,
             lora_alpha=config.lora_alpha,
@@ -78,15 +89,7 @@ class Player:
             target_modules=list(config.target_modules),
             task_type="CAUSAL_LM",
         )
-        try:
-            base.add_adapter(role, lora)
-        except ValueError as error:
-            if "not found in the base model" in str(error) or "Target modules" in str(error):
-                raise UserError(
-                    f"[{role}] target_modules = {list(config.target_modules)}: not modules of "
-                    f"{config.model!r}; name its linear layers (e.g. q_proj, v_proj for Llama)"
-                ) from error
-            raise
+        base.add_adapter(role, lora)
         return cls(base, role, config)
 
     # --- the model ----------------------------------------------------------------------------

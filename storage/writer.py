@@ -116,6 +116,21 @@ def _acquire_lock(log_dir: Path) -> int:
     return fd
 
 
+def _covering(segment: SegmentFile, live: list[SegmentFile]) -> SegmentFile:
+    return next(s for s in live if s.first_seq <= segment.first_seq and segment.last_seq <= s.last_seq)
+
+
+def _holds_its_range(segment: SegmentFile) -> bool:
+    """The segment is readable and holds exactly the seqs its name claims."""
+    try:
+        reader = open_segment(segment)
+        seqs = pa.concat_arrays([reader.get_batch(i).column(1) for i in range(reader.num_record_batches)])
+    except (UserError, pa.ArrowInvalid, OSError):
+        return False
+    expected = segment.last_seq - segment.first_seq + 1
+    return len(seqs) == expected and seqs.to_pylist() == list(range(segment.first_seq, segment.last_seq + 1))
+
+
 def _merged_batches(group: list[SegmentFile]) -> list[pa.RecordBatch]:
     """The group's rows, in order, as record batches of up to MERGED_BATCH_ROWS rows."""
     merged: list[pa.RecordBatch] = []
@@ -219,7 +234,8 @@ class RunWriter:
                 if entry.startswith(TEMP_PREFIX):
                     (log_dir / entry).unlink()
             for segment in set(present) - set(live):
-                segment.path.unlink()
+                if _holds_its_range(_covering(segment, live)):
+                    segment.path.unlink()  # its rows are safely in the merged segment
             next_seq, prev_hash = 0, GENESIS_HASH
             if live:
                 last = live[-1]

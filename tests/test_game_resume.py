@@ -64,7 +64,7 @@ policy_learning_rate = 1e-2
 monitor_learning_rate = 4e-2
 monitor_updates_per_policy = 1
 window_size = 2
-num_epochs = 3
+num_epochs = 2
 ppo_epochs = 1
 minibatch_size = 2
 checkpoint_every = 1
@@ -128,8 +128,8 @@ def test_killed_run_resumes_to_the_same_end_as_an_uninterrupted_one(tiny_lm_dir:
     reference_dir = tmp_path / "reference"
     reference = start_run(config, reference_dir, pool=ModelPool(cache_dir=tmp_path / "cache"))
 
-    assert (finished.rounds, finished.policy_updates, finished.monitor_updates) == (18, 9, 9)
-    assert (reference.rounds, reference.policy_updates, reference.monitor_updates) == (18, 9, 9)
+    assert (finished.rounds, finished.policy_updates, finished.monitor_updates) == (12, 6, 6)
+    assert (reference.rounds, reference.policy_updates, reference.monitor_updates) == (12, 6, 6)
 
     resumed_log = RunReader(killed).events()
     assert [item.seq for item in resumed_log] == list(range(len(resumed_log)))  # same numbering, no gap

@@ -82,6 +82,13 @@ def test_nothing_requires_grad_outside_active(tiny_lm_dir: Path, tmp_path: Path)
         policy.generate_from_ids([[5, 6, 7]], seed=0)
         assert {id(p) for p in policy.model.parameters() if p.requires_grad} == trainable
         assert policy.model.active_adapter == "monitor"
+        with policy.reference():  # π_ref inside a training step: the monitor stays trainable
+            assert not any(p.requires_grad for p in policy.trainable_parameters())
+        assert {id(p) for p in policy.model.parameters() if p.requires_grad} == trainable
+    assert not any(p.requires_grad for p in policy.model.parameters())
+    # peft re-enables adapters on leaving disable_adapter(); nothing may become trainable.
+    with policy.reference():
+        pass
     assert not any(p.requires_grad for p in policy.model.parameters())
 
 
@@ -140,7 +147,7 @@ def test_loading_an_adapter_of_another_shape_is_a_user_error(tiny_lm_dir: Path, 
 
 
 def test_unknown_target_modules_are_a_user_error(tiny_lm_dir: Path, tmp_path: Path) -> None:
-    config = PlayerConfig(model=str(tiny_lm_dir), target_modules=["c_attn"])
-    with pytest.raises(UserError, match="target_modules") as caught:
+    config = PlayerConfig(model=str(tiny_lm_dir), target_modules=["q_proj", "c_attn"])
+    with pytest.raises(UserError, match=r"target_modules: \['c_attn'\]") as caught:
         Player.create(ModelPool(cache_dir=tmp_path), role="policy", config=config)
     assert "\n" not in str(caught.value)

@@ -10,6 +10,7 @@ import textwrap
 from pathlib import Path
 
 from storage import LambdaUpdated, RunReader, RunWriter, verify_run
+from tests.test_storage_contract import run_started
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -73,3 +74,31 @@ def test_sigkill_mid_run_loses_nothing_flushed_and_appending_resumes(tmp_path: P
     report = verify_run(run_dir)
     assert report.ok, report.summary()
     assert report.last_seq == last.seq + 1
+
+
+def test_a_crash_between_merge_and_cleanup_leaves_nothing_twice(tmp_path: Path) -> None:
+    """Killed after a merged segment was renamed into place but before the merged-away ones
+    were deleted: readers and verify ignore the covered copies, and open_existing removes them
+    only because the merged segment holds every seq they held."""
+    run_dir = tmp_path / "run"
+    def lambda_updated(version: int) -> LambdaUpdated:
+        return LambdaUpdated(old=0.0, new=0.0, mean_f=0.0, delta=0.0, monitor_version=version, applied=False)
+
+    with RunWriter.create(run_dir, "merge-crash") as writer:
+        writer.append(run_started())
+        writer.flush()
+        for version in range(1, 63):
+            writer.append(lambda_updated(version))
+            writer.flush()
+        saved = {p.name: p.read_bytes() for p in (run_dir / "log").glob("*.L0.arrow")}  # 63 small segments
+        writer.append(lambda_updated(63))
+        writer.flush()  # the 64th segment: all 64 merged into one L1, the small ones deleted
+    assert list((run_dir / "log").glob("*.L1.arrow")) and not list((run_dir / "log").glob("*.L0.arrow"))
+    for name, data in saved.items():  # as if the process died before its unlinks
+        (run_dir / "log" / name).write_bytes(data)
+
+    assert [r.seq for r in RunReader(run_dir).events()] == list(range(64))
+    assert verify_run(run_dir).ok
+    with RunWriter.open_existing(run_dir) as writer:
+        assert writer.next_seq == 64
+    assert not list((run_dir / "log").glob("*.L0.arrow"))

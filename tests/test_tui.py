@@ -122,7 +122,7 @@ async def test_rounds_table_shows_each_rounds_facts(fixture_run: FixtureRun) -> 
             assert f == f"{event.fidelity_penalty:.3f}"
             assert lam == f"{event.lambda_value:.4f}"
             assert version == str(event.policy_version)
-        assert "of 48" in page_status(app)
+        await wait_until(pilot, lambda: "rows 1–48 of 48 " in page_status(app), "the count of 48 rounds")
 
 
 # --- filters ---------------------------------------------------------------------------------
@@ -145,7 +145,7 @@ async def test_outcome_filter_shows_exactly_matching_rounds(fixture_run: Fixture
         await wait_for_rows(pilot, app, [seq for seq, _ in fixture_run.rounds], "all rounds")
         app.screen.query_one("#outcome", Select).value = outcome
         await wait_for_rows(pilot, app, expected, f"{outcome} rows")
-        assert f"of {len(expected)}" in page_status(app)
+        await wait_until(pilot, lambda: f"of {len(expected)} " in page_status(app), "the filtered count")
 
 
 async def test_update_range_filter_keeps_rounds_of_those_policy_versions(fixture_run: FixtureRun) -> None:
@@ -189,7 +189,7 @@ async def test_pages_move_through_a_long_run(tmp_path: Path) -> None:
         await wait_for_rows(pilot, app, seqs[PAGE_SIZE:2 * PAGE_SIZE], "page 2")
         await pilot.press("right_square_bracket", "right_square_bracket")
         await wait_for_rows(pilot, app, seqs[2 * PAGE_SIZE:], "the last page")
-        assert "rows 201–240 of 240" in page_status(app)
+        await wait_until(pilot, lambda: "rows 201–240 of 240 " in page_status(app), "the last page's status")
         await pilot.press("left_square_bracket")
         await wait_for_rows(pilot, app, seqs[PAGE_SIZE:2 * PAGE_SIZE], "page 2 again")
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import math
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -191,13 +191,14 @@ class QueryLane:
         self._query: RunsQuery | None = None
         self._lock = threading.Lock()
 
-    def rows(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+    def rows(self, sql: str) -> list[dict[str, Any]]:
+        """Rows of a fixed statement: no SQL here is built from anything the user typed."""
         with self._lock:
             if self._query is None:
                 self._query = RunsQuery(self.run_dir)
             # RunsQuery lists the segments again before each statement: a growing run is
             # seen whole without reopening anything.
-            return self._query.arrow(sql, list(params)).to_pylist()
+            return self._query.arrow(sql).to_pylist()
 
     def close(self) -> None:
         with self._lock:
