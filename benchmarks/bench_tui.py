@@ -2,6 +2,7 @@
 synthetic run of 1,000,000 rounds.
 
     PYTHONPATH=. .venv/bin/python benchmarks/bench_tui.py [--rounds 1000000] [--cache DIR]
+        [--screenshot docs/tui-rounds.svg]
 
 The run is written once with `storage.synthetic.write_synthetic_run` and cached (writing a
 million rounds takes minutes); later runs of the benchmark reuse it. The clock starts before
@@ -70,6 +71,16 @@ async def time_to_first_rows(run_dir: Path) -> float:
         return time.perf_counter() - started
 
 
+async def save_rounds_screenshot(run_dir: Path, svg_path: Path) -> None:
+    """The rounds view of the run, once its count is in, as an SVG (Textual's screenshot)."""
+    app = open_app(run_dir)
+    async with app.run_test(size=(140, 44)) as pilot:
+        while not (isinstance(app.screen, RunScreen) and app.screen.filtered_count is not None):
+            await asyncio.sleep(0.05)
+        await pilot.pause()
+        svg_path.write_text(app.export_screenshot(title="minmax-engine tui: rounds"), encoding="utf-8")
+
+
 def machine() -> str:
     cpu = platform.processor() or platform.machine()
     try:
@@ -88,6 +99,8 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--cache", type=Path,
                         default=Path(os.environ.get("MINMAX_ENGINE_BENCH_CACHE", "/tmp/minmax-engine-bench")))
+    parser.add_argument("--screenshot", type=Path, metavar="SVG",
+                        help="also save the rounds view as an SVG (docs/tui-rounds.svg for the README)")
     args = parser.parse_args()
     run_dir = cached_run(args.cache, args.rounds)
     try:
@@ -103,6 +116,9 @@ def main() -> int:
     print(f"  runs: {', '.join(f'{t:.2f}' for t in timings)} s")
     print(f"  machine: {machine()}")
     print(f"  date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC}")
+    if args.screenshot:
+        asyncio.run(save_rounds_screenshot(run_dir, args.screenshot))
+        print(f"  screenshot: {args.screenshot}")
     return 0
 
 

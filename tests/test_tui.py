@@ -17,7 +17,7 @@ import pytest
 from textual.pilot import Pilot
 from textual.widgets import DataTable, Input, Select, Static
 
-from storage import LambdaUpdated, RoundPlayed, RunFinished, RunWriter
+from storage import RoundPlayed, RunFinished, RunWriter
 from tests.test_tui_fixture_runs import FixtureRun, game_events, run_started, write_fixture_run
 from tui.app import MinmaxApp, open_app
 from tui.charts import MetricChart
@@ -58,6 +58,13 @@ async def wait_for_rows(pilot: Pilot, app: MinmaxApp, expected: list[int], what:
     await wait_until(pilot, lambda: isinstance(app.screen, RunScreen) and table_seqs(app) == expected, what)
 
 
+def runs_listed(table: DataTable, n_runs: int) -> bool:
+    """All runs are in the list with their final status (not the first look's "reading…")."""
+    return table.row_count == n_runs and all(
+        str(table.get_row_at(i)[8]) != "reading…" for i in range(n_runs)
+    )
+
+
 @pytest.fixture()
 def fixture_run(tmp_path: Path) -> FixtureRun:
     return write_fixture_run(tmp_path / "runs" / "game-a", "game-a")
@@ -73,7 +80,7 @@ async def test_runs_list_summarises_each_run_and_opens_one(tmp_path: Path) -> No
     app = open_app(runs_dir)
     async with app.run_test(size=SIZE) as pilot:
         table = app.screen.query_one("#runs", DataTable)
-        await wait_until(pilot, lambda: table.row_count == 2, "two runs listed")
+        await wait_until(pilot, lambda: runs_listed(table, 2), "two runs summarised")
         rows = {table.get_row_at(i)[0]: table.get_row_at(i) for i in range(2)}
 
         a_rounds = [event for _, event in finished.rounds]
@@ -166,7 +173,7 @@ async def test_update_range_filter_keeps_rounds_of_those_policy_versions(fixture
         await wait_for_rows(pilot, app, narrowed, "deceptions of versions 1..2")
 
 
-@pytest.mark.parametrize("typed", ["LIGHTHOUSE", "100%", "_"])
+@pytest.mark.parametrize("typed", ["LIGHTHOUSE", "harbour", "100%", "_"])
 async def test_search_matches_question_text_literally(fixture_run: FixtureRun, typed: str) -> None:
     expected = [seq for seq, event in fixture_run.rounds if typed.lower() in event.question.lower()]
     app = open_app(fixture_run.run_dir)
@@ -340,6 +347,35 @@ async def test_rounds_of_a_run_being_written_appear_without_restarting(tmp_path:
         background.join(10)
 
 
+async def test_runs_list_follows_a_run_being_written(tmp_path: Path) -> None:
+    runs_dir = tmp_path / "runs"
+    state = {"policy": 0, "monitor": 0, "lambda": 0.5, "round": 0}
+    writer = RunWriter.create(runs_dir / "live", "live")
+    writer.append(run_started())
+    for event, end in game_events(1, state=state):
+        if event is not None:
+            writer.append(event)
+        if end:
+            writer.flush()
+    try:
+        app = open_app(runs_dir)
+        async with app.run_test(size=SIZE) as pilot:
+            table = app.screen.query_one("#runs", DataTable)
+            await wait_until(pilot, lambda: runs_listed(table, 1) and table.get_row_at(0)[3] == "4", "4 rounds")
+            assert str(table.get_row_at(0)[8]) == "running"
+            for event, end in game_events(2, first_window=1, state=state):
+                if event is not None:
+                    writer.append(event)
+                if end:
+                    writer.flush()
+            writer.append(RunFinished(rounds=12, policy_updates=0, monitor_updates=3, wall_seconds=1.0))
+            writer.flush()
+            await wait_until(pilot, lambda: str(table.get_row_at(0)[8]) == "finished", "the run to finish")
+            assert table.get_row_at(0)[3] == "12"
+    finally:
+        writer.close()
+
+
 # --- help and quit ---------------------------------------------------------------------------
 
 
@@ -394,7 +430,7 @@ async def test_corrupt_run_in_the_runs_list_is_marked_unreadable(tmp_path: Path)
     app = open_app(runs_dir)
     async with app.run_test(size=SIZE) as pilot:
         table = app.screen.query_one("#runs", DataTable)
-        await wait_until(pilot, lambda: table.row_count == 2, "both runs listed")
+        await wait_until(pilot, lambda: runs_listed(table, 2), "both runs summarised")
         statuses = {table.get_row_at(i)[0]: str(table.get_row_at(i)[8]) for i in range(2)}
         assert statuses == {"good": "finished", "broken": "unreadable"}
         table.move_cursor(row=[i for i in range(2) if table.get_row_at(i)[0] == "broken"][0])

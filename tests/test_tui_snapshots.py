@@ -60,7 +60,8 @@ def rounds_loaded(pilot: Pilot) -> bool:
 
 def test_runs_list(snap_compare, runs_dir: Path) -> None:
     def listed(pilot: Pilot) -> bool:
-        return pilot.app.screen.query_one("#runs", DataTable).row_count == 2
+        table = pilot.app.screen.query_one("#runs", DataTable)
+        return table.row_count == 2 and all(str(table.get_row_at(i)[8]) != "reading…" for i in range(2))
     assert snap_compare(open_app(runs_dir), terminal_size=SIZE, run_before=until(listed))
 
 

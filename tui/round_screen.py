@@ -23,6 +23,7 @@ from textual.widgets import Footer, Header, Static
 
 from storage import RoundPlayed, UserError
 from tui.charts import MetricChart
+from tui.deliver import deliver
 from tui.formatting import CHOICE_LETTERS, choice_letter, number, truth_text, verdict_word
 from tui.run_data import RunData, UpdateSeries
 
@@ -148,28 +149,28 @@ class RoundScreen(Screen[None]):
             # Each query sees every segment flushed so far, so a live run's new rounds count.
             neighbour = self.data.neighbour_round_seq(seq, 1 if step > 0 else -1)
         except UserError as error:
-            self.app.call_from_thread(self.show_problem, str(error))
+            deliver(self, self.show_problem, str(error))
             return
         if neighbour is not None:
-            self.app.call_from_thread(setattr, self, "seq", neighbour)
+            deliver(self, setattr, self, "seq", neighbour)
 
     @work(thread=True, exclusive=True, group="round")
     def load_round(self, seq: int) -> None:
         try:
             round_played = self.data.round_at(seq)
         except UserError as error:
-            self.app.call_from_thread(self.show_problem, str(error))
+            deliver(self, self.show_problem, str(error))
             return
-        self.app.call_from_thread(self.show_round, seq, round_played)
+        deliver(self, self.show_round, seq, round_played)
 
     @work(thread=True, exclusive=True, group="series")
     def load_series(self) -> None:
         try:
             series = self.data.update_series()
         except UserError as error:
-            self.app.call_from_thread(self.show_problem, str(error))
+            deliver(self, self.show_problem, str(error))
             return
-        self.app.call_from_thread(self.show_series, series)
+        deliver(self, self.show_series, series)
 
     # --- drawing ---------------------------------------------------------------------------
 

@@ -170,12 +170,12 @@ class RunSummary:
     run_id: str
     mode: str
     started_at: str
-    rounds: int
-    updates: int
+    rounds: int | None  # None: not counted yet
+    updates: int | None
     last_lambda: float | None
     last_accuracy: float | None
     last_deception_rate: float | None
-    status: RunStatus
+    status: RunStatus | None  # None: not known until the log has been read to its end
     problem: str | None = None  # set when the run could not be read; the rest is then empty
 
 
@@ -414,6 +414,44 @@ def find_run_dirs(runs_dir: Path) -> list[Path]:
     return sorted(child for child in runs_dir.iterdir() if child.is_dir() and is_run_dir(child))
 
 
+def first_look(run_dir: Path) -> RunSummary:
+    """A runs-list line from the first event alone; the counts follow from summarize_run_dir."""
+    try:
+        reader = RunReader(run_dir)
+        first = reader.events(0, 0)
+        started = reader.run_started()
+    except UserError as error:
+        return _unreadable(run_dir, str(error))
+    return RunSummary(
+        run_dir=run_dir,
+        run_id=reader.run_id,
+        mode=started.mode,
+        started_at=first[0].ts,
+        rounds=None,
+        updates=None,
+        last_lambda=None,
+        last_accuracy=None,
+        last_deception_rate=None,
+        status=None,
+    )
+
+
+def _unreadable(run_dir: Path, problem: str) -> RunSummary:
+    return RunSummary(
+        run_dir=run_dir,
+        run_id=run_dir.name,
+        mode="?",
+        started_at="",
+        rounds=None,
+        updates=None,
+        last_lambda=None,
+        last_accuracy=None,
+        last_deception_rate=None,
+        status="failed",
+        problem=problem,
+    )
+
+
 def summarize_run_dir(run_dir: Path) -> RunSummary:
     """A runs-list line; a run that cannot be read becomes a line that says why."""
     try:
@@ -423,19 +461,7 @@ def summarize_run_dir(run_dir: Path) -> RunSummary:
         finally:
             data.close()
     except UserError as error:
-        return RunSummary(
-            run_dir=run_dir,
-            run_id=run_dir.name,
-            mode="?",
-            started_at="",
-            rounds=0,
-            updates=0,
-            last_lambda=None,
-            last_accuracy=None,
-            last_deception_rate=None,
-            status="failed",
-            problem=str(error),
-        )
+        return _unreadable(run_dir, str(error))
 
 
 def resolve_start_path(path: Path) -> tuple[Literal["run", "runs"], Path]:

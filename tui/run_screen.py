@@ -38,6 +38,7 @@ from textual.widgets import (
 
 from storage import UserError
 from tui.charts import MetricChart
+from tui.deliver import deliver
 from tui.formatting import choice_letter, number, truth_text, verdict_word
 from tui.run_data import (
     OUTCOME_LABELS,
@@ -260,10 +261,10 @@ class RunScreen(Screen[None]):
         try:
             grew = self.data.refresh()
         except UserError as error:
-            self.app.call_from_thread(self.show_problem, str(error))
+            deliver(self, self.show_problem, str(error))
             return
         if grew:
-            self.app.call_from_thread(self.reload_after_growth)
+            deliver(self, self.reload_after_growth)
 
     def reload_after_growth(self) -> None:
         self.load_page(self.round_filter, self.page_starts[-1], keep_cursor=True)
@@ -277,9 +278,9 @@ class RunScreen(Screen[None]):
         try:
             page = self.data.page_after(round_filter, after_seq, PAGE_SIZE)
         except UserError as error:
-            self.app.call_from_thread(self.show_problem, str(error))
+            deliver(self, self.show_problem, str(error))
             return
-        self.app.call_from_thread(self.show_page, round_filter, after_seq, page, keep_cursor)
+        deliver(self, self.show_page, round_filter, after_seq, page, keep_cursor)
 
     def show_page(self, round_filter: RoundFilter, after_seq: int, page: Page, keep_cursor: bool) -> None:
         if round_filter != self.round_filter or after_seq != self.page_starts[-1]:
@@ -306,11 +307,11 @@ class RunScreen(Screen[None]):
             last_seq = self.data.last_seq()
             found = self.data.count_matching(round_filter, first_seq, last_seq, stop=lambda: worker.is_cancelled)
         except UserError as error:
-            self.app.call_from_thread(self.show_problem, str(error))
+            deliver(self, self.show_problem, str(error))
             return
         if found is None:
             return  # a newer filter or a newer count took over
-        self.app.call_from_thread(self.add_to_count, round_filter, first_seq, last_seq, found)
+        deliver(self, self.add_to_count, round_filter, first_seq, last_seq, found)
 
     def add_to_count(self, round_filter: RoundFilter, first_seq: int, last_seq: int, found: int) -> None:
         expected_first = 0 if self.filtered_count is None else self.counted_through + 1
@@ -339,9 +340,9 @@ class RunScreen(Screen[None]):
             counts = self.data.counts()
             series = self.data.update_series()
         except UserError as error:
-            self.app.call_from_thread(self.show_problem, str(error))
+            deliver(self, self.show_problem, str(error))
             return
-        self.app.call_from_thread(self.show_overview, counts, series)
+        deliver(self, self.show_overview, counts, series)
 
     def show_overview(self, counts: RunCounts, series: UpdateSeries) -> None:
         self.counts, self.series = counts, series

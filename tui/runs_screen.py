@@ -12,8 +12,9 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 
 from storage import RunReader, UserError
+from tui.deliver import deliver
 from tui.formatting import number
-from tui.run_data import RunSummary, find_run_dirs, summarize_run_dir
+from tui.run_data import RunSummary, find_run_dirs, first_look, summarize_run_dir
 
 STATUS_STYLES = {"running": "bold yellow", "finished": "green", "failed": "bold red"}
 
@@ -55,11 +56,18 @@ class RunsScreen(Screen[None]):
         self.set_interval(POLL_SECONDS, self.poll_running)
 
     def poll_running(self) -> None:
+        if self.loading():
+            return  # one pass at a time; the one under way sees the latest log anyway
         if any(summary.status == "running" for summary in self.summaries.values()):
             self.load_summaries(only_running=True)
 
     def action_reload(self) -> None:
-        self.load_summaries(only_running=False)
+        if not self.loading():
+            self.load_summaries(only_running=False)
+
+    def loading(self) -> bool:
+        return any(worker.group == "runs" and worker.node is self and not worker.is_finished
+                   for worker in self.app.workers)
 
     def action_open_run(self) -> None:
         table = self.query_one("#runs", DataTable)
@@ -78,12 +86,16 @@ class RunsScreen(Screen[None]):
         event.stop()
         self.action_open_run()
 
-    @work(thread=True, exclusive=True, group="runs")
+    @work(thread=True, group="runs")
     def load_summaries(self, only_running: bool) -> None:
         if only_running:
             run_dirs = [s.run_dir for s in self.summaries.values() if s.status == "running"]
         else:
             run_dirs = find_run_dirs(self.runs_dir)
+            # First what the first event says (instant), then the aggregates (seconds on a
+            # million rounds), so every run is listed at once.
+            for run_dir in run_dirs:
+                deliver(self, self.show_summary, first_look(run_dir))
         for run_dir in run_dirs:
             try:
                 last_seq = RunReader(run_dir).last_seq()
@@ -93,7 +105,7 @@ class RunsScreen(Screen[None]):
                 continue  # nothing flushed since the last summary: skip the SQL over the run
             summary = summarize_run_dir(run_dir)
             self.summarized_at_seq[run_dir] = last_seq
-            self.app.call_from_thread(self.show_summary, summary)
+            deliver(self, self.show_summary, summary)
 
     def show_summary(self, summary: RunSummary) -> None:
         key = str(summary.run_dir)
@@ -103,15 +115,23 @@ class RunsScreen(Screen[None]):
             summary.run_id,
             summary.mode,
             summary.started_at[:19].replace("T", " "),
-            f"{summary.rounds:,}",
-            f"{summary.updates:,}",
+            "…" if summary.rounds is None else f"{summary.rounds:,}",
+            "…" if summary.updates is None else f"{summary.updates:,}",
             number(summary.last_lambda, 4),
             number(summary.last_accuracy),
             number(summary.last_deception_rate),
-            Text("unreadable" if summary.problem else summary.status, style=STATUS_STYLES[summary.status]),
+            status_text(summary),
         ]
         if key in table.rows:
             for column_key, cell in zip(table.columns, cells, strict=True):
                 table.update_cell(key, column_key, cell)
         else:
             table.add_row(*cells, key=key)
+
+
+def status_text(summary: RunSummary) -> Text:
+    if summary.problem:
+        return Text("unreadable", style=STATUS_STYLES["failed"])
+    if summary.status is None:
+        return Text("reading…", style="dim")
+    return Text(summary.status, style=STATUS_STYLES[summary.status])
