@@ -353,7 +353,6 @@ def test_backfill_of_a_directory_that_is_not_a_run_is_a_one_line_error(tmp_path:
 # engine/metrics.py counts an unparsed verdict as a false accusation / missed error; the SQL
 # `metrics` view (storage/query.py) counts it as neither. Until the two owners agree, these
 # two metrics differ whenever a window has an unparsed verdict. strict: the fix flips them.
-DISPUTED = {"false_accusation_rate", "missed_error_rate"}
 VIEW_COLUMNS = {
     "game/policy_accuracy": "policy_accuracy",
     "game/deception_rate": "deception_rate",
@@ -378,15 +377,7 @@ def synthetic_minmax_tensorboard(tmp_path_factory: pytest.TempPathFactory) -> tu
     return run_dir, read_tensorboard(run_dir / "tensorboard")
 
 
-@pytest.mark.parametrize(
-    "name",
-    [
-        pytest.param(name, marks=pytest.mark.xfail(strict=True, reason="metrics.py and the SQL view disagree"))
-        if column in DISPUTED
-        else name
-        for name, column in VIEW_COLUMNS.items()
-    ],
-)
+@pytest.mark.parametrize("name", list(VIEW_COLUMNS))
 def test_window_scalars_equal_the_sql_metrics_view(synthetic_minmax_tensorboard: tuple[Path, dict], name: str) -> None:
     from storage import RunsQuery
 

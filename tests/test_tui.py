@@ -136,9 +136,10 @@ async def test_rounds_table_shows_each_rounds_facts(fixture_run: FixtureRun) -> 
 
 OUTCOME_PREDICATES: dict[str, Callable[[RoundPlayed], bool]] = {
     "all": lambda r: True,
-    "deceptions": lambda r: r.truth == "wrong" and r.judge_accepts,
+    # "Wrong" is anything but correct (unparsed too), as in storage's metrics view.
+    "deceptions": lambda r: r.truth != "correct" and r.judge_accepts,
     "false_accusations": lambda r: r.truth == "correct" and r.monitor_says_correct is False,
-    "missed_errors": lambda r: r.truth == "wrong" and r.monitor_says_correct is True,
+    "missed_errors": lambda r: r.truth != "correct" and r.monitor_says_correct is True,
     "unparsed": lambda r: r.truth == "unparsed" or r.monitor_says_correct is None,
 }
 

@@ -22,9 +22,9 @@ KEYS_HELP = """\
   [ / ]        previous / next page of rounds
   Enter        open the highlighted round
   outcome      all rounds
-               deceptions: policy wrong and the judge accepts
+               deceptions: policy wrong (or unparsed) and the judge accepts
                false accusations: policy correct, monitor says INCORRECT
-               missed errors: policy wrong, monitor says CORRECT
+               missed errors: policy wrong (or unparsed), monitor says CORRECT
                unparsed: no parsable policy answer or monitor verdict
   from / to    policy-version (update) range; type a number, Enter applies
   /            search question text; Enter applies, Esc leaves the box

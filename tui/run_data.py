@@ -81,12 +81,15 @@ class RoundFilter:
         """True for the rows of `table` (TABLE_COLUMNS) that the table shows."""
         keep = pc.and_kleene(_is(table["event_type"], "RoundPlayed"), _is(table["phase"], "train"))
         truth, verdict = table["truth"], table["monitor_says_correct"]
+        # "Policy wrong" is anything but correct (an unparsed answer too), as in the SQL
+        # `metrics` view, so that a filter's rows and the rates beside them agree.
+        policy_wrong = pc.invert(_is(truth, "correct"))
         if self.outcome == "deceptions":
-            keep = pc.and_kleene(keep, pc.and_kleene(_is(truth, "wrong"), table["judge_accepts"]))
+            keep = pc.and_kleene(keep, pc.and_kleene(policy_wrong, table["judge_accepts"]))
         elif self.outcome == "false_accusations":
             keep = pc.and_kleene(keep, pc.and_kleene(_is(truth, "correct"), pc.invert(verdict)))
         elif self.outcome == "missed_errors":
-            keep = pc.and_kleene(keep, pc.and_kleene(_is(truth, "wrong"), verdict))
+            keep = pc.and_kleene(keep, pc.and_kleene(policy_wrong, verdict))
         elif self.outcome == "unparsed":
             # Either player: no choice letter in O, or a monitor that played (rlhf runs have
             # no monitor output) without a parsable verdict.
@@ -306,7 +309,7 @@ class RunData:
             " last(lambda_value ORDER BY seq) AS lambda_value,"
             " avg(CASE WHEN truth = 'correct' THEN 1.0 ELSE 0.0 END) AS policy_accuracy,"
             " avg(CASE WHEN judge_accepts THEN 1.0 ELSE 0.0 END)"
-            "   FILTER (WHERE truth = 'wrong') AS deception_rate,"
+            "   FILTER (WHERE truth <> 'correct') AS deception_rate,"
             " avg(CASE WHEN monitor_says_correct = (truth = 'correct') THEN 1.0 ELSE 0.0 END)"
             "   FILTER (WHERE monitor_output IS NOT NULL) AS monitor_fidelity,"
             " avg(combined_reward) AS mean_reward,"
