@@ -350,9 +350,8 @@ def test_backfill_of_a_directory_that_is_not_a_run_is_a_one_line_error(tmp_path:
 
 # --- against the SQL views, on a synthetic run with evaluations and checkpoints ----------------
 
-# engine/metrics.py counts an unparsed verdict as a false accusation / missed error; the SQL
-# `metrics` view (storage/query.py) counts it as neither. Until the two owners agree, these
-# two metrics differ whenever a window has an unparsed verdict. strict: the fix flips them.
+# Every metric the trackers publish must equal the SQL `metrics` view over the same rounds
+# (both count an unparsed verdict as disagreement, as GAME.md's d does).
 VIEW_COLUMNS = {
     "game/policy_accuracy": "policy_accuracy",
     "game/deception_rate": "deception_rate",
