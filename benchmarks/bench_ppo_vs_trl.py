@@ -155,11 +155,17 @@ def bench_ours(args: argparse.Namespace, pool: ModelPool) -> dict[str, float]:
 def bench_trl(args: argparse.Namespace, pool: ModelPool, prompt_text: str) -> dict[str, float]:
     from datasets import Dataset
     from peft import LoraConfig
-    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
 
     checkpoint = pool.resolve(args.model)  # the same converted SmolLM2 checkpoint, a separate copy
-    model = AutoModelForCausalLM.from_pretrained(checkpoint, dtype=torch.float32)
+    # The GGUF conversion leaves a quantization_config in config.json although the saved
+    # weights are de-quantized fp32; HF's Trainer refuses "GGUF-quantized" models, so load
+    # without it (the weights are bit-identical to the ones our player loads).
+    model_config = AutoConfig.from_pretrained(checkpoint)
+    if hasattr(model_config, "quantization_config"):
+        del model_config.quantization_config
+    model = AutoModelForCausalLM.from_pretrained(checkpoint, config=model_config, dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(checkpoint)
     tokenizer.padding_side = "left"
     n_steps = args.warmup + args.steps
@@ -232,6 +238,7 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps first")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--skip-trl", action="store_true", help="time our step only (profiling)")
+    parser.add_argument("--skip-ours", action="store_true", help="time TRL's step only")
     parser.add_argument("--scratch", default="/tmp/minmax-engine-bench")
     parser.add_argument("--model", default=MODEL, help="model spec (default: the embedded SmolLM2)")
     args = parser.parse_args()
@@ -241,22 +248,29 @@ def main() -> int:
     peak = matmul_peak_gflops()
     print(f"fp32 matmul peak: {peak:.1f} GFLOP/s on {args.threads} threads", flush=True)
     pool = ModelPool()
-    ours = bench_ours(args, pool)
+    ours = None if args.skip_ours else bench_ours(args, pool)
     base = pool.causal_lm(args.model, "cpu", torch.float32)
     prompt_text = base.tokenizer.decode(reading_prompt(Player(base, "policy", PlayerConfig(model=args.model))))
-    print(f"ours: step {ours['step']:.2f}s ({ours['cpu']:.2f} CPU s; generation {ours['generation']:.2f}s, update {ours['update']:.2f}s), "
-          f"prompt {ours['prompt_tokens']:.0f} tokens, {ours['tokens']:.0f} completion tokens per step")
-    print(f"ours: generation {ours['generation_tokens_per_s']:.1f} tokens/s; learner {ours['learner_gflops']:.1f} GFLOP/s "
-          f"= {100 * ours['learner_gflops'] / peak:.0f}% of the matmul peak")
+    if ours is not None:
+        report_ours(ours, peak)
     if args.skip_trl:
         return 0
     trl = bench_trl(args, pool, prompt_text)
     print(f"TRL GRPOTrainer: step {trl['step']:.2f}s ({trl['cpu']:.2f} CPU s), {trl['tokens']:.0f} completion tokens per step")
+    if ours is None:
+        return 0
     ratio = trl["step"] / ours["step"]
     per_token = (trl["step"] / trl["tokens"]) / (ours["step"] / ours["tokens"])
     print(f"speed-up ours vs TRL: {ratio:.2f}x per step, {per_token:.2f}x per generated token (target >= 1.6x)")
     print(f"  in process CPU seconds (steadier on a busy machine): {trl['cpu'] / ours['cpu']:.2f}x per step")
     return 0
+
+
+def report_ours(ours: dict[str, float], peak: float) -> None:
+    print(f"ours: step {ours['step']:.2f}s ({ours['cpu']:.2f} CPU s; generation {ours['generation']:.2f}s, update {ours['update']:.2f}s), "
+          f"prompt {ours['prompt_tokens']:.0f} tokens, {ours['tokens']:.0f} completion tokens per step")
+    print(f"ours: generation {ours['generation_tokens_per_s']:.1f} tokens/s; learner {ours['learner_gflops']:.1f} GFLOP/s "
+          f"= {100 * ours['learner_gflops'] / peak:.0f}% of the matmul peak")
 
 
 if __name__ == "__main__":
