@@ -3,16 +3,21 @@
     PYTHONPATH=. .venv/bin/python benchmarks/bench_storage.py            # the issue's sizes
     PYTHONPATH=. .venv/bin/python benchmarks/bench_storage.py --rounds 200000
 
-Targets (issue 2): >= 50,000 RoundPlayed events/s appended (2 kB of text, 200 token ids and
-200 log-probs per output), <= 1 s for the metrics-per-window query over 1,000,000 rounds,
-<= 50 ms to read 64 rounds from the middle of that log. Everything is written to a
-temporary directory that is deleted at the end. The flush size each figure assumes is
-printed beside it (the engine flushes once per window).
+Targets (issue 2): >= 50,000 RoundPlayed events/s appended (2 kB of text, 200 token ids
+each), <= 1 s for the metrics-per-window query over 1,000,000 rounds, <= 50 ms to read 64
+rounds from the middle of that log. The appended events hold exactly --text-bytes (2,000) of
+text in all (story, question, choices, prompts, outputs, ids), the policy's 200 output token
+ids and their 200 log-probs plus 100 prompt ids, and a monitor part of the same size; the
+first line after the date prints the exact sizes, each append line the stored bytes per
+event. Append is timed for several flush sizes (64 = one flush per window, what the engine
+does; a flush is durable, so each costs two fsyncs), from create to close (close waits for a
+background compaction). Everything is written to a temporary directory deleted at the end.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
 import os
 import platform
@@ -42,24 +47,51 @@ def machine() -> str:
     return f"{platform.node()} · {os.cpu_count()} cores · {model} · load {load}"
 
 
+def text_bytes_of(event: RoundPlayed) -> int:
+    """UTF-8 bytes of every text field of a round (strings and the choices)."""
+    return sum(len(v.encode()) for v in event.__dict__.values() if isinstance(v, str)) + \
+        sum(len(c.encode()) for c in event.choices)
+
+
 def round_pool(text_bytes: int, n_tokens: int, tmp: Path) -> list[RoundPlayed]:
-    """Realistic RoundPlayed events, taken from a small synthetic run (not timed)."""
+    """Realistic RoundPlayed events, taken from a small synthetic run (not timed).
+
+    The story is cut or padded so that each event holds exactly text_bytes of text in all;
+    the policy has n_tokens output ids and log-probs and n_tokens // 2 prompt ids, the
+    monitor (its critique of that answer) the same.
+    """
     run_dir = write_synthetic_run(tmp / "pool", 64, text_bytes=text_bytes, n_tokens=n_tokens, seed=1)
-    return [r.event for r in RunReader(run_dir).rounds()]
+    pool = []
+    for event in (r.event for r in RunReader(run_dir).rounds()):
+        rest = text_bytes_of(event) - len(event.story.encode())
+        story = (event.story + " and" * text_bytes)[: max(text_bytes - rest, 0)]
+        pool.append(dataclasses.replace(event, story=story))
+    assert all(text_bytes_of(e) == text_bytes for e in pool), "text budget too small for the fixed fields"
+    return pool
 
 
-def bench_append(pool: list[RoundPlayed], n_events: int, flush_every: int, tmp: Path) -> float:
+def describe(event: RoundPlayed) -> str:
+    lists = [(n, getattr(event, n)) for n in ("policy_prompt_ids", "policy_token_ids", "policy_logprobs",
+                                              "monitor_prompt_ids", "monitor_token_ids", "monitor_logprobs")]
+    numbers = ", ".join(f"{name} {len(value) if value is not None else 0}" for name, value in lists)
+    return f"RoundPlayed with {text_bytes_of(event):,} B of text in all; {numbers}"
+
+
+def bench_append(pool: list[RoundPlayed], n_events: int, flush_every: int, tmp: Path) -> tuple[float, float, int]:
+    """(events/s, process CPU seconds per event, stored bytes per event) for one fresh run."""
     run_dir = tmp / f"append-{flush_every}"
     gc.collect()
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     with RunWriter.create(run_dir, "append") as writer:
         for i in range(n_events):
             writer.append(pool[i % len(pool)])
             if (i + 1) % flush_every == 0:
                 writer.flush()
-    elapsed = time.perf_counter() - start
+    # close() waits for a running background compaction, so it is timed too
+    elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
+    size = sum(p.stat().st_size for p in (run_dir / "log").glob("*.arrow"))
     shutil.rmtree(run_dir)
-    return n_events / elapsed
+    return n_events / elapsed, cpu / n_events, size // n_events
 
 
 def main() -> None:
@@ -68,20 +100,23 @@ def main() -> None:
     parser.add_argument("--append-events", type=int, default=50_000)
     parser.add_argument("--text-bytes", type=int, default=2000)
     parser.add_argument("--n-tokens", type=int, default=200)
+    parser.add_argument("--append-flush", type=int, nargs="+", default=[64, 1024, 4096],
+                        help="events per flush in the append figures (64 = one flush per window)")
     parser.add_argument("--flush-every", type=int, default=64, help="events per flush in the queried log")
     parser.add_argument("--dir", type=Path, default=None, help="parent of the temporary directory")
     args = parser.parse_args()
 
     print(f"machine: {machine()}")
     print(f"date:    {datetime.now(timezone.utc).isoformat(timespec='seconds')}")
-    print(f"events:  {args.text_bytes} B of text, {args.n_tokens} token ids + {args.n_tokens} log-probs per output")
     tmp = Path(tempfile.mkdtemp(prefix="bench-storage-", dir=args.dir))
     try:
         pool = round_pool(args.text_bytes, args.n_tokens, tmp)
-        for flush_every in (64, 1024):
-            rate = bench_append(pool, args.append_events, flush_every, tmp)
+        print(f"events:  {describe(pool[0])}")
+        for flush_every in args.append_flush:
+            rate, cpu, size = bench_append(pool, args.append_events, flush_every, tmp)
             print(f"append:  {rate:,.0f} RoundPlayed events/s (flush every {flush_every} events, "
-                  f"{args.append_events:,} events)")
+                  f"{args.append_events:,} events, {size:,} B stored per event, "
+                  f"CPU {cpu * 1e6:.0f} us per event)")
 
         start = time.perf_counter()
         run_dir = write_synthetic_run(tmp / "big", args.rounds, text_bytes=args.text_bytes, n_tokens=args.n_tokens,

@@ -42,6 +42,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import math
+import operator
 import os
 import re
 import struct
@@ -57,7 +58,7 @@ import orjson
 import pyarrow as pa
 
 from storage.errors import UserError
-from storage.events import EVENT_TYPES, Event, Recorded, RoundPlayed
+from storage.events import EVENT_TYPES, SCHEMA_VERSION, Event, Recorded, RoundPlayed
 
 LOG_DIR_NAME = "log"
 MANIFEST_NAME = "run.json"
@@ -247,6 +248,32 @@ def encode_event(event: Event) -> EncodedEvent:
     return EncodedEvent(event_type, header, dict_texts, packed, payload)
 
 
+# RoundPlayed is nearly every event of a run, so it gets its own encoder: the same values
+# and bytes as encode_event (tests hold them equal), without the per-event dicts and objects.
+_ROUND_LAYOUT = _LAYOUTS[RoundPlayed.event_type]
+_ROUND_VALUES = operator.itemgetter(*_ROUND_LAYOUT.names)
+_NO_ROUND_HEADER = (None,) * len(_ROUND_LAYOUT.names)
+_NO_ROUND_PACKED = (None,) * len(_ROUND_LAYOUT.packed_positions)
+
+
+def encode_round(event: RoundPlayed) -> tuple[list[Any], list[bytes | None]]:
+    """(header values as hashed and stored, packed lists' bytes in field order) of a round."""
+    header = list(_ROUND_VALUES(event.__dict__))
+    for position in _ROUND_LAYOUT.dict_positions:
+        header[position] = dumps_json(header[position])
+    packed: list[bytes | None] = []
+    for position, code in _ROUND_LAYOUT.packed_positions:
+        numbers = header[position]
+        if numbers is None:
+            packed.append(None)
+        else:
+            count = len(numbers)
+            packer = _PACKERS[code].get(count) or _new_packer(code, count)
+            packed.append(packer(*numbers))
+            header[position] = count
+    return header, packed
+
+
 def canonical_header(
     run_id: str, seq: int, ts: str, schema_version: int, event_type: str, header_values: Sequence[Any]
 ) -> bytes:
@@ -270,50 +297,75 @@ def chain_hash(prev_hash: str, header: bytes, packed_buffers: Iterable[Any]) -> 
 # ---------------------------------------------------------------------------------------
 
 
-@dataclass
-class PendingRow:
-    recorded: Recorded
-    encoded: EncodedEvent
+class EventBuffer:
+    """Appended, not yet flushed events, kept column by column for one record batch.
+
+    `add` stores only references to values that `append` already computed for the hash
+    (no per-event Arrow work, no per-event objects), and `to_batch` turns the columns into
+    Arrow arrays in one pass each: most of the per-event cost of writing is Python-object
+    overhead, so it is paid once per column and flush, not once per field and event.
+    """
+
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+        self.seqs: list[int] = []
+        self.ts: list[str] = []
+        self.event_types: list[str] = []
+        self.prev_hashes: list[str] = []
+        self.hashes: list[str] = []
+        self.payloads: list[str | None] = []
+        self.round_headers: list[Sequence[Any]] = []  # per event: RoundPlayed values as hashed
+        self.round_packed: list[Sequence[bytes | None]] = []  # per event: packed lists' bytes
+
+    def __len__(self) -> int:
+        return len(self.seqs)
+
+    def add(self, seq: int, ts: str, event_type: str, prev_hash: str, digest: str, payload: str | None,
+            round_header: Sequence[Any] | None, round_packed: Sequence[bytes | None] | None) -> None:
+        self.seqs.append(seq)
+        self.ts.append(ts)
+        self.event_types.append(event_type)
+        self.prev_hashes.append(prev_hash)
+        self.hashes.append(digest)
+        self.payloads.append(payload)
+        # Other event types have NULL in every round column.
+        self.round_headers.append(_NO_ROUND_HEADER if round_header is None else round_header)
+        self.round_packed.append(_NO_ROUND_PACKED if round_packed is None else round_packed)
+
+    def to_batch(self) -> pa.RecordBatch:
+        n = len(self.seqs)
+        columns: list[pa.Array] = [
+            pa.array([self.run_id] * n, pa.string()),
+            pa.array(self.seqs, pa.int64()),
+            pa.array(self.ts, pa.string()),
+            pa.array([SCHEMA_VERSION] * n, pa.int32()),
+            pa.array(self.event_types, pa.string()),
+            pa.array(self.prev_hashes, pa.string()),
+            pa.array(self.hashes, pa.string()),
+            pa.array(self.payloads, pa.string()),
+        ]
+        # zip(*rows) transposes in C: one tuple per RoundPlayed field, one entry per event.
+        header_columns = list(zip(*self.round_headers))
+        packed_columns = list(zip(*self.round_packed))
+        packed_index = 0
+        for position, spec in enumerate(ROUND_SPECS):
+            if spec.kind in ("packed_int", "packed_float"):
+                # the header holds each list's length (None for a None list), the bytes its values
+                columns.append(_packed_column(header_columns[position], packed_columns[packed_index], spec.arrow_type))
+                packed_index += 1
+            else:
+                columns.append(pa.array(header_columns[position], spec.arrow_type))
+        return pa.RecordBatch.from_arrays(columns, schema=SEGMENT_SCHEMA)
 
 
-def _packed_column(arrays: list[bytes | None], arrow_type: pa.ListType) -> pa.Array:
+def _packed_column(lengths: Sequence[int | None], arrays: Sequence[bytes | None], arrow_type: pa.ListType) -> pa.Array:
     dtype = np.int32 if arrow_type.value_type == pa.int32() else np.float64
-    item_size = np.dtype(dtype).itemsize
-    lengths = np.fromiter((0 if a is None else len(a) // item_size for a in arrays), dtype=np.int32,
-                          count=len(arrays))
-    offsets = np.zeros(len(arrays) + 1, dtype=np.int32)
-    np.cumsum(lengths, out=offsets[1:])
-    values = np.frombuffer(b"".join(a for a in arrays if a is not None), dtype=dtype)
-    mask = None
-    if any(a is None for a in arrays):
-        mask = pa.array([a is None for a in arrays], pa.bool_())
+    length_array = pa.array(lengths, pa.int32())
+    offsets = np.zeros(len(lengths) + 1, dtype=np.int32)
+    np.cumsum(length_array.fill_null(0).to_numpy(), out=offsets[1:])
+    values = np.frombuffer(b"".join([a for a in arrays if a is not None]), dtype=dtype)
+    mask = length_array.is_null() if length_array.null_count else None
     return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values, arrow_type.value_type), mask=mask)
-
-
-def rows_to_batch(rows: Sequence[PendingRow]) -> pa.RecordBatch:
-    recs = [r.recorded for r in rows]
-    is_round = [r.encoded.event_type == RoundPlayed.event_type for r in rows]
-    columns: list[pa.Array] = [
-        pa.array([r.run_id for r in recs], pa.string()),
-        pa.array([r.seq for r in recs], pa.int64()),
-        pa.array([r.ts for r in recs], pa.string()),
-        pa.array([r.schema_version for r in recs], pa.int32()),
-        pa.array([r.encoded.event_type for r in rows], pa.string()),
-        pa.array([r.prev_hash for r in recs], pa.string()),
-        pa.array([r.hash for r in recs], pa.string()),
-        pa.array([r.encoded.payload_json for r in rows], pa.string()),
-    ]
-    # Round fields come from the values already encoded for the hash (dicts as JSON text);
-    # other event types have NULL in every round column.
-    headers = [r.encoded.header_values if round_ else None for r, round_ in zip(rows, is_round)]
-    for position, spec in enumerate(ROUND_SPECS):
-        if spec.kind in ("packed_int", "packed_float"):
-            arrays = [r.encoded.packed[spec.name] if round_ else None for r, round_ in zip(rows, is_round)]
-            columns.append(_packed_column(arrays, spec.arrow_type))
-        else:
-            values = [None if h is None else h[position] for h in headers]
-            columns.append(pa.array(values, spec.arrow_type))
-    return pa.RecordBatch.from_arrays(columns, schema=SEGMENT_SCHEMA)
 
 
 # ---------------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -36,7 +37,7 @@ import orjson
 import pyarrow as pa
 
 from storage.errors import UserError
-from storage.events import SCHEMA_VERSION, Event, Recorded
+from storage.events import SCHEMA_VERSION, Event, Recorded, RoundPlayed
 from storage.segments import (
     GENESIS_HASH,
     HEAD_NAME,
@@ -45,17 +46,17 @@ from storage.segments import (
     LOG_FORMAT,
     MANIFEST_NAME,
     TEMP_PREFIX,
-    PendingRow,
+    EventBuffer,
     SegmentFile,
     canonical_header,
     chain_hash,
     encode_event,
+    encode_round,
     fsync_directory,
     live_segments,
     open_segment,
     parse_segment_name,
     read_segment_range,
-    rows_to_batch,
     segment_name,
     write_segment_file,
 )
@@ -168,6 +169,8 @@ class _UtcClock:
 
 
 _CLOCK = _UtcClock()
+_ROUND = RoundPlayed.event_type
+_new_recorded = object.__new__
 
 
 class RunWriter:
@@ -185,7 +188,10 @@ class RunWriter:
         self._lock_fd: int | None = lock_fd
         self._compactable = compactable  # level-0 segments since the last merge, in seq order
         self._max_buffered = max_buffered
-        self._buffer: list[PendingRow] = []
+        self._buffer = EventBuffer(run_id)
+        # At most one compaction runs, in a background thread (see _compact).
+        self._merging: threading.Thread | None = None
+        self._merge_failure: tuple[list[SegmentFile], BaseException] | None = None
 
     # -- opening ------------------------------------------------------------------------
 
@@ -272,34 +278,45 @@ class RunWriter:
         """Hash the event into the chain and buffer it; durable only after flush()."""
         if self._lock_fd is None:
             raise RuntimeError("append on a closed RunWriter")
-        encoded = encode_event(event)
-        seq, ts = self._next_seq, _CLOCK.now()
-        header = canonical_header(self._run_id, seq, ts, SCHEMA_VERSION, encoded.event_type, encoded.header_values)
-        digest = chain_hash(self._prev_hash, header, [a for a in encoded.packed.values() if a is not None])
-        recorded = Recorded(run_id=self._run_id, seq=seq, ts=ts, schema_version=SCHEMA_VERSION,
-                            prev_hash=self._prev_hash, hash=digest, event=event)
-        self._buffer.append(PendingRow(recorded, encoded))
+        seq, ts, prev_hash = self._next_seq, _CLOCK.now(), self._prev_hash
+        if type(event) is RoundPlayed:
+            header, packed = encode_round(event)
+            canonical = canonical_header(self._run_id, seq, ts, SCHEMA_VERSION, _ROUND, header)
+            digest = chain_hash(prev_hash, canonical, [a for a in packed if a is not None])
+            self._buffer.add(seq, ts, _ROUND, prev_hash, digest, None, header, packed)
+        else:
+            encoded = encode_event(event)  # also refuses a type that is not an event
+            canonical = canonical_header(self._run_id, seq, ts, SCHEMA_VERSION, encoded.event_type,
+                                         encoded.header_values)
+            digest = chain_hash(prev_hash, canonical, [a for a in encoded.packed.values() if a is not None])
+            self._buffer.add(seq, ts, encoded.event_type, prev_hash, digest, encoded.payload_json, None, None)
         self._next_seq, self._prev_hash = seq + 1, digest
+        # Recorded is a frozen dataclass: its __init__ pays an object.__setattr__ per field,
+        # a noticeable share of an append; filling __dict__ makes the same object.
+        recorded = _new_recorded(Recorded)
+        recorded.__dict__.update(run_id=self._run_id, seq=seq, ts=ts, schema_version=SCHEMA_VERSION,
+                                 prev_hash=prev_hash, hash=digest, event=event)
         if len(self._buffer) >= self._max_buffered:
             self.flush()
         return recorded
 
     def flush(self) -> None:
         """Write the buffered events as one segment: durable and visible to other processes."""
-        if not self._buffer:
+        self._collect_merge()
+        buffer = self._buffer
+        if not len(buffer):
             return
-        rows = self._buffer
-        first, last = rows[0].recorded.seq, rows[-1].recorded.seq
+        first, last = buffer.seqs[0], buffer.seqs[-1]
         try:
-            path = write_segment_file(self._log_dir, segment_name(first, last, 0), [rows_to_batch(rows)],
+            path = write_segment_file(self._log_dir, segment_name(first, last, 0), [buffer.to_batch()],
                                       sync_directory=False)
-            self._write_head(last, rows[-1].recorded.hash)
+            self._write_head(last, buffer.hashes[-1])
             fsync_directory(self._log_dir)  # one directory sync makes both renames durable
         except OSError as error:
             # The events stay buffered, so a flush after the cause is fixed loses nothing.
             raise UserError(f"{self._log_dir}: cannot write the log ({error.strerror or error}); "
                             "free disk space or fix permissions, then flush again") from None
-        self._buffer = []
+        self._buffer = EventBuffer(self._run_id)
         self._compactable.append(SegmentFile(first, last, 0, path))
         self._compact()
 
@@ -310,9 +327,13 @@ class RunWriter:
         try:
             self.flush()
         finally:
+            # No compaction may outlive the lock: the next writer deletes leftovers it finds.
+            if self._merging is not None:
+                self._merging.join()
             fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
             os.close(self._lock_fd)
             self._lock_fd = None
+        self._collect_merge()
 
     def __enter__(self) -> RunWriter:
         return self
@@ -330,14 +351,52 @@ class RunWriter:
         os.replace(temp, self._log_dir / HEAD_NAME)
 
     def _compact(self) -> None:
+        """Merge the level-0 segments since the last merge, in a background thread.
+
+        A merge rewrites MERGE_ROWS events (tens of MB) and unlinks up to MERGE_SEGMENTS
+        files, each unlink waiting on the file system journal: done inline it took most of
+        the append time. Arrow's copies, the file writes and fsync release the GIL, so on a
+        second core it overlaps with appending. Safe to run beside the writer: it only adds
+        a merged segment (temp + fsync + rename) and then deletes the segments it covers,
+        which readers already skip; flush only ever adds new level-0 segments.
+        """
+        if self._merging is not None and self._merging.is_alive():
+            # Let the running merge finish; the group grows meanwhile and is merged next.
+            # Past a few merges' worth, wait (back-pressure keeps the segment count bounded).
+            if (len(self._compactable) < 4 * MERGE_SEGMENTS
+                    and sum(s.last_seq - s.first_seq + 1 for s in self._compactable) < 4 * MERGE_ROWS):
+                return
+            self._merging.join()
+        self._collect_merge()
         group = self._compactable
         if sum(s.last_seq - s.first_seq + 1 for s in group) < MERGE_ROWS and len(group) < MERGE_SEGMENTS:
             return
-        if len(group) == 1:  # one large flush is already a good segment: nothing to merge
-            self._compactable = []
-            return
-        name = segment_name(group[0].first_seq, group[-1].last_seq, 1)
-        write_segment_file(self._log_dir, name, _merged_batches(group))
-        for segment in group:
-            segment.path.unlink(missing_ok=True)  # readers skip covered segments meanwhile
         self._compactable = []
+        if len(group) == 1:  # one large flush is already a good segment: nothing to merge
+            return
+        self._merging = threading.Thread(target=self._merge, args=(group,), name="log-compaction", daemon=True)
+        self._merging.start()
+
+    def _merge(self, group: list[SegmentFile]) -> None:
+        try:
+            name = segment_name(group[0].first_seq, group[-1].last_seq, 1)
+            write_segment_file(self._log_dir, name, _merged_batches(group))
+            for segment in group:
+                segment.path.unlink(missing_ok=True)  # readers skip covered segments meanwhile
+        except BaseException as error:  # reported by the writer's thread (_collect_merge)
+            self._merge_failure = (group, error)
+
+    def _collect_merge(self) -> None:
+        """Report a failed background merge; its segments stay live and are merged later."""
+        if self._merging is None or self._merging.is_alive():
+            return
+        self._merging = None
+        if self._merge_failure is None:
+            return
+        group, error = self._merge_failure
+        self._merge_failure = None
+        self._compactable = group + self._compactable
+        if isinstance(error, OSError):
+            raise UserError(f"{self._log_dir}: cannot compact the log ({error.strerror or error}); nothing "
+                            "is lost (the segments stay as they are); free disk space, then flush again") from None
+        raise error
