@@ -42,6 +42,12 @@ class PlayerConfig(BaseModel):
         description="Nucleus sampling mass; keep 1.0 for training so behaviour log-probs are exact.",
     )
     max_new_tokens: int = Field(default=48, ge=1, le=8192, description="Generation budget per answer.")
+    response_prefix: str = Field(
+        default="",
+        description='Text the response is made to start with ("Answer:", "Verdict:"). It ends the '
+        "prompt, so the player is not trained on it; small models that ramble then still give a "
+        "parsable answer. The recorded output text starts with it.",
+    )
 
     @field_validator("model")
     @classmethod

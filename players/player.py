@@ -46,7 +46,8 @@ ADAPTER_SETTINGS_FILE = "adapter_settings.json"
 @dataclass(frozen=True)
 class Generation:
     """One sampled response. token_ids include the EOS that ended it (absent when the budget
-    ran out); logprobs[i] is the behaviour log-prob of token_ids[i]."""
+    ran out); logprobs[i] is the behaviour log-prob of token_ids[i]. text is the player's
+    response_prefix (part of the prompt, not of token_ids) followed by the decoded tokens."""
 
     prompt_ids: list[int]
     token_ids: list[int]
@@ -218,13 +219,16 @@ class Player:
     # --- prompts ------------------------------------------------------------------------------
 
     def render_prompt(self, messages: Sequence[dict[str, str]]) -> str:
-        """The prompt text: the chat template when the tokenizer has one, else plain turns."""
+        """The prompt text: the chat template when the tokenizer has one, else plain turns,
+        followed by the configured response prefix (the start of the assistant's turn)."""
         if self.tokenizer.chat_template:
-            return self.tokenizer.apply_chat_template(
+            rendered = self.tokenizer.apply_chat_template(
                 list(messages), tokenize=False, add_generation_prompt=True
             )
-        turns = [f"{message['role']}: {message['content']}" for message in messages]
-        return "\n\n".join(turns) + "\n\nassistant:"
+        else:
+            turns = [f"{message['role']}: {message['content']}" for message in messages]
+            rendered = "\n\n".join(turns) + "\n\nassistant:"
+        return rendered + self.config.response_prefix
 
     def encode_prompt(self, prompt: str) -> list[int]:
         # A chat template already writes the special tokens it wants (BOS included), so the
@@ -263,7 +267,12 @@ class Player:
                     prompt_ids=list(ids),
                     token_ids=tokens[row],
                     logprobs=logprobs[row],
-                    text=self.tokenizer.decode(eos_free, skip_special_tokens=True).strip(),
+                    # The response as a reader sees it: the prefix that ended the prompt, then
+                    # the generated tokens.
+                    text=(
+                        self.config.response_prefix
+                        + self.tokenizer.decode(eos_free, skip_special_tokens=True)
+                    ).strip(),
                 )
             )
         return generations

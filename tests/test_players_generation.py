@@ -173,3 +173,23 @@ def test_a_tokenizer_without_chat_template_gets_plain_turns(tiny_lm_dir: Path, t
     [generation] = player.generate([prompt], seed=0)
     assert generation.prompt_ids == player.tokenizer(prompt)["input_ids"]
     assert len(generation.token_ids) == 10
+
+
+def test_response_prefix_ends_the_prompt_and_starts_the_text_but_is_not_generated(
+    tiny_lm_dir: Path, tmp_path: Path
+) -> None:
+    plain = make_player(tiny_lm_dir, tmp_path)
+    prefixed = make_player(tiny_lm_dir, tmp_path / "prefixed", response_prefix="Verdict:")
+    messages = policy_messages(STORIES[0], "Who ran?", ["the fox", "the farmer"])
+    prompt = prefixed.render_prompt(messages)
+    assert prompt == plain.render_prompt(messages) + "Verdict:"
+
+    (generation,) = prefixed.generate([prompt], seed=3)
+    generated = prefixed.tokenizer.decode(
+        [token for token in generation.token_ids if token not in prefixed.eos_token_ids],
+        skip_special_tokens=True,
+    )
+    assert generation.text == ("Verdict:" + generated).strip()
+    # The prefix is prompt, not response: the learner must not be trained on it.
+    assert generation.prompt_ids == prefixed.encode_prompt(prompt)
+    assert len(generation.token_ids) == len(generation.logprobs) >= 1
