@@ -77,21 +77,26 @@ def describe(event: RoundPlayed) -> str:
     return f"RoundPlayed with {text_bytes_of(event):,} B of text in all; {numbers}"
 
 
-def bench_append(pool: list[RoundPlayed], n_events: int, flush_every: int, tmp: Path) -> tuple[float, float, int]:
-    """(events/s, process CPU seconds per event, stored bytes per event) for one fresh run."""
+def bench_append(pool: list[RoundPlayed], n_events: int, flush_every: int, tmp: Path) -> dict[str, float]:
+    """events/s, process CPU per event, time per flush() call and stored bytes per event."""
     run_dir = tmp / f"append-{flush_every}"
     gc.collect()
+    in_flush, flushes = 0.0, 0
     start, cpu = time.perf_counter(), time.process_time()
-    with RunWriter.create(run_dir, "append") as writer:
+    with RunWriter.create(run_dir, "append", max_buffered=flush_every + 1) as writer:
         for i in range(n_events):
             writer.append(pool[i % len(pool)])
             if (i + 1) % flush_every == 0:
+                flush_start = time.perf_counter()
                 writer.flush()
+                in_flush += time.perf_counter() - flush_start
+                flushes += 1
     # close() waits for a running background compaction, so it is timed too
     elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
     size = sum(p.stat().st_size for p in (run_dir / "log").glob("*.arrow"))
     shutil.rmtree(run_dir)
-    return n_events / elapsed, cpu / n_events, size // n_events
+    return {"rate": n_events / elapsed, "cpu": cpu / n_events, "flush": in_flush / max(flushes, 1),
+            "flush_share": in_flush / elapsed, "size": size / n_events}
 
 
 def main() -> None:
@@ -113,10 +118,11 @@ def main() -> None:
         pool = round_pool(args.text_bytes, args.n_tokens, tmp)
         print(f"events:  {describe(pool[0])}")
         for flush_every in args.append_flush:
-            rate, cpu, size = bench_append(pool, args.append_events, flush_every, tmp)
-            print(f"append:  {rate:,.0f} RoundPlayed events/s (flush every {flush_every} events, "
-                  f"{args.append_events:,} events, {size:,} B stored per event, "
-                  f"CPU {cpu * 1e6:.0f} us per event)")
+            figures = bench_append(pool, args.append_events, flush_every, tmp)
+            print(f"append:  {figures['rate']:,.0f} RoundPlayed events/s (flush every {flush_every} events, "
+                  f"{args.append_events:,} events, {figures['size']:,.0f} B stored per event; "
+                  f"process CPU {figures['cpu'] * 1e6:.0f} us per event; "
+                  f"{figures['flush'] * 1e3:.1f} ms per flush, {figures['flush_share']:.0%} of the time)")
 
         start = time.perf_counter()
         run_dir = write_synthetic_run(tmp / "big", args.rounds, text_bytes=args.text_bytes, n_tokens=args.n_tokens,

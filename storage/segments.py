@@ -301,10 +301,10 @@ def chain_hash(prev_hash: str, header: bytes, packed_buffers: Iterable[Any]) -> 
 class EventBuffer:
     """Appended, not yet flushed events, kept column by column for one record batch.
 
-    `add` stores only references to values that `append` already computed for the hash
-    (no per-event Arrow work, no per-event objects), and `to_batch` turns the columns into
-    Arrow arrays in one pass each: most of the per-event cost of writing is Python-object
-    overhead, so it is paid once per column and flush, not once per field and event.
+    `add` stores only references to what `append` already computed for the hash (the
+    header values, the packed bytes), no per-event Arrow work; `to_batch` turns each column
+    into an Arrow array in one call, so Arrow's per-call overhead is paid once per column
+    and flush, not once per field and event.
     """
 
     def __init__(self, run_id: str) -> None:

@@ -5,18 +5,26 @@
         writer.append(RoundPlayed(...)); ...
         writer.flush()          # once per window: durable, and visible to readers
 
-`append` hashes the event into the chain and buffers it (no I/O); `flush` writes the buffer
-as one immutable segment (see storage/segments.py for the layout and why), so a kill -9
-loses at most the events appended since the last flush. The buffer also flushes on its own
-every `max_buffered` events so a writer that never flushes still has bounded memory.
+`append` hashes the event into the chain and buffers it (no I/O): a RoundPlayed is encoded
+by a dedicated fast path (storage/segments.py `encode_round`) and buffered column by column,
+so the per-event work is the unavoidable part, packing the token ids and log-probs into the
+bytes that are hashed and stored, and SHA-256 over them; the Arrow arrays are built once
+per flush. `flush` writes the buffer as one immutable segment (see storage/segments.py for
+the layout and why), so a kill -9 loses at most the events appended since the last flush.
+Each flush costs two fsyncs (the segment, then the directory holding its and head.json's
+renames), so small flushes are bounded by the disk's fsync latency, not the CPU. The buffer
+also flushes on its own every `max_buffered` events so a writer that never flushes still has
+bounded memory.
 
 Compaction keeps a long run from becoming tens of thousands of small files: once the flush
 segments (level 0) written since the last merge hold `MERGE_ROWS` events, or number
 `MERGE_SEGMENTS`, they are merged into one level-1 segment of a few large record batches.
-One level, not a cascade: every event is rewritten once, because on this kind of machine the
-disk, not the CPU, bounds append throughput. A run of N events holds about N/MERGE_ROWS
-merged segments plus fewer than MERGE_SEGMENTS recent ones (about 310 for 1M rounds
-flushed every 64), few enough for SQL and a window read to stay fast.
+One level, not a cascade: every event is rewritten once. The merge runs in a background
+thread (Arrow's copies, the writes and fsync release the GIL), so appending goes on while it
+runs; `close` waits for it, and a failed merge is reported by the next `flush` and retried
+later (its segments stay live, nothing is lost). A run of N events holds about N/MERGE_ROWS
+merged segments plus a few MERGE_SEGMENTS' worth of recent ones at most (about 310 for 1M
+rounds flushed every 64), few enough for SQL and a window read to stay fast.
 
 One writer per run: `log/writer.lock` is held with fcntl.flock while the writer is open. The
 OS releases the lock when the process dies, so a run killed with SIGKILL can be continued

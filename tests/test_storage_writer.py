@@ -42,7 +42,9 @@ def test_a_failed_background_merge_is_reported_and_loses_nothing(tmp_path: Path,
             appended.append(writer.append(round_played(round_id)))
             writer.flush()  # the 64th flush starts a merge; a later flush reports its failure
     monkeypatch.setattr(writer_module, "write_segment_file", real_write)
-    writer.close()  # the failed group is merged again, now successfully
+    appended.append(writer.append(round_played(2000)))
+    writer.flush()  # the failed group's segments are still live and merged again, now successfully
+    writer.close()  # waits for that merge
     assert any(".L1." in p.name for p in (tmp_path / "run" / "log").iterdir())
     report = verify_run(tmp_path / "run")
     assert report.ok, report.summary()
