@@ -5,13 +5,16 @@
 
 Targets (issue 2): >= 50,000 RoundPlayed events/s appended (2 kB of text, 200 token ids
 each), <= 1 s for the metrics-per-window query over 1,000,000 rounds, <= 50 ms to read 64
-rounds from the middle of that log. The appended events hold exactly --text-bytes (2,000) of
-text in all (story, question, choices, prompts, outputs, ids), the policy's 200 output token
-ids and their 200 log-probs plus 100 prompt ids, and a monitor part of the same size; the
-first line after the date prints the exact sizes, each append line the stored bytes per
-event. Append is timed for several flush sizes (64 = one flush per window, what the engine
-does; a flush is durable, so each costs two fsyncs), from create to close (close waits for a
-background compaction). Everything is written to a temporary directory deleted at the end.
+rounds from the middle of that log. The appended events hold exactly --text-bytes (2,000 B)
+of text in all (story, question, choices, prompts, outputs, state id, phase, truth), the
+policy's 200 output token ids with their 200 log-probs plus 100 prompt ids, and a monitor
+part of the same size (its critique: 100 prompt ids, 200 ids, 200 log-probs); the `events:`
+line prints the exact sizes, each `append:` line the bytes stored per event. Append is timed
+for several flush sizes (64 = one flush per window, what the engine does; a flush is
+durable, so each costs two fsyncs, and the line says how long one took), from create to close
+(close waits for a background compaction). The queried 1M-round log is written by
+storage.synthetic with the same budgets (its texts come out a little shorter). Everything
+is written to a temporary directory that is deleted at the end.
 """
 
 from __future__ import annotations
