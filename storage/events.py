@@ -113,7 +113,7 @@ class AdapterUpdate(Event):
     round_ids: list[int]  # the training rounds this update consumed, in order
     first_seq: int  # seq range of the RoundPlayed events consumed
     last_seq: int
-    diagnostics: dict[str, float]  # losses/policy_loss, losses/approx_kl, ... (see engine.ppo)
+    diagnostics: dict[str, float]  # plain names: policy_loss, approx_kl, clipfrac, ... (engine.ppo)
 
 
 @dataclass(frozen=True, kw_only=True)
