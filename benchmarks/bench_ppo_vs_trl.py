@@ -17,8 +17,13 @@ covers its generation, reward, reference pass and optimiser step. Ours is the wa
 `Player.generate_from_ids` + reward + `PPOLearner.update`. Process CPU seconds per step are
 printed beside the wall times: on a machine shared with other work they move much less.
 
-Both sides sample until EOS or 64 tokens; the completion tokens each side generated are
-printed, and the ratio is also given per generated token in case they differ.
+Equal work needs equal completion lengths, so by default neither side stops at EOS: every
+completion is exactly 64 tokens. TRL gets generation_kwargs min_new_tokens = 64 (transformers
+masks the EOS logits until then); our player is wrapped so that no token ends a row (an EOS
+it samples is kept as an ordinary token and trained on). The sampled distributions differ
+only in EOS's mass, the shapes and FLOPs are identical. --stop-at-eos restores sampling until
+EOS on both sides; the completion tokens each side generated are printed either way, and the
+ratio is also given per generated token in case they differ.
 
 Also printed: our generation tokens/s, the learner's achieved GFLOP/s and the fp32 matmul
 peak measured here (a 2048² torch.matmul on the same threads). FLOPs of the learner count
@@ -110,11 +115,30 @@ def learner_flops(player: Player, prompt_len: int, response_lens: list[int]) -> 
     return 3 * one_forward  # reference forward, policy forward, backward (input gradients)
 
 
+class FullLengthPlayer(Player):
+    """A Player that never stops a row early: every completion runs to max_new_tokens, as
+    TRL's does with min_new_tokens = max_completion_length (equal work on both sides)."""
+
+    @property
+    def eos_token_ids(self) -> set[int]:
+        return set()
+
+    @property
+    def pad_token_id(self) -> int:
+        # Player.pad_token_id falls back to the smallest EOS id; keep the real one.
+        tokenizer = self.tokenizer
+        if tokenizer.pad_token_id is not None:
+            return int(tokenizer.pad_token_id)
+        return min(Player.eos_token_ids.fget(self))  # type: ignore[attr-defined]
+
+
 def bench_ours(args: argparse.Namespace, pool: ModelPool) -> dict[str, float]:
     config = PlayerConfig(
         model=args.model, lora_r=LORA_R, lora_alpha=LORA_ALPHA, target_modules=TARGETS, temperature=1.0, max_new_tokens=MAX_NEW_TOKENS
     )
     policy = Player.create(pool, "policy", config)
+    if not args.stop_at_eos:
+        policy = FullLengthPlayer(policy.base, policy.role, policy.config)
     learner = PPOLearner(
         policy,
         PPOSettings(learning_rate=LEARNING_RATE, kl_coef=KL_COEF, advantage="group", minibatch_size=N_COMPLETIONS, ppo_epochs=1),
@@ -211,6 +235,8 @@ def bench_trl(args: argparse.Namespace, pool: ModelPool, prompt_text: str) -> di
         disable_tqdm=True,
         shuffle_dataset=False,
         seed=0,
+        # Equal work with our FullLengthPlayer: no completion ends before the budget.
+        generation_kwargs=None if args.stop_at_eos else {"min_new_tokens": MAX_NEW_TOKENS},
     )
     trainer = GRPOTrainer(
         model=model,
@@ -239,6 +265,7 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--skip-trl", action="store_true", help="time our step only (profiling)")
     parser.add_argument("--skip-ours", action="store_true", help="time TRL's step only")
+    parser.add_argument("--stop-at-eos", action="store_true", help="let both sides stop at EOS (unequal lengths)")
     parser.add_argument("--scratch", default="/tmp/minmax-engine-bench")
     parser.add_argument("--model", default=MODEL, help="model spec (default: the embedded SmolLM2)")
     args = parser.parse_args()
@@ -247,6 +274,7 @@ def main() -> int:
 
     peak = matmul_peak_gflops()
     print(f"fp32 matmul peak: {peak:.1f} GFLOP/s on {args.threads} threads", flush=True)
+    print("completions: " + ("until EOS or " if args.stop_at_eos else "exactly ") + f"{MAX_NEW_TOKENS} tokens on both sides", flush=True)
     pool = ModelPool()
     ours = None if args.skip_ours else bench_ours(args, pool)
     base = pool.causal_lm(args.model, "cpu", torch.float32)

@@ -56,6 +56,10 @@ class Generation:
 
 
 class Player:
+    # Prefill each distinct prompt once (see _sample). A switch only so tests can compare
+    # against the unshared loop; nothing else turns it off.
+    _share_prompts = True
+
     def __init__(self, base: SharedBase, role: str, config: PlayerConfig) -> None:
         self.base = base
         self.role = role
@@ -284,10 +288,21 @@ class Player:
 
         Rows that emit an EOS are dropped from the batch (and the KV cache), so a batch costs
         what its still-running sequences cost.
+
+        Rows with identical prompts (the n samples of one state) share one prefill: each
+        distinct prompt is encoded once and its KV cache, mask and positions are copied to
+        the rows that share it before the first draw. The padded width is the longest distinct
+        prompt, which is the longest prompt, so every row sees exactly the inputs it would
+        have seen unshared; the first-step logits are copies of the shared row's, and every
+        draw still runs over the full batch, so the generator is consumed identically.
         """
         temperature = self.config.temperature
         eos = torch.tensor(sorted(self.eos_token_ids), device=self.device)
-        input_ids, attention_mask, position_ids = left_pad(prompt_ids, self.pad_token_id, self.device)
+        distinct: dict[tuple[int, ...], int] = {}
+        source = [distinct.setdefault(tuple(ids), len(distinct)) for ids in prompt_ids]
+        shared = self._share_prompts and len(distinct) < len(prompt_ids)
+        encoded: Sequence[Sequence[int]] = list(distinct) if shared else prompt_ids
+        input_ids, attention_mask, position_ids = left_pad(encoded, self.pad_token_id, self.device)
         tokens: list[list[int]] = [[] for _ in prompt_ids]
         logprobs: list[list[float]] = [[] for _ in prompt_ids]
         running = torch.arange(len(prompt_ids), device=self.device)  # original row of each batch row
@@ -300,9 +315,16 @@ class Player:
             logits_to_keep=1,
         )
         cache = output.cache
+        last_logits = output.logits[:, -1, :]
+        if shared:
+            # Expand the distinct prompts' prefill to one row per sample: the decode steps
+            # write a different token to each row, so each needs its own cache row.
+            rows = torch.tensor(source, device=self.device)
+            cache.batch_select_indices(rows)
+            attention_mask, position_ids, last_logits = attention_mask[rows], position_ids[rows], last_logits[rows]
         next_positions = position_ids[:, -1] + 1
         for _ in range(self.config.max_new_tokens):
-            tempered = output.logits[:, -1, :].float() / temperature
+            tempered = last_logits.float() / temperature
             token_logprobs = torch.log_softmax(tempered, dim=-1)
             if sample:
                 chosen = self._draw(token_logprobs, generator)
@@ -331,6 +353,7 @@ class Player:
                 use_cache=True,
             )
             cache = output.cache
+            last_logits = output.logits[:, -1, :]
             next_positions = next_positions + 1
         return tokens, logprobs
 

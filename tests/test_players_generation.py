@@ -193,3 +193,45 @@ def test_response_prefix_ends_the_prompt_and_starts_the_text_but_is_not_generate
     # The prefix is prompt, not response: the learner must not be trained on it.
     assert generation.prompt_ids == prefixed.encode_prompt(prompt)
     assert len(generation.token_ids) == len(generation.logprobs) >= 1
+
+
+def test_shared_prompts_are_prefilled_once_and_generate_as_if_unshared(tiny_lm_dir: Path, tmp_path: Path) -> None:
+    """Duplicated prompts mixed with distinct ones: one prefill row per distinct prompt, and
+    the same tokens and log-probs as the unshared loop (the draws run over the same batch)."""
+    player = make_player(tiny_lm_dir, tmp_path, max_new_tokens=8)
+    a, b, c = (player.encode_prompt(prompt) for prompt in prompts_for(player))
+    prompt_ids = [a, b, a, c, a, b]
+    prefill_rows: list[int] = []
+
+    def record(_module: torch.nn.Module, args: tuple[torch.Tensor, ...]) -> None:
+        if args[0].shape[1] > 1:  # a prefill, not a one-token decode step
+            prefill_rows.append(args[0].shape[0])
+
+    hook = player.model.get_base_model().get_input_embeddings().register_forward_pre_hook(record)
+    try:
+        shared = player.generate_from_ids(prompt_ids, seed=7)
+        player._share_prompts = False
+        unshared = player.generate_from_ids(prompt_ids, seed=7)
+    finally:
+        hook.remove()
+        del player._share_prompts
+    assert prefill_rows == [3, 6]
+
+    assert [g.token_ids for g in shared] == [g.token_ids for g in unshared]
+    # Rows that share a prompt still draw their own samples.
+    assert len({tuple(shared[row].token_ids) for row in (0, 2, 4)}) > 1
+    for with_sharing, without in zip(shared, unshared):
+        assert with_sharing.prompt_ids == without.prompt_ids
+        assert with_sharing.logprobs == pytest.approx(without.logprobs, abs=1e-5)
+        assert with_sharing.logprobs == pytest.approx(
+            forward_logprobs(player, with_sharing.prompt_ids, with_sharing.token_ids), abs=1e-4
+        )
+
+    # An EOS that stops one of the sharing rows early leaves the others as they were.
+    player.base.model.generation_config.eos_token_id = token_unique_to_one_row([g.token_ids for g in shared])
+    stopped = player.generate_from_ids(prompt_ids, seed=7)
+    assert len({len(g.token_ids) for g in stopped}) > 1
+    for generation in stopped:
+        assert generation.logprobs == pytest.approx(
+            forward_logprobs(player, generation.prompt_ids, generation.token_ids), abs=1e-4
+        )
