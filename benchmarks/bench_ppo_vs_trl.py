@@ -25,6 +25,11 @@ only in EOS's mass, the shapes and FLOPs are identical. --stop-at-eos restores s
 EOS on both sides; the completion tokens each side generated are printed either way, and the
 ratio is also given per generated token in case they differ.
 
+--threads sets torch's intra-op threads for the whole process (both sides). On a 2-core machine
+busy with other work use --threads 1: with 2, every small matmul waits at an OpenMP barrier
+for a descheduled thread (measured on such a machine: an 8×576 · 576×1536 linear took 32 ms
+on 2 threads against 1.2 ms on 1, and a whole step of ours ran 12× slower).
+
 Also printed: our generation tokens/s, the learner's achieved GFLOP/s and the fp32 matmul
 peak measured here (a 2048² torch.matmul on the same threads). FLOPs of the learner count
 the work it actually does (it encodes a shared prompt once, see engine/ppo.py detail 12):
@@ -262,7 +267,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--steps", type=int, default=3, help="timed steps per side")
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps first")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=2, help="intra-op threads, both sides (1 on a busy machine)")
     parser.add_argument("--skip-trl", action="store_true", help="time our step only (profiling)")
     parser.add_argument("--skip-ours", action="store_true", help="time TRL's step only")
     parser.add_argument("--stop-at-eos", action="store_true", help="let both sides stop at EOS (unequal lengths)")

@@ -7,7 +7,11 @@ The segments of every run found are memory-mapped and registered as one zero-cop
 table (they share one schema and carry a run_id column), re-listed before every query so a
 run that is still being written shows every segment flushed so far. Views:
 
-- `events`  run_id, seq, event_type, ts, schema_version, payload (JSON text of the event)
+- `events`  run_id, seq, event_type, ts, schema_version, payload (JSON text of the event);
+            every event ever logged, superseded ones included
+- the other views leave out events a resume superseded: those a killed run logged after its
+  last checkpoint (RunResumed.discarded_after_seq < seq < the RunResumed's seq), which the
+  resumed run played again
 - `rounds`  run_id, seq, ts and every RoundPlayed field (lists as lists, timings as JSON);
             note that `window` is an SQL keyword: write "window" in double quotes
 - `updates` one row per MonitorUpdated / PolicyUpdated, common diagnostics as columns
@@ -39,9 +43,10 @@ import duckdb
 import orjson
 import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from storage.errors import UserError
-from storage.events import RunStarted
+from storage.events import RunResumed, RunStarted
 from storage.segments import LOG_DIR_NAME, MANIFEST_NAME, ROUND_COLUMNS, SEGMENT_SCHEMA, SegmentFile, live_segments, open_segment
 from storage.writer import list_segment_files, read_manifest
 
@@ -84,7 +89,7 @@ def _rounds_sql() -> str:
     columns = ", ".join(f'"{c}"' for c in ROUND_COLUMNS)
     return f"""
         SELECT run_id, seq, CAST(ts AS TIMESTAMPTZ) AS ts, {columns}
-        FROM _segments WHERE event_type = 'RoundPlayed'"""
+        FROM _live WHERE event_type = 'RoundPlayed'"""
 
 
 def _updates_sql() -> str:
@@ -100,7 +105,7 @@ def _updates_sql() -> str:
                CAST(json_array_length(payload -> 'round_ids') AS BIGINT) AS n_rounds,
 {diagnostics},
                CAST(payload -> 'diagnostics' AS VARCHAR) AS diagnostics
-        FROM _segments WHERE event_type IN ('MonitorUpdated', 'PolicyUpdated')"""
+        FROM _live WHERE event_type IN ('MonitorUpdated', 'PolicyUpdated')"""
 
 
 _LAMBDA_SQL = """
@@ -111,7 +116,7 @@ _LAMBDA_SQL = """
                TRY_CAST(payload ->> 'mean_f' AS DOUBLE) AS mean_f,
                TRY_CAST(payload ->> 'delta' AS DOUBLE) AS delta,
                CAST(payload ->> 'applied' AS BOOLEAN) AS applied
-        FROM _segments WHERE event_type = 'LambdaUpdated'"""
+        FROM _live WHERE event_type = 'LambdaUpdated'"""
 
 # Read the rounds straight from the segments (not through the `rounds` view) so that the
 # timestamp cast costs nothing; the predicates match the view's. δ comes from `_runs`, one
@@ -137,7 +142,7 @@ _METRICS_SQL = """
                 avg(combined_reward) AS mean_reward,
                 avg(p_accept) AS mean_p_accept,
                 arg_max(lambda_value, seq) AS last_lambda
-            FROM (SELECT *, monitor_output IS NOT NULL AS monitored FROM _segments
+            FROM (SELECT *, monitor_output IS NOT NULL AS monitored FROM _live
                   WHERE event_type = 'RoundPlayed' AND phase = 'train')
             GROUP BY run_id, "window"
         )
@@ -158,6 +163,7 @@ class RunsQuery:
             read_manifest(run_dir)  # schema version and manifest checks, one-line errors
         self._tables: dict[Path, pa.Table] = {}  # segment path -> its rows, memory-mapped
         self._run_starts: dict[Path, dict] = {}  # run dir -> run_id, mode, delta
+        self._resumes: dict[Path, list[tuple[int, int]]] = {}  # segment -> its RunResumed ranges
         self._connection = duckdb.connect(":memory:")
         self._connection.execute("SET enable_progress_bar = false")  # it would print to stdout
         self._refresh()
@@ -226,7 +232,37 @@ class RunsQuery:
         self._tables = {s.path: t for s, t in zip(segments, tables)}
         combined = pa.concat_tables(tables) if tables else SEGMENT_SCHEMA.empty_table()
         self._connection.register("_segments", combined)
+        self._connection.register("_live", self._without_superseded(segments, tables, combined))
         self._connection.register("_runs", self._runs_table(segments))
+
+    def _without_superseded(self, segments: list[SegmentFile], tables: list[pa.Table],
+                            combined: pa.Table) -> pa.Table:
+        """The log less the events a resume superseded (see the module docstring).
+
+        RunResumed events are rare, so each segment is searched for them once (segments are
+        immutable) and only the segments that overlap a superseded range are filtered; a run
+        that never resumed keeps its zero-copy table.
+        """
+        superseded: dict[Path, list[tuple[int, int]]] = {}  # run dir -> (after_seq, resumed_seq)
+        for segment, table in zip(segments, tables):
+            if segment.path not in self._resumes:
+                rows = table.filter(pc.equal(table.column("event_type"), RunResumed.event_type))
+                self._resumes[segment.path] = [
+                    (orjson.loads(payload)["discarded_after_seq"], seq)
+                    for payload, seq in zip(rows.column("payload").to_pylist(), rows.column("seq").to_pylist())
+                ]
+            superseded.setdefault(segment.path.parent.parent, []).extend(self._resumes[segment.path])
+        if not any(superseded.values()):
+            return combined
+        kept = []
+        for segment, table in zip(segments, tables):
+            ranges = [(after, resumed) for after, resumed in superseded[segment.path.parent.parent]
+                      if after < segment.last_seq and resumed > segment.first_seq]
+            for after, resumed in ranges:
+                seqs = table.column("seq")
+                table = table.filter(pc.or_(pc.less_equal(seqs, after), pc.greater_equal(seqs, resumed)))
+            kept.append(table)
+        return pa.concat_tables(kept)
 
     def _runs_table(self, segments: list[SegmentFile]) -> pa.Table:
         """run_id, mode, delta for each run whose RunStarted (seq 0) is flushed."""

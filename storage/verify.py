@@ -11,7 +11,7 @@ What is checked, from what is stored (nothing is trusted from the writer's memor
   edited byte in Arrow metadata or magic as an unreadable segment; bytes that hold no value,
   such as alignment padding, are not read by anyone and not checked);
 - the tail: `head.json` records the last flushed seq and hash, so deleting the newest
-  segment(s) is detected; the log starts with RunStarted and nothing follows RunFinished.
+  segment(s) is detected; the log starts with RunStarted and nothing but a later evaluation follows RunFinished.
 
 What cannot be detected: someone who rewrites the segments *and* head.json consistently
 (recomputing every hash) — a hash chain without a signature detects damage and naive edits,
@@ -28,7 +28,7 @@ from pathlib import Path
 import orjson
 import pyarrow as pa
 
-from storage.events import SCHEMA_VERSION, EVENT_TYPES, RunFinished, RunStarted
+from storage.events import SCHEMA_VERSION, EVENT_TYPES, EvaluationCompleted, RoundPlayed, RunFinished, RunStarted
 from storage.segments import (
     GENESIS_HASH,
     HEAD_NAME,
@@ -38,6 +38,10 @@ from storage.segments import (
     live_segments,
     stored_hashes,
 )
+
+# A finished run may still be evaluated (`minmax-engine eval RUN`): its eval rounds and the
+# EvaluationCompleted summary are the only events allowed after RunFinished.
+AFTER_FINISH_TYPES = frozenset({RoundPlayed.event_type, EvaluationCompleted.event_type})
 from storage.writer import list_segment_files, read_manifest
 
 _MAX_PROBLEMS = 20
@@ -95,7 +99,7 @@ def verify_run(run_dir: str | os.PathLike) -> VerifyReport:
 
     expected_seq, prev_hash = 0, GENESIS_HASH
     hash_at_seq_of_head: str | None = None
-    last_event_type: str | None = None
+    finished_seen = False
     for segment in segments:
         relative = f"{LOG_DIR_NAME}/{segment.name}"
         if segment.first_seq != expected_seq:
@@ -136,11 +140,14 @@ def verify_run(run_dir: str | os.PathLike) -> VerifyReport:
                                      "(its content was edited)", seq, relative))
             if seq == 0 and types[row] != RunStarted.event_type:
                 _add(report, Problem(f"the log begins with {types[row]}, not RunStarted", seq, relative))
-            if last_event_type == RunFinished.event_type:
-                _add(report, Problem("an event follows RunFinished", seq, relative))
+            if finished_seen and types[row] not in AFTER_FINISH_TYPES:
+                _add(report, Problem(f"{types[row]} follows RunFinished (only a later evaluation, "
+                                     f"`minmax-engine eval`, may append to a finished run)", seq, relative))
+            if types[row] == RunFinished.event_type:
+                finished_seen = True
             if head is not None and seq == head[0]:
                 hash_at_seq_of_head = hashes[row]
-            prev_hash, last_event_type = hashes[row], types[row]
+            prev_hash = hashes[row]
             report.n_events += 1
         expected_seq = segment.last_seq + 1
         report.last_seq = max(report.last_seq, segment.last_seq)
@@ -156,7 +163,7 @@ def verify_run(run_dir: str | os.PathLike) -> VerifyReport:
     elif segments:
         _add(report, Problem(f"{HEAD_NAME} is missing, so a missing tail cannot be ruled out", None,
                              f"{LOG_DIR_NAME}/{HEAD_NAME}"))
-    report.finished = last_event_type == RunFinished.event_type
+    report.finished = finished_seen
     return report
 
 

@@ -169,3 +169,37 @@ def test_write_statements_raise_user_errors_in_the_python_api(runs: Path) -> Non
         for statement in ("INSERT INTO rounds (seq) VALUES (1)", "CREATE TABLE t AS SELECT 1", "SELEC 1"):
             with pytest.raises(UserError):
                 query.arrow(statement)
+
+
+def test_views_leave_out_what_a_resume_superseded_but_events_keep_it(tmp_path: Path) -> None:
+    """A killed run logged rounds after its last checkpoint; the resumed run played them again.
+    Only the replayed ones count in rounds/updates/metrics; the raw log keeps everything."""
+    from dataclasses import replace
+
+    from storage import CheckpointSaved, PolicyUpdated, RunResumed
+
+    run_dir = tmp_path / "resumed"
+    with RunWriter.create(run_dir, "resumed") as writer:
+        writer.append(run_started())                                            # seq 0
+        for round_id in range(4):                                               # seq 1-4
+            writer.append(replace(round_played(round_id), phase="train", window=0))
+        writer.append(PolicyUpdated(version=1, round_ids=[0, 1, 2, 3], first_seq=1, last_seq=4,
+                                    diagnostics={"approx_kl": 0.1}))            # seq 5
+        checkpoint = writer.append(CheckpointSaved(path="checkpoints/1", policy_version=1, monitor_version=0,
+                                                   lambda_value=1.0, next_round_id=4, last_round_seq=4))  # seq 6
+        for round_id in range(4, 7):                                            # seq 7-9: superseded
+            writer.append(replace(round_played(round_id), phase="train", window=1, truth="wrong"))
+        writer.append(PolicyUpdated(version=2, round_ids=[4, 5, 6], first_seq=7, last_seq=9,
+                                    diagnostics={"approx_kl": 9.9}))            # seq 10: superseded
+    with RunWriter.open_existing(run_dir) as writer:  # the resumed process
+        writer.append(RunResumed(checkpoint_seq=checkpoint.seq, next_round_id=7,
+                                 discarded_after_seq=checkpoint.seq))           # seq 11
+        for round_id in range(7, 10):                                           # seq 12-14
+            writer.append(replace(round_played(round_id), phase="train", window=1, truth="correct"))
+
+    with RunsQuery(run_dir) as q:
+        assert q.arrow("SELECT seq FROM rounds ORDER BY seq").column("seq").to_pylist() == [1, 2, 3, 4, 12, 13, 14]
+        assert q.arrow("SELECT approx_kl FROM updates").column("approx_kl").to_pylist() == [0.1]
+        window_1 = q.polars('SELECT n_rounds, policy_accuracy FROM metrics WHERE "window" = 1').row(0)
+        assert window_1 == (3, 1.0)
+        assert q.arrow("SELECT count(*) AS n FROM events").column("n").to_pylist() == [15]

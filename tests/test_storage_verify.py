@@ -189,3 +189,26 @@ def test_a_copied_run_with_a_different_manifest_id_is_caught(tmp_path: Path) -> 
     manifest.write_text(manifest.read_text().replace('"tamper"', '"other"'))
     report = verify_run(copy)
     assert not report.ok and report.problems[0].seq == 0 and "run id" in report.problems[0].message
+
+
+def test_only_a_later_evaluation_may_follow_run_finished(tmp_path: Path) -> None:
+    from storage import EvaluationCompleted, PolicyUpdated, RunFinished
+
+    run_dir = tmp_path / "run"
+    with RunWriter.create(run_dir, "evaluated-later") as writer:
+        writer.append(run_started())
+        writer.append(round_played(0))
+        writer.append(RunFinished(rounds=1, policy_updates=0, monitor_updates=0, wall_seconds=1.0))
+        # what `minmax-engine eval RUN` appends to a finished run
+        writer.append(replace(round_played(0), phase="eval", window=-1))
+        writer.append(EvaluationCompleted(dataset="builtin", split="eval", n_rounds=1, policy_version=0,
+                                          monitor_version=0, checkpoint=None, metrics={"policy_accuracy": 1.0}))
+    report = verify_run(run_dir)
+    assert report.ok and report.finished and report.n_events == 5
+
+    with RunWriter.open_existing(run_dir) as writer:
+        writer.append(PolicyUpdated(version=1, round_ids=[0], first_seq=1, last_seq=1, diagnostics={}))
+    report = verify_run(run_dir)
+    assert not report.ok
+    assert any(problem.seq == 5 and "PolicyUpdated follows RunFinished" in problem.message
+               for problem in report.problems)
