@@ -172,6 +172,7 @@ async def test_update_range_filter_keeps_rounds_of_those_policy_versions(fixture
         narrowed = [seq for seq, e in fixture_run.rounds
                     if 1 <= e.policy_version <= 2 and OUTCOME_PREDICATES["deceptions"](e)]
         await wait_for_rows(pilot, app, narrowed, "deceptions of versions 1..2")
+        assert set(table_seqs(app)) <= set(expected)
 
 
 @pytest.mark.parametrize("typed", ["LIGHTHOUSE", "harbour", "100%", "_"])
@@ -339,7 +340,7 @@ async def test_rounds_of_a_run_being_written_appear_without_restarting(tmp_path:
                              "the first two windows")
             keep_writing.set()
             await wait_until(pilot, lambda: len(table_seqs(app)) == 24, "rounds written after the app opened")
-            await asyncio.to_thread(more_windows_written.wait, 10)
+            assert await asyncio.to_thread(more_windows_written.wait, 10), "the background writer did not finish"
             await pilot.press("o")
             await wait_until(pilot, lambda: "finished" in str(app.screen.query_one("#counts", Static).render()),
                              "the run to show as finished")
