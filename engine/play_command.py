@@ -5,8 +5,9 @@
     minmax-engine play --resume runs/<run_id>
     minmax-engine eval runs/<run_id> [--checkpoint N] [--dataset NAME|PATH]
 
-`play` itself prints only the run id and directory at the start and the end, and a short
-final summary; the progress bar and the per-window lines come from the console tracker.
+`play` itself prints only the run id and directory at the start and the end (and a short
+final summary when the console tracker, which prints the progress bar, the per-window lines
+and the summary, is not among the backends).
 """
 
 from __future__ import annotations
@@ -58,7 +59,8 @@ def run(args: argparse.Namespace) -> int:
     run_dir = Path(config.run_dir) / run_id
     print(f"minmax-engine play: run {run_id} in {run_dir}", flush=True)
     finished = game.start_run(config, run_dir, eval_only=args.eval_only)
-    _print_summary(finished.rounds, finished.policy_updates, finished.monitor_updates, finished.wall_seconds)
+    if "console" not in config.logging.backends:  # the console tracker already printed it
+        _print_summary(finished.rounds, finished.policy_updates, finished.monitor_updates, finished.wall_seconds)
     print(f"minmax-engine play: run {run_id} done: {run_dir}", flush=True)
     return 0
 
