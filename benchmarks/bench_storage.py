@@ -9,12 +9,17 @@ rounds from the middle of that log. The appended events hold exactly --text-byte
 of text in all (story, question, choices, prompts, outputs, state id, phase, truth), the
 policy's 200 output token ids with their 200 log-probs plus 100 prompt ids, and a monitor
 part of the same size (its critique: 100 prompt ids, 200 ids, 200 log-probs); the `events:`
-line prints the exact sizes, each `append:` line the bytes stored per event. Append is timed
-for several flush sizes (64 = one flush per window, what the engine does; a flush is
-durable, so each costs two fsyncs, and the line says how long one took), from create to close
-(close waits for a background compaction). The queried 1M-round log is written by
-storage.synthetic with the same budgets (its texts come out a little shorter). Everything
-is written to a temporary directory that is deleted at the end.
+line prints the exact sizes, each `append:` line the bytes stored per event.
+
+Append is timed from create to close (close waits for the background compaction), for
+several flush sizes (64 = one flush per 64-round window; a flush is durable, so each costs
+two fsyncs), with the round's ids and log-probs as numpy arrays (int32, float64: how the
+engine hands them over) and, for comparison in the same run, as Python lists. The `cost:`
+lines time the parts of one append and one flush on their own, on one thread, to show
+where the time goes (`write` is the segment file without its fsyncs). The
+queried 1M-round log is written by storage.synthetic with the same budgets (its texts come
+out a little shorter). Everything is written to a temporary directory that is deleted at
+the end.
 """
 
 from __future__ import annotations
@@ -31,7 +36,11 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+import numpy as np
+
 from storage import RoundPlayed, RunReader, RunsQuery, RunWriter
+from storage.events import SCHEMA_VERSION
+from storage.segments import EventBuffer, canonical_header, chain_hash, encode_round, segment_name, write_segment_file
 from storage.synthetic import write_synthetic_run
 
 METRICS_QUERY = 'SELECT * FROM metrics ORDER BY run_id, "window"'
@@ -73,10 +82,17 @@ def round_pool(text_bytes: int, n_tokens: int, tmp: Path) -> list[RoundPlayed]:
     return pool
 
 
+PACKED = {"policy_prompt_ids": np.int32, "policy_token_ids": np.int32, "policy_logprobs": np.float64,
+          "monitor_prompt_ids": np.int32, "monitor_token_ids": np.int32, "monitor_logprobs": np.float64}
+
+
+def as_arrays(event: RoundPlayed) -> RoundPlayed:
+    """The round as the engine appends it: ids and log-probs as int32 / float64 numpy arrays."""
+    return dataclasses.replace(event, **{name: np.asarray(getattr(event, name), dtype) for name, dtype in PACKED.items()})
+
+
 def describe(event: RoundPlayed) -> str:
-    lists = [(n, getattr(event, n)) for n in ("policy_prompt_ids", "policy_token_ids", "policy_logprobs",
-                                              "monitor_prompt_ids", "monitor_token_ids", "monitor_logprobs")]
-    numbers = ", ".join(f"{name} {len(value) if value is not None else 0}" for name, value in lists)
+    numbers = ", ".join(f"{name} {len(getattr(event, name))}" for name in PACKED)
     return f"RoundPlayed with {text_bytes_of(event):,} B of text in all; {numbers}"
 
 
@@ -102,6 +118,45 @@ def bench_append(pool: list[RoundPlayed], n_events: int, flush_every: int, tmp: 
             "flush_share": in_flush / elapsed, "size": size / n_events}
 
 
+def per_event_costs(pool: list[RoundPlayed], flush_every: int, tmp: Path, repeats: int = 40) -> dict[str, float]:
+    """Microseconds per event of each step of append and flush, each timed on its own."""
+    n = flush_every
+    events = [pool[i % len(pool)] for i in range(n)]
+    costs: dict[str, float] = {}
+
+    def timed(name: str, step) -> None:
+        step()
+        start = time.perf_counter()
+        for _ in range(repeats):
+            step()
+        costs[name] = (time.perf_counter() - start) / repeats / n * 1e6
+
+    encoded = [encode_round(e) for e in events]
+    headers = [canonical_header("run", i, "2026-11-25T12:00:00.000000+00:00", SCHEMA_VERSION, "RoundPlayed", h)
+               for i, (h, _) in enumerate(encoded)]
+    timed("encode", lambda: [encode_round(e) for e in events])
+    timed("json", lambda: [canonical_header("run", i, "2026-11-25T12:00:00.000000+00:00", SCHEMA_VERSION,
+                                            "RoundPlayed", h) for i, (h, _) in enumerate(encoded)])
+    timed("sha256", lambda: [chain_hash("0" * 64, c, [b for b in p if b is not None])
+                             for c, (_, p) in zip(headers, encoded)])
+    buffer = EventBuffer("run")
+    for i, (header, packed) in enumerate(encoded):
+        buffer.add(i, "2026-11-25T12:00:00.000000+00:00", "RoundPlayed", "0" * 64, "0" * 64, None, header, packed)
+    timed("arrow", buffer.to_batch)
+    batch = buffer.to_batch()
+    log_dir = tmp / "costs"
+    log_dir.mkdir(exist_ok=True)
+    counter = iter(range(10**9))
+    # the segment file as flush writes it, less the fsyncs (the disk's latency, not CPU)
+    real_fsync, os.fsync = os.fsync, lambda fd: None
+    try:
+        timed("write", lambda: write_segment_file(log_dir, segment_name(next(counter), 0, 0), [batch]))
+    finally:
+        os.fsync = real_fsync
+    shutil.rmtree(log_dir)
+    return costs
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=1_000_000, help="rounds in the log that is queried")
@@ -118,14 +173,23 @@ def main() -> None:
     print(f"date:    {datetime.now(timezone.utc).isoformat(timespec='seconds')}")
     tmp = Path(tempfile.mkdtemp(prefix="bench-storage-", dir=args.dir))
     try:
-        pool = round_pool(args.text_bytes, args.n_tokens, tmp)
-        print(f"events:  {describe(pool[0])}")
-        for flush_every in args.append_flush:
+        listed = round_pool(args.text_bytes, args.n_tokens, tmp)
+        arrays = [as_arrays(e) for e in listed]
+        print(f"events:  {describe(listed[0])}")
+        runs = [(arrays, flush_every) for flush_every in args.append_flush]
+        runs += [(listed, flush_every) for flush_every in (args.append_flush[0], args.append_flush[-1])]
+        for pool, flush_every in runs:
             figures = bench_append(pool, args.append_events, flush_every, tmp)
-            print(f"append:  {figures['rate']:,.0f} RoundPlayed events/s (flush every {flush_every} events, "
+            form = "arrays" if pool is arrays else "lists"
+            print(f"append:  {figures['rate']:,.0f} RoundPlayed events/s ({form}, flush every {flush_every} events; "
                   f"{args.append_events:,} events, {figures['size']:,.0f} B stored per event; "
                   f"process CPU {figures['cpu'] * 1e6:.0f} us per event; "
-                  f"{figures['flush'] * 1e3:.1f} ms per flush, {figures['flush_share']:.0%} of the time)")
+                  f"{figures['flush'] * 1e3:.2f} ms per flush, {figures['flush_share']:.0%} of the time)")
+        for flush_every in (args.append_flush[0], args.append_flush[-1]):
+            costs = {form: per_event_costs(pool, flush_every, tmp) for form, pool in (("arrays", arrays), ("lists", listed))}
+            parts = ", ".join(f"{name} {value:.1f}" for name, value in costs["arrays"].items())
+            print(f"cost:    us per event, one thread, flushes of {flush_every}: {parts} "
+                  f"(sum {sum(costs['arrays'].values()):.1f}; encode from lists {costs['lists']['encode']:.1f})")
 
         start = time.perf_counter()
         run_dir = write_synthetic_run(tmp / "big", args.rounds, text_bytes=args.text_bytes, n_tokens=args.n_tokens,

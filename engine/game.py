@@ -558,6 +558,7 @@ def resume_run(run_dir: Path, *, pool: ModelPool | None = None) -> RunFinished:
     _check_same_data(reader, dataset, run_dir)
     writer = RunWriter.open_existing(run_dir)
     log = RunLog(run_dir, writer, open_trackers(config.logging.backends, run_dir, writer.run_id))
+    log.trackers.resume(reader.run_started())
     game = Game(config, table, dataset, log, run_dir)
     with _failures_recorded(log):
         assert isinstance(checkpoint.event, CheckpointSaved)

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal
+
+import numpy as np
 
 from engine.ppo import Rollout
 from storage.events import RoundPlayed, Truth
@@ -85,6 +87,12 @@ def monitor_reward(
 # --- rollouts: RoundPlayed events read back from the log -> what each PPO learner trains on ---
 
 
+def _plain(values: Sequence[Any] | np.ndarray) -> list[Any]:
+    """A round's ids or log-probs as a list of Python numbers (a round fresh from play holds
+    numpy arrays, one read back from the log holds lists)."""
+    return values.tolist() if isinstance(values, np.ndarray) else list(values)
+
+
 def _group_of(round_: RoundPlayed) -> str:
     # The n samples of one state played together share a group (group-relative advantages);
     # the same state met again in a later epoch is a different group.
@@ -95,9 +103,9 @@ def policy_rollouts(rounds: Sequence[RoundPlayed]) -> list[Rollout]:
     """The policy's rollouts: reward R as recorded (unparsed penalty already applied)."""
     return [
         Rollout(
-            prompt_ids=list(r.policy_prompt_ids),
-            response_ids=list(r.policy_token_ids),
-            behaviour_logprobs=list(r.policy_logprobs),
+            prompt_ids=_plain(r.policy_prompt_ids),
+            response_ids=_plain(r.policy_token_ids),
+            behaviour_logprobs=_plain(r.policy_logprobs),
             reward=float(r.combined_reward),
             group=_group_of(r),
         )
@@ -121,9 +129,9 @@ def monitor_rollouts(rounds: Sequence[RoundPlayed], *, unparsed_penalty: float) 
         )
         rollouts.append(
             Rollout(
-                prompt_ids=list(r.monitor_prompt_ids),
-                response_ids=list(r.monitor_token_ids),
-                behaviour_logprobs=list(r.monitor_logprobs),
+                prompt_ids=_plain(r.monitor_prompt_ids),
+                response_ids=_plain(r.monitor_token_ids),
+                behaviour_logprobs=_plain(r.monitor_logprobs),
                 reward=reward,
                 group=_group_of(r),
             )

@@ -20,6 +20,8 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
 from engine.config import GameConfig
 from engine.data import State
 from engine.payoffs import combined_reward, fidelity_penalty, truth_of
@@ -117,7 +119,8 @@ def play_rounds(table: Table, scheduled: Sequence[ScheduledRound], settings: Rou
     # Steps run batched, so each round carries its share of the batch's time per step.
     per_round = {step: value / len(states) for step, value in seconds.items()}
 
-    # 5. Truth, payoffs and the record.
+    # 5. Truth, payoffs and the record. Ids and log-probs go to the log as numpy arrays,
+    # which it packs in one copy each (a list costs it ~13 ns per number).
     played = []
     for row, item in enumerate(scheduled):
         state, answer, answer_index = item.state, answers[row], parsed_answers[row]
@@ -144,16 +147,16 @@ def play_rounds(table: Table, scheduled: Sequence[ScheduledRound], settings: Rou
                 choices=list(state.choices),
                 correct_index=state.correct_index,
                 policy_prompt=policy_prompts[row],
-                policy_prompt_ids=list(answer.prompt_ids),
+                policy_prompt_ids=np.asarray(answer.prompt_ids, dtype=np.int32),
                 policy_output=answer.text,
-                policy_token_ids=list(answer.token_ids),
-                policy_logprobs=[float(value) for value in answer.logprobs],
+                policy_token_ids=np.asarray(answer.token_ids, dtype=np.int32),
+                policy_logprobs=np.asarray(answer.logprobs, dtype=np.float64),
                 policy_answer=answer_index,
                 monitor_prompt=monitor_prompts[row] if monitor_prompts is not None else None,
-                monitor_prompt_ids=list(critique.prompt_ids) if critique is not None else None,
+                monitor_prompt_ids=np.asarray(critique.prompt_ids, dtype=np.int32) if critique is not None else None,
                 monitor_output=critique.text if critique is not None else None,
-                monitor_token_ids=list(critique.token_ids) if critique is not None else None,
-                monitor_logprobs=[float(value) for value in critique.logprobs] if critique is not None else None,
+                monitor_token_ids=np.asarray(critique.token_ids, dtype=np.int32) if critique is not None else None,
+                monitor_logprobs=np.asarray(critique.logprobs, dtype=np.float64) if critique is not None else None,
                 monitor_says_correct=verdicts[row],
                 reward_policy=reward_policy,
                 reward_monitor=float(reward_monitor) if reward_monitor is not None else None,

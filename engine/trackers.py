@@ -98,6 +98,10 @@ class MetricStream:
     open_window: int | None = None
     window_rounds: list[RoundPlayed] = field(default_factory=list)
 
+    def recall(self, run_started: RunStarted) -> list[MetricGroup]:
+        self.delta = _lagrangian_delta(run_started)
+        return []
+
     def observe(self, recorded: Recorded) -> list[MetricGroup]:
         event = recorded.event
         if isinstance(event, RoundPlayed):
@@ -182,6 +186,9 @@ class Backend(Protocol):
     def write(self, groups: Sequence[MetricGroup]) -> None: ...
 
     def handle(self, recorded: Recorded) -> None: ...
+
+    def recall(self, run_started: RunStarted) -> None:
+        """A resumed run's RunStarted, read from its log: context, not a new event."""
 
     def close(self) -> None: ...
 
@@ -271,7 +278,9 @@ class ConsoleTracker:
                 self.progress.update(self.task_id, completed=self.rounds_played)
         elif isinstance(event, RunResumed):
             self.rounds_played = event.next_round_id
-            self._print(f"resumed from the checkpoint at seq {event.checkpoint_seq}, next round {event.next_round_id}")
+            of_total = f" of {self.total_rounds}" if self.total_rounds else ""
+            self._print(f"resumed from the checkpoint at seq {event.checkpoint_seq}, next round {event.next_round_id}{of_total}")
+            self._start_progress()
         elif isinstance(event, CheckpointSaved):
             self._print(f"checkpoint saved: {event.path}")
         elif isinstance(event, RunFinished):
@@ -280,6 +289,11 @@ class ConsoleTracker:
         elif isinstance(event, RunFailed):
             self._stop_progress()
             self._print(f"run failed: {event.error_type}: {event.message}")
+
+    def recall(self, run_started: RunStarted) -> None:
+        # The total and the mode, so that a resumed run shows its progress, ETA and λ.
+        self.mode = run_started.mode
+        self.total_rounds = total_training_rounds(run_started)
 
     def _summary_line(self, event: RunFinished) -> str:
         summary = (
@@ -363,6 +377,9 @@ class TensorBoardTracker:
         if isinstance(recorded.event, RunFinished | RunFailed | CheckpointSaved):
             self.writer.flush()  # so that `tensorboard --logdir` shows it without waiting
 
+    def recall(self, run_started: RunStarted) -> None:
+        pass  # scalars are keyed by step: a resumed run appends to the same event files
+
     def close(self) -> None:
         self.writer.close()
 
@@ -413,10 +430,13 @@ class WandbTracker:
                 self.run.log(dict(group.values), step=group.step)
 
     def handle(self, recorded: Recorded) -> None:
-        event = recorded.event
-        if isinstance(event, RunStarted):
-            self.run.config.update({"mode": event.mode, "dataset": event.dataset_name, **event.config})
-            self.run.tags = (event.mode,)
+        if isinstance(recorded.event, RunStarted):
+            self.recall(recorded.event)
+
+    def recall(self, run_started: RunStarted) -> None:
+        # A resumed run is a new W&B run (one per process): it gets the same config and tag.
+        self.run.config.update({"mode": run_started.mode, "dataset": run_started.dataset_name, **run_started.config})
+        self.run.tags = (run_started.mode,)
 
     def close(self) -> None:
         import wandb
@@ -450,6 +470,13 @@ class Trackers:
         groups = self._metrics(lambda: self.stream.observe(recorded))
         for backend in list(self.backends):
             self._guarded(backend, lambda b=backend: (b.write(groups), b.handle(recorded)))
+
+    def resume(self, run_started: RunStarted) -> None:
+        """A resumed run: hand the stream and the backends the RunStarted this process did not
+        publish (the mode, the planned rounds and δ come from it)."""
+        self._metrics(lambda: self.stream.recall(run_started))
+        for backend in list(self.backends):
+            self._guarded(backend, lambda b=backend: b.recall(run_started))
 
     def close(self) -> None:
         groups = self._metrics(self.stream.finish)

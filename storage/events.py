@@ -15,7 +15,11 @@ Conventions that every writer and reader relies on:
 - An unparsed policy answer is `policy_answer=None`; an unparsed monitor verdict is
   `monitor_says_correct=None`. In rlhf mode every monitor field is None and `fidelity_penalty`
   is None.
-- Token ids and behaviour log-probs are per generated token, same length, in order.
+- Token ids and behaviour log-probs are per generated token, same length, in order. A
+  RoundPlayed's id and log-prob fields take a list or a 1-D numpy array (the engine hands
+  over arrays: the log packs them without touching each number, see storage/segments.py);
+  the log stores int32 ids and float64 log-probs and reads them back as lists, and two
+  rounds compare equal when their values are equal, whichever form each holds.
 """
 
 from __future__ import annotations
@@ -24,11 +28,17 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
+import numpy as np
+import numpy.typing as npt
+
 SCHEMA_VERSION = 1
 
 Truth = Literal["correct", "wrong", "unparsed"]
 Mode = Literal["minmax", "rlhf"]
 Phase = Literal["train", "eval"]
+# Packed numeric fields of a RoundPlayed: a list, or a 1-D numpy array of that kind.
+TokenIds = list[int] | npt.NDArray[np.integer]
+LogProbs = list[float] | npt.NDArray[np.floating]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -66,7 +76,7 @@ class RunResumed(Event):
     discarded_after_seq: int  # rounds logged after the checkpoint were not trained on
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True, eq=False)
 class RoundPlayed(Event):
     round_id: int  # 0, 1, 2, ... over the run's training rounds; eval rounds count separately
     phase: Phase
@@ -79,17 +89,17 @@ class RoundPlayed(Event):
     correct_index: int
     # step 1: the policy
     policy_prompt: str
-    policy_prompt_ids: list[int]
+    policy_prompt_ids: TokenIds
     policy_output: str
-    policy_token_ids: list[int]
-    policy_logprobs: list[float]  # behaviour log-probs at generation, logits / temperature
+    policy_token_ids: TokenIds
+    policy_logprobs: LogProbs  # behaviour log-probs at generation, logits / temperature
     policy_answer: int | None  # parsed choice index; None = unparsed
     # step 2: the monitor (all None in rlhf mode)
     monitor_prompt: str | None
-    monitor_prompt_ids: list[int] | None
+    monitor_prompt_ids: TokenIds | None
     monitor_output: str | None
-    monitor_token_ids: list[int] | None
-    monitor_logprobs: list[float] | None
+    monitor_token_ids: TokenIds | None
+    monitor_logprobs: LogProbs | None
     monitor_says_correct: bool | None  # parsed verdict; None = unparsed (or rlhf mode)
     # steps 3-5: referees and ground truth
     reward_policy: float  # r(O)
@@ -103,6 +113,30 @@ class RoundPlayed(Event):
     policy_version: int
     monitor_version: int
     timings: dict[str, float] = field(default_factory=dict)  # seconds per step
+
+    # Written by hand because the generated __eq__ compares field tuples, and a numpy
+    # array's == is elementwise (its truth value is an error).
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not RoundPlayed:
+            return NotImplemented
+        for name in _ROUND_FIELD_NAMES:
+            mine, theirs = self.__dict__[name], other.__dict__[name]
+            if name in _PACKED_ROUND_FIELDS and (isinstance(mine, np.ndarray) or isinstance(theirs, np.ndarray)):
+                if mine is None or theirs is None:
+                    if mine is not theirs:
+                        return False
+                elif not np.array_equal(np.asarray(mine), np.asarray(theirs)):
+                    return False
+            elif mine != theirs:
+                return False
+        return True
+
+    __hash__ = None  # type: ignore[assignment]  # mutable lists inside: never hashable
+
+
+_ROUND_FIELD_NAMES = tuple(f.name for f in dataclasses.fields(RoundPlayed))
+_PACKED_ROUND_FIELDS = frozenset({"policy_prompt_ids", "policy_token_ids", "policy_logprobs",
+                                  "monitor_prompt_ids", "monitor_token_ids", "monitor_logprobs"})
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -8,8 +8,9 @@
 `append` hashes the event into the chain and buffers it (no I/O): a RoundPlayed is encoded
 by a dedicated fast path (storage/segments.py `encode_round`) and buffered column by column,
 so the per-event work is the unavoidable part, packing the token ids and log-probs into the
-bytes that are hashed and stored, and SHA-256 over them; the Arrow arrays are built once
-per flush. `flush` writes the buffer as one immutable segment (see storage/segments.py for
+bytes that are hashed and stored (one copy per field when they come as numpy arrays, as the
+engine hands them over; ~13 ns per number from a list), and SHA-256 over them; the Arrow
+arrays are built once per flush. `flush` writes the buffer as one immutable segment (see storage/segments.py for
 the layout and why), so a kill -9 loses at most the events appended since the last flush.
 Each flush costs two fsyncs (the segment, then the directory holding its and head.json's
 renames), so small flushes are bounded by the disk's fsync latency, not the CPU. The buffer

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -70,7 +71,13 @@ def test_rounds_record_every_part_and_payoffs_match_hand_computation(table: Tabl
         expected_f = 0.6 * (0.0 if agrees else 1.0) + 0.4 * -math.tanh(r.reward_monitor or 0.0)
         assert r.fidelity_penalty == pytest.approx(expected_f, abs=1e-12)
         assert len(r.policy_token_ids) == len(r.policy_logprobs) > 0
-        assert len(r.monitor_token_ids or []) == len(r.monitor_logprobs or []) > 0
+        assert r.monitor_token_ids is not None and r.monitor_logprobs is not None
+        assert len(r.monitor_token_ids) == len(r.monitor_logprobs) > 0
+        # handed to the log as arrays in the stored types, so append packs each in one copy
+        for ids in (r.policy_prompt_ids, r.policy_token_ids, r.monitor_prompt_ids, r.monitor_token_ids):
+            assert isinstance(ids, np.ndarray) and ids.dtype == np.int32
+        for logprobs in (r.policy_logprobs, r.monitor_logprobs):
+            assert isinstance(logprobs, np.ndarray) and logprobs.dtype == np.float64
         assert set(r.timings) == {"policy", "monitor", "reward", "judge", "total"}
         assert all(value >= 0 for value in r.timings.values())
 
@@ -93,13 +100,13 @@ def test_recorded_logprobs_equal_a_fresh_forward_pass(table: Table) -> None:
 def test_same_seed_same_rounds_and_greedy_evaluation_ignores_the_seed(table: Table) -> None:
     first = play_rounds(table, _scheduled(), _settings())
     again = play_rounds(table, _scheduled(), _settings())
-    assert [r.policy_token_ids for r in first] == [r.policy_token_ids for r in again]
+    assert [r.policy_token_ids.tolist() for r in first] == [r.policy_token_ids.tolist() for r in again]
     greedy = play_rounds(table, _scheduled(), _settings(phase="eval", sample=False))
     other_seed = play_rounds(
         table, _scheduled(),
         RoundSettings(game=GAME, phase="eval", lambda_value=0.0, policy_version=0, monitor_version=0, sample=False, seed=9),
     )
-    assert [r.policy_token_ids for r in greedy] == [r.policy_token_ids for r in other_seed]
+    assert [r.policy_token_ids.tolist() for r in greedy] == [r.policy_token_ids.tolist() for r in other_seed]
 
 
 def test_rlhf_rounds_have_no_monitor_and_the_judge_sees_only_O(table: Table) -> None:

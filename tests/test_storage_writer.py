@@ -1,5 +1,5 @@
-"""RunWriter internals that the contract tests do not pin down: the RoundPlayed fast path and
-the background compaction."""
+"""RunWriter internals that the contract tests do not pin down: the RoundPlayed fast path,
+numpy arrays as round fields and the background compaction."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import math
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import storage.writer as writer_module
@@ -49,3 +50,87 @@ def test_a_failed_background_merge_is_reported_and_loses_nothing(tmp_path: Path,
     report = verify_run(tmp_path / "run")
     assert report.ok, report.summary()
     assert [r.hash for r in RunReader(tmp_path / "run").rounds()] == [r.hash for r in appended]
+
+
+PACKED_FIELDS = {"policy_prompt_ids": "i", "policy_token_ids": "i", "policy_logprobs": "d",
+                 "monitor_prompt_ids": "i", "monitor_token_ids": "i", "monitor_logprobs": "d"}
+
+
+def as_arrays(event, int_dtype=np.int32, float_dtype=np.float64):
+    """The same round with its ids and log-probs as numpy arrays (how the engine hands them over)."""
+    arrays = {}
+    for name, code in PACKED_FIELDS.items():
+        values = getattr(event, name)
+        if values is not None:
+            arrays[name] = np.asarray(values, dtype=int_dtype if code == "i" else float_dtype)
+    return replace(event, **arrays)
+
+
+@pytest.mark.parametrize("int_dtype", [np.int32, np.int64, np.uint16])
+def test_array_fields_hash_and_store_exactly_like_lists(tmp_path: Path, int_dtype) -> None:
+    # timings without NaN, so that == applies (NaN != NaN)
+    listed = [replace(round_played(i, rlhf=i == 6), timings={"policy": 0.25}) for i in range(7)]
+    if int_dtype is np.uint16:  # ids that fit: 2**31 - 1 does not
+        listed = [replace(e, monitor_token_ids=None if e.monitor_token_ids is None else [7, 0, 17]) for e in listed]
+    arrayed = [as_arrays(e, int_dtype) for e in listed]
+    for a, b in zip(listed, arrayed):
+        assert encode_round(a) == encode_round(b)  # the canonical bytes do not depend on the form
+        assert a == b and b == a  # and neither does equality
+    with RunWriter.create(tmp_path / "run", "arrays") as writer:
+        writer.append(run_started())
+        appended = [writer.append(e) for e in arrayed]
+    read = RunReader(tmp_path / "run").rounds()
+    assert [r.event for r in read] == listed
+    assert [r.hash for r in read] == [r.hash for r in appended]
+    assert isinstance(read[0].event.policy_token_ids, list)  # read back as lists
+    assert verify_run(tmp_path / "run").ok
+
+
+def test_float32_log_probs_are_stored_as_their_exact_float64_values(tmp_path: Path) -> None:
+    event = as_arrays(replace(round_played(1), timings={}), float_dtype=np.float32)
+    with RunWriter.create(tmp_path / "run", "f32") as writer:
+        writer.append(run_started())
+        writer.append(event)
+    stored = RunReader(tmp_path / "run").rounds()[0].event
+    assert stored.policy_logprobs == [float(x) for x in event.policy_logprobs]  # float32 -> float64 is exact
+    assert stored == event
+
+
+def test_changing_an_array_after_append_does_not_change_what_was_logged(tmp_path: Path) -> None:
+    event = as_arrays(round_played(2))
+    with RunWriter.create(tmp_path / "run", "mutated") as writer:
+        writer.append(run_started())
+        recorded = writer.append(event)
+        original = event.policy_token_ids.copy()
+        event.policy_token_ids[:] = 99  # the caller reuses its buffer before the flush
+    stored = RunReader(tmp_path / "run").rounds()[0]
+    assert stored.event.policy_token_ids == original.tolist()
+    assert stored.hash == recorded.hash and verify_run(tmp_path / "run").ok
+
+
+@pytest.mark.parametrize("field, bad, error", [
+    ("policy_token_ids", np.array([[1, 2], [3, 4]], np.int32), "1-D"),
+    ("policy_token_ids", np.array([1.0, 2.0]), "integers"),
+    ("policy_token_ids", np.array([1, 2**40], np.int64), "int32"),
+    ("policy_logprobs", np.array([1, 2], np.int64), "floats"),
+])
+def test_a_bad_array_is_refused_and_the_log_goes_on_unchanged(tmp_path: Path, field, bad, error) -> None:
+    with RunWriter.create(tmp_path / "run", "bad") as writer:
+        writer.append(run_started())
+        writer.append(round_played(0))
+        with pytest.raises((TypeError, ValueError), match=error):
+            writer.append(replace(round_played(1), **{field: bad}))
+        assert writer.next_seq == 2  # nothing half-appended
+        writer.append(round_played(1))
+    assert [r.seq for r in RunReader(tmp_path / "run").rounds()] == [1, 2]
+    assert verify_run(tmp_path / "run").ok
+
+
+def test_round_equality_compares_values_whatever_their_form() -> None:
+    event = round_played(3)
+    assert as_arrays(event) == event
+    assert as_arrays(event) != replace(event, policy_token_ids=[*event.policy_token_ids[:-1], 5])
+    assert as_arrays(event) != replace(event, story="another story")
+    assert as_arrays(round_played(3, rlhf=True)) != as_arrays(event)  # None against an array
+    with pytest.raises(TypeError):
+        hash(event)

@@ -433,3 +433,28 @@ def test_a_resume_drops_the_unfinished_window_and_restarts_the_step_at_the_check
 
     assert [step for step, _ in accuracy] == [8, 16, 24]
     assert accuracy[2][1] == 1.0  # the replayed window only, not the three discarded rounds
+
+
+def test_a_resumed_run_shows_its_total_eta_and_lambda_on_the_console(tmp_path: Path) -> None:
+    from storage import RunResumed
+
+    source = write_fixture_run(tmp_path / "source", "minmax")
+    run_started = source[0].event
+    assert isinstance(run_started, RunStarted)
+    window_2 = [r for r in source if isinstance(r.event, RoundPlayed) and r.event.window == 2]
+    after = next(r for r in source if r.seq > window_2[-1].seq and isinstance(r.event, MonitorUpdated))
+    with RunWriter.create(tmp_path / "resumed", "resumed") as writer:
+        resumed = writer.append(RunResumed(checkpoint_seq=3, next_round_id=16, discarded_after_seq=3))
+        replayed = [writer.append(r.event) for r in [*window_2, after]]
+    out = io.StringIO()
+    trackers = Trackers([ConsoleTracker(out)], io.StringIO())
+    trackers.resume(run_started)  # what resume_run does: this process never publishes RunStarted
+    publish_all(trackers, [resumed, *replayed])
+
+    lines = out.getvalue().splitlines()
+    assert lines[0] == "resumed from the checkpoint at seq 3, next round 16 of 48"
+    window_line = next(line for line in lines if line.startswith("window"))
+    assert window_line.startswith("window    2 | rounds 24/48 |")
+    # the minmax columns: the mode is known from RunStarted
+    assert "monitor fidelity" in window_line and f"λ {window_2[-1].event.lambda_value:5.3f}" in window_line
+    assert "eta ?" not in window_line
