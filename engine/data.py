@@ -16,6 +16,8 @@ Two file formats are read (GAME.md §1: a state is story, question, choices, cor
   picked as the best one (ties: lowest option number; without votes: the first non-gold
   option), in an order fixed by a hash of the state id and split_seed.
 
+The train/eval split keeps every question on one story on the same side (see split_states).
+
 Every step is a pure function of the file and the config, so two processes (or a resumed
 run) see the same states, and `Dataset.fingerprint` lets RunStarted pin exactly which.
 A file the user can fix fails with one UserError line naming file, line or index, and field.
@@ -87,7 +89,7 @@ class DataConfig(BaseModel):
         default=0.2,
         gt=0.0,
         lt=1.0,
-        description="Expected share of states held out for evaluation.",
+        description="Expected share of stories (with all their questions) held out for evaluation.",
     )
     split_seed: int = Field(
         default=0,
@@ -180,26 +182,39 @@ def fingerprint(states: list[State]) -> str:
 def split_states(
     states: list[State], eval_fraction: float, split_seed: int
 ) -> tuple[list[State], list[State]]:
-    """Assign each state to eval when the hash of (split_seed, state_id) falls below
-    eval_fraction. A state's side depends on its own id only, so adding or removing other
-    states never moves it. With two or more states neither side is left empty: the state
-    whose hash is closest to the threshold crosses over (only ever needed for tiny sets)."""
-    scored = [(_unit_hash(split_seed, state.state_id, "split"), state) for state in states]
-    eval_ids = {state.state_id for score, state in scored if score < eval_fraction}
-    if len(states) >= 2:
-        if not eval_ids:
-            eval_ids.add(min(scored, key=lambda pair: pair[0])[1].state_id)
-        elif len(eval_ids) == len(states):
-            eval_ids.discard(max(scored, key=lambda pair: pair[0])[1].state_id)
-    train = [state for state in states if state.state_id not in eval_ids]
-    evaluation = [state for state in states if state.state_id in eval_ids]
+    """Assign each story to eval when the hash of (split_seed, its key) falls below
+    eval_fraction, and its states with it: QuALITY asks several questions about one article,
+    and a story seen in training would make evaluating on it a test of memory. A story with
+    one state is keyed by that state's id, one shared by several by its text, so a state's
+    side depends on itself (and its story) only: adding or removing unrelated states never
+    moves it. With two or more stories neither side is left empty: the story whose hash is
+    closest to the threshold crosses over (only ever needed for tiny sets). A dataset of one
+    story told several times is split by state id instead, as nothing else can fill both."""
+    sharing = Counter(state.story for state in states)
+    by_story = len(sharing) >= 2
+
+    def key(state: State) -> str:
+        if by_story and sharing[state.story] > 1:
+            return "story:" + hashlib.sha256(state.story.encode("utf-8")).hexdigest()
+        return state.state_id
+
+    keys = [key(state) for state in states]
+    scores = {k: _unit_hash(split_seed, k, "split") for k in keys}
+    eval_keys = {k for k, score in scores.items() if score < eval_fraction}
+    if len(scores) >= 2:
+        if not eval_keys:
+            eval_keys.add(min(scores, key=scores.__getitem__))
+        elif len(eval_keys) == len(scores):
+            eval_keys.discard(max(scores, key=scores.__getitem__))
+    train = [state for state, k in zip(states, keys) if k not in eval_keys]
+    evaluation = [state for state, k in zip(states, keys) if k in eval_keys]
     return train, evaluation
 
 
-def _unit_hash(seed: int, state_id: str, purpose: str) -> float:
-    """A number in [0, 1) fixed by (seed, state id, purpose); independent of Python's
+def _unit_hash(seed: int, key: str, purpose: str) -> float:
+    """A number in [0, 1) fixed by (seed, key, purpose); independent of Python's
     per-process hash randomisation."""
-    digest = hashlib.sha256(f"{seed}\x00{purpose}\x00{state_id}".encode()).digest()
+    digest = hashlib.sha256(f"{seed}\x00{purpose}\x00{key}".encode()).digest()
     return int.from_bytes(digest[:8], "big") / 2**64
 
 

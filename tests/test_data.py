@@ -22,6 +22,7 @@ from engine.data import (
     TRUNCATION_MARKER,
     DataConfig,
     State,
+    _unit_hash,
     load_dataset,
     split_states,
     truncate_by_characters,
@@ -334,6 +335,38 @@ def test_adding_states_does_not_move_existing_ones(tmp_path: Path) -> None:
     assert all(state.state_id in large_eval for state in small.eval)
     assert all(state.state_id in large_train for state in small.train)
     assert len(large_eval) > len(small.eval)  # new states did land in eval too
+
+
+def write_quality(path: Path, n_articles: int, questions_per_article: int) -> Path:
+    option = ["first option", "second option", "third option", "fourth option"]
+    lines = [
+        json.dumps({
+            "article": f"Article {a}: a long story about lighthouse number {a}.",
+            "set_unique_id": f"art{a}",
+            "questions": [{"question": f"Question {q} on article {a}?", "options": option, "gold_label": 1 + q % 4}
+                          for q in range(questions_per_article)],
+        })
+        for a in range(n_articles)
+    ]
+    path.write_text("\n".join(lines))
+    return path
+
+
+def test_questions_on_one_article_never_straddle_the_split(tmp_path: Path) -> None:
+    dataset = load(write_quality(tmp_path / "articles.jsonl", 60, 5), eval_fraction=0.3)
+    train_stories = {state.story for state in dataset.train}
+    eval_stories = {state.story for state in dataset.eval}
+    assert not train_stories & eval_stories  # no article is both trained and evaluated on
+    assert len(dataset.train) + len(dataset.eval) == 300 and len(dataset.eval) % 5 == 0
+    assert 8 <= len(eval_stories) <= 30  # 18 of 60 articles expected
+
+
+def test_states_with_stories_of_their_own_keep_the_per_state_split(tmp_path: Path) -> None:
+    path = write_qa_simple(tmp_path / "own.json", 300)
+    dataset = load(path, eval_fraction=0.2, split_seed=3)
+    by_id = {state.state_id for state in dataset.eval}
+    expected = {state_id for state_id in all_states(dataset) if _unit_hash(3, state_id, "split") < 0.2}
+    assert by_id == expected
 
 
 def test_each_split_gets_a_state_when_there_are_two() -> None:
