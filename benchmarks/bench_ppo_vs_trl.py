@@ -188,9 +188,9 @@ def bench_trl(args: argparse.Namespace, pool: ModelPool, prompt_text: str) -> di
     from trl import GRPOConfig, GRPOTrainer
 
     checkpoint = pool.resolve(args.model)  # the same converted SmolLM2 checkpoint, a separate copy
-    # The GGUF conversion leaves a quantization_config in config.json although the saved
-    # weights are de-quantized fp32; HF's Trainer refuses "GGUF-quantized" models, so load
-    # without it (the weights are bit-identical to the ones our player loads).
+    # Caches converted before 2026-11-25 kept a quantization_config in config.json although
+    # the saved weights are de-quantized fp32; HF's Trainer refuses "GGUF-quantized" models,
+    # so load without it (the weights are bit-identical to the ones our player loads).
     model_config = AutoConfig.from_pretrained(checkpoint)
     if hasattr(model_config, "quantization_config"):
         del model_config.quantization_config

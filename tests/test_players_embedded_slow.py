@@ -7,6 +7,7 @@ Slow (about a minute on two CPU cores, most of it the one-off GGUF conversion):
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -28,6 +29,7 @@ def test_embedded_smollm2_plays_and_is_scored(model_cache_dir: Path) -> None:
     policy = Player.create(pool, role="policy", config=PlayerConfig(max_new_tokens=24))
     cached = model_cache_dir / "embedded" / "SmolLM2-135M-Instruct"
     assert (cached / "config.json").is_file() and (cached / "model.safetensors").is_file()
+    assert "quantization_config" not in json.loads((cached / "config.json").read_text())  # fp32 now
     assert [entry.name for entry in cached.parent.iterdir()] == ["SmolLM2-135M-Instruct"]  # no staging left
 
     prompt = policy.render_prompt(policy_messages(STORY, QUESTION, CHOICES))
