@@ -38,11 +38,11 @@ from storage.segments import (
     live_segments,
     stored_hashes,
 )
+from storage.writer import list_segment_files, read_manifest
 
 # A finished run may still be evaluated (`minmax-engine eval RUN`): its eval rounds and the
 # EvaluationCompleted summary are the only events allowed after RunFinished.
 AFTER_FINISH_TYPES = frozenset({RoundPlayed.event_type, EvaluationCompleted.event_type})
-from storage.writer import list_segment_files, read_manifest
 
 _MAX_PROBLEMS = 20
 _ARROW_MAGIC = b"ARROW1"
