@@ -263,7 +263,7 @@ def convert_gguf_checkpoint(gguf_file: Path, destination: Path) -> None:
         # save_model handles tied embeddings (SmolLM2 ties lm_head to embed_tokens).
         save_model(model, str(staging / "model.safetensors"), metadata={"format": "pt"})
         # The weights are de-quantised fp32 now; a quantization_config left in config.json
-        # would call them GGUF-quantised, which HF's Trainer (and peft's checks) refuse.
+        # would call them GGUF-quantised, which HF's Trainer refuses to train.
         if hasattr(model.config, "quantization_config"):
             del model.config.quantization_config
         model.config.save_pretrained(staging)
