@@ -11,10 +11,14 @@ policy's 200 output token ids with their 200 log-probs plus 100 prompt ids, and 
 part of the same size (its critique: 100 prompt ids, 200 ids, 200 log-probs); the `events:`
 line prints the exact sizes, each `append:` line the bytes stored per event.
 
-Append is timed from create to close (close waits for the background compaction), for
-several flush sizes (64 = one flush per 64-round window; a flush is durable, so each costs
-two fsyncs), with the round's ids and log-probs as numpy arrays (int32, float64: how the
-engine hands them over) and, for comparison in the same run, as Python lists. The `cost:`
+Append is timed from create to close (close waits for every background write and
+compaction, so all events are durable when the clock stops). First with the writer's own
+buffering, as a run that never calls flush() gets it (a segment every 4,096 events, written
+in a background thread while appending goes on), then with flush() called every 64 events
+(the engine's one durable flush per 64-round window: two fsyncs each) and every 1,024. The
+round's ids and log-probs come as numpy arrays (int32, float64: how the engine hands them
+over) and, for comparison in the same run, as Python lists; an untimed warm-up of 12,288
+events comes first (the first segments of a process touch new memory). The `cost:`
 lines time the parts of one append and one flush on their own, on one thread, to show
 where the time goes (`write` is the segment file without its fsyncs). The
 queried 1M-round log is written by storage.synthetic with the same budgets (its texts come
@@ -39,8 +43,9 @@ from pathlib import Path
 import numpy as np
 
 from storage import RoundPlayed, RunReader, RunsQuery, RunWriter
+from storage.writer import DEFAULT_MAX_BUFFERED
 from storage.events import SCHEMA_VERSION
-from storage.segments import EventBuffer, canonical_header, chain_hash, encode_round, segment_name, write_segment_file
+from storage.segments import EventBuffer, SerializeBuffer, canonical_header, chain_hash, encode_round, segment_name, write_segment_file
 from storage.synthetic import write_synthetic_run
 
 METRICS_QUERY = 'SELECT * FROM metrics ORDER BY run_id, "window"'
@@ -96,16 +101,20 @@ def describe(event: RoundPlayed) -> str:
     return f"RoundPlayed with {text_bytes_of(event):,} B of text in all; {numbers}"
 
 
-def bench_append(pool: list[RoundPlayed], n_events: int, flush_every: int, tmp: Path) -> dict[str, float]:
-    """events/s, process CPU per event, time per flush() call and stored bytes per event."""
+def bench_append(pool: list[RoundPlayed], n_events: int, flush_every: int | None, tmp: Path) -> dict[str, float]:
+    """events/s, process CPU per event, time per flush() call and stored bytes per event.
+
+    flush_every None: no flush() calls, the writer's own buffering (DEFAULT_MAX_BUFFERED).
+    """
     run_dir = tmp / f"append-{flush_every}"
     gc.collect()
     in_flush, flushes = 0.0, 0
+    buffered = DEFAULT_MAX_BUFFERED if flush_every is None else flush_every + 1
     start, cpu = time.perf_counter(), time.process_time()
-    with RunWriter.create(run_dir, "append", max_buffered=flush_every + 1) as writer:
+    with RunWriter.create(run_dir, "append", max_buffered=buffered) as writer:
         for i in range(n_events):
             writer.append(pool[i % len(pool)])
-            if (i + 1) % flush_every == 0:
+            if flush_every is not None and (i + 1) % flush_every == 0:
                 flush_start = time.perf_counter()
                 writer.flush()
                 in_flush += time.perf_counter() - flush_start
@@ -137,7 +146,7 @@ def per_event_costs(pool: list[RoundPlayed], flush_every: int, tmp: Path, repeat
     timed("encode", lambda: [encode_round(e) for e in events])
     timed("json", lambda: [canonical_header("run", i, "2026-11-25T12:00:00.000000+00:00", SCHEMA_VERSION,
                                             "RoundPlayed", h) for i, (h, _) in enumerate(encoded)])
-    timed("sha256", lambda: [chain_hash("0" * 64, c, [b for b in p if b is not None])
+    timed("sha256", lambda: [chain_hash("0" * 64, c, p)
                              for c, (_, p) in zip(headers, encoded)])
     buffer = EventBuffer("run")
     for i, (header, packed) in enumerate(encoded):
@@ -150,7 +159,8 @@ def per_event_costs(pool: list[RoundPlayed], flush_every: int, tmp: Path, repeat
     # the segment file as flush writes it, less the fsyncs (the disk's latency, not CPU)
     real_fsync, os.fsync = os.fsync, lambda fd: None
     try:
-        timed("write", lambda: write_segment_file(log_dir, segment_name(next(counter), 0, 0), [batch]))
+        memory = SerializeBuffer()  # kept from flush to flush, as the writer does
+        timed("write", lambda: write_segment_file(log_dir, segment_name(next(counter), 0, 0), [batch], memory=memory))
     finally:
         os.fsync = real_fsync
     shutil.rmtree(log_dir)
@@ -163,8 +173,9 @@ def main() -> None:
     parser.add_argument("--append-events", type=int, default=50_000)
     parser.add_argument("--text-bytes", type=int, default=2000)
     parser.add_argument("--n-tokens", type=int, default=200)
-    parser.add_argument("--append-flush", type=int, nargs="+", default=[64, 1024, 4096],
-                        help="events per flush in the append figures (64 = one flush per window)")
+    parser.add_argument("--append-flush", type=int, nargs="+", default=[64, 1024],
+                        help="events per flush() call in the append figures (64 = one flush per window), "
+                             "besides the writer's own buffering")
     parser.add_argument("--flush-every", type=int, default=64, help="events per flush in the queried log")
     parser.add_argument("--dir", type=Path, default=None, help="parent of the temporary directory")
     args = parser.parse_args()
@@ -176,16 +187,23 @@ def main() -> None:
         listed = round_pool(args.text_bytes, args.n_tokens, tmp)
         arrays = [as_arrays(e) for e in listed]
         print(f"events:  {describe(listed[0])}")
-        runs = [(arrays, flush_every) for flush_every in args.append_flush]
-        runs += [(listed, flush_every) for flush_every in (args.append_flush[0], args.append_flush[-1])]
+        # Untimed warm-up: the first segments of a process touch new memory (buffers,
+        # serialize memory), a one-time cost that a long run does not pay per event.
+        bench_append(arrays, 3 * DEFAULT_MAX_BUFFERED, None, tmp)
+        runs: list[tuple[list[RoundPlayed], int | None]] = [(arrays, None)]
+        runs += [(arrays, flush_every) for flush_every in args.append_flush]
+        runs += [(listed, None), (listed, args.append_flush[0])]
         for pool, flush_every in runs:
             figures = bench_append(pool, args.append_events, flush_every, tmp)
             form = "arrays" if pool is arrays else "lists"
-            print(f"append:  {figures['rate']:,.0f} RoundPlayed events/s ({form}, flush every {flush_every} events; "
+            how = (f"the writer's own buffering: a background segment every {DEFAULT_MAX_BUFFERED:,} events"
+                   if flush_every is None else
+                   f"flush() every {flush_every} events, {figures['flush'] * 1e3:.2f} ms per flush, "
+                   f"{figures['flush_share']:.0%} of the time")
+            print(f"append:  {figures['rate']:,.0f} RoundPlayed events/s ({form}, {how}; "
                   f"{args.append_events:,} events, {figures['size']:,.0f} B stored per event; "
-                  f"process CPU {figures['cpu'] * 1e6:.0f} us per event; "
-                  f"{figures['flush'] * 1e3:.2f} ms per flush, {figures['flush_share']:.0%} of the time)")
-        for flush_every in (args.append_flush[0], args.append_flush[-1]):
+                  f"process CPU {figures['cpu'] * 1e6:.0f} us per event)")
+        for flush_every in (args.append_flush[0], DEFAULT_MAX_BUFFERED):
             costs = {form: per_event_costs(pool, flush_every, tmp) for form, pool in (("arrays", arrays), ("lists", listed))}
             parts = ", ".join(f"{name} {value:.1f}" for name, value in costs["arrays"].items())
             print(f"cost:    us per event, one thread, flushes of {flush_every}: {parts} "

@@ -12,7 +12,7 @@ import pytest
 
 import storage.writer as writer_module
 from storage import RunReader, RunWriter, UserError, verify_run
-from storage.segments import encode_event, encode_round
+from storage.segments import EventBuffer, canonical_header, encode_event, encode_round
 from tests.test_storage_contract import round_played, run_started
 
 
@@ -22,8 +22,33 @@ def test_round_fast_path_encodes_exactly_as_the_generic_encoder(rlhf: bool) -> N
     event = replace(event, reward_policy=math.nan, timings={"policy": math.inf, "monitor": 0.5})
     header, packed = encode_round(event)
     encoded = encode_event(event)
-    assert header == encoded.header_values or repr(header) == repr(encoded.header_values)  # NaN != NaN
-    assert packed == list(encoded.packed.values())
+    # the same canonical bytes (comparing values would fail on NaN != NaN and tuple != list)
+    envelope = ("run", 7, "2026-11-25T12:00:00.000000+00:00", 1, "RoundPlayed")
+    assert canonical_header(*envelope, header) == canonical_header(*envelope, encoded.header_values)
+    assert list(packed) == list(encoded.packed.values())
+
+
+def test_a_buffer_writes_its_packed_columns_into_arrays_it_keeps_from_flush_to_flush() -> None:
+    def fill(buffer: EventBuffer, rounds) -> None:
+        for seq, event in enumerate(rounds):
+            header, packed = encode_round(event)
+            buffer.add(seq, "ts", "RoundPlayed", "0" * 64, "0" * 64, None, header, packed)
+
+    buffer = EventBuffer("run")
+    rounds = [round_played(i, rlhf=i % 2 == 1) for i in range(300)]
+    fill(buffer, rounds)
+    batch = buffer.to_batch()
+    assert batch.column("policy_token_ids").to_pylist() == [e.policy_token_ids for e in rounds]
+    assert batch.column("monitor_logprobs").to_pylist() == [e.monitor_logprobs for e in rounds]
+    kept = [k.array for k in buffer._kept]
+    buffer.clear()
+    assert len(buffer) == 0
+    fewer = [round_played(i) for i in range(7, 107)]
+    fill(buffer, fewer)
+    batch = buffer.to_batch()
+    assert batch.column("policy_logprobs").to_pylist() == [e.policy_logprobs for e in fewer]
+    assert batch.column("monitor_token_ids").to_pylist() == [e.monitor_token_ids for e in fewer]
+    assert all(k.array is array for k, array in zip(buffer._kept, kept))  # the same memory, refilled
 
 
 def test_a_failed_background_merge_is_reported_and_loses_nothing(tmp_path: Path, monkeypatch) -> None:
@@ -134,3 +159,68 @@ def test_round_equality_compares_values_whatever_their_form() -> None:
     assert as_arrays(round_played(3, rlhf=True)) != as_arrays(event)  # None against an array
     with pytest.raises(TypeError):
         hash(event)
+
+
+def test_a_full_buffer_is_written_in_the_background_and_flush_waits_for_it(tmp_path: Path) -> None:
+    writer = RunWriter.create(tmp_path / "run", "background", max_buffered=10)
+    appended = [writer.append(run_started())] + [writer.append(as_arrays(round_played(i))) for i in range(34)]
+    # 35 events: full buffers of 10 went to the background at the 11th, 21st and 31st append
+    writer.flush()  # waits for those, then writes the last 5 itself
+    segments = sorted(p.name for p in (tmp_path / "run" / "log").glob("*.L0.arrow"))
+    assert segments == ["000000000000-000000000009.L0.arrow", "000000000010-000000000019.L0.arrow",
+                        "000000000020-000000000029.L0.arrow", "000000000030-000000000034.L0.arrow"]
+    read = RunReader(tmp_path / "run").events()  # another reader sees all of it once flush returned
+    assert [(r.seq, r.hash) for r in read] == [(r.seq, r.hash) for r in appended]
+    writer.close()
+    assert verify_run(tmp_path / "run").ok
+
+
+def test_a_failed_background_flush_is_reported_and_loses_nothing(tmp_path: Path, monkeypatch) -> None:
+    real_write = writer_module.write_segment_file
+    failures = []
+
+    def full_disk(log_dir, name, batches, **kwargs):
+        if not failures:
+            failures.append(name)
+            raise OSError(28, "No space left on device")
+        return real_write(log_dir, name, batches, **kwargs)
+
+    monkeypatch.setattr(writer_module, "write_segment_file", full_disk)
+    writer = RunWriter.create(tmp_path / "run", "disk-full", max_buffered=8)
+    appended = [writer.append(run_started())]
+    with pytest.raises(UserError, match="cannot write the log.*No space left on device"):
+        for round_id in range(30):
+            # the first append after the failed write reports it, before buffering its own event
+            appended.append(writer.append(round_played(round_id)))
+    assert failures == ["000000000000-000000000007.L0.arrow"]
+    appended.append(writer.append(round_played(99)))
+    writer.close()  # writes the failed buffer's events and everything after, in order
+    read = RunReader(tmp_path / "run").events()
+    assert [(r.seq, r.hash) for r in read] == [(r.seq, r.hash) for r in appended]
+    assert verify_run(tmp_path / "run").ok
+
+
+def test_the_serialize_buffer_is_reused_and_a_huge_one_is_not_kept(monkeypatch) -> None:
+    import pyarrow as pa
+
+    from storage.segments import SEGMENT_SCHEMA, SerializeBuffer
+
+    def batch(rounds: int) -> pa.RecordBatch:
+        buffer = EventBuffer("run")
+        for seq in range(rounds):
+            header, packed = encode_round(round_played(seq))
+            buffer.add(seq, "ts", "RoundPlayed", "0" * 64, "0" * 64, None, header, packed)
+        return buffer.to_batch()
+
+    memory = SerializeBuffer()
+    large, small = batch(50), batch(5)
+    first = bytes(memory.serialize(SEGMENT_SCHEMA, [large]))
+    address = memory._memory.address
+    second = memory.serialize(SEGMENT_SCHEMA, [small])
+    assert memory._memory.address == address  # the smaller segment went into the same memory
+    assert pa.ipc.open_file(pa.py_buffer(first)).read_all().equals(pa.Table.from_batches([large]))
+    assert pa.ipc.open_file(pa.py_buffer(bytes(second))).read_all().equals(pa.Table.from_batches([small]))
+    monkeypatch.setattr(SerializeBuffer, "KEEP_BYTES", 1000)
+    memory = SerializeBuffer()
+    memory.serialize(SEGMENT_SCHEMA, [small])
+    assert memory._memory is None  # larger than KEEP_BYTES: used once, then released
