@@ -105,3 +105,42 @@ def test_a_crash_between_merge_and_cleanup_leaves_nothing_twice(tmp_path: Path) 
     with RunWriter.open_existing(run_dir) as writer:
         assert writer.next_seq == 64
     assert not list((run_dir / "log").glob("*.L0.arrow"))
+
+
+# The child never calls flush(): its writer writes a segment every 32 events in a background
+# thread. It reports each hand-off's last event once a later hand-off has waited for it.
+UNFLUSHED_CHILD = textwrap.dedent("""
+    import sys
+    from storage import RunWriter
+    from tests.test_storage_contract import round_played, run_started
+    writer = RunWriter.create(sys.argv[1], "killed-unflushed", max_buffered=32)
+    last = writer.append(run_started())
+    round_id = 0
+    while True:
+        recorded = writer.append(round_played(round_id))
+        if recorded.seq % 32 == 0 and recorded.seq >= 64:
+            # appending seq 32k handed off seqs 32(k-1)..32k-1 after waiting for the buffer
+            # before them, so seqs up to 32(k-1)-1 are on disk now
+            print(recorded.seq - 33, flush=True)
+        round_id += 1
+""")
+
+
+def test_sigkill_during_background_writes_keeps_every_written_segment_whole(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    child = subprocess.Popen([sys.executable, "-c", UNFLUSHED_CHILD, str(run_dir)], cwd=REPO,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert child.stdout is not None
+    written = [int(line) for _, line in zip(range(40), child.stdout)]  # killed while it keeps writing
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait(timeout=30)
+    assert child.returncode == -signal.SIGKILL
+
+    report = verify_run(run_dir)
+    assert report.ok, report.summary()
+    reader = RunReader(run_dir)
+    assert reader.last_seq() >= written[-1]  # everything a finished background write held is there
+    assert (reader.last_seq() + 1) % 32 == 0  # and only whole buffers: no segment is cut short
+    with RunWriter.open_existing(run_dir) as writer:
+        assert writer.next_seq == reader.last_seq() + 1
