@@ -686,7 +686,10 @@ def _drop_from_page_cache(fd: int) -> None:
     a no-op where the platform or file system has no use for it.
     """
     if hasattr(os, "posix_fadvise"):
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        except OSError:
+            pass  # the segment is durable already; declined advice changes nothing
 
 
 def open_segment(segment: SegmentFile) -> pa.ipc.RecordBatchFileReader:
