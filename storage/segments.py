@@ -288,11 +288,10 @@ _ROUND_LAYOUT = _LAYOUTS[RoundPlayed.event_type]
 _ROUND_VALUES = operator.itemgetter(*_ROUND_LAYOUT.names)
 _NO_ROUND_HEADER = (None,) * len(_ROUND_LAYOUT.names)
 _NO_ROUND_PACKED = (None,) * len(_ROUND_LAYOUT.packed_positions)
-_ROUND_STR_LISTS = tuple(i for i, spec in enumerate(ROUND_SPECS) if spec.kind == "str_list")
 _ROUND_PACKED = tuple((position, code, _STORED_DTYPES[code]) for position, code in _ROUND_LAYOUT.packed_positions)
 
 
-def encode_round(event: RoundPlayed) -> tuple[tuple[Any, ...], tuple[bytes | None, ...]]:
+def encode_round(event: RoundPlayed) -> tuple[list[Any], list[bytes | None]]:
     """(header values as hashed and stored, packed lists' bytes in field order) of a round.
 
     The engine's arrays (1-D, already int32 / float64) take the inlined branch: one
@@ -312,12 +311,7 @@ def encode_round(event: RoundPlayed) -> tuple[tuple[Any, ...], tuple[bytes | Non
         else:
             packed.append(pack_numbers(numbers, code))
         header[position] = len(numbers)
-    for position in _ROUND_STR_LISTS:
-        if header[position] is not None:
-            header[position] = tuple(header[position])
-    # Tuples of strings and numbers only: the garbage collector stops tracking them after
-    # its first pass, so a full buffer is not traversed again by every later collection.
-    return tuple(header), tuple(packed)
+    return header, packed
 
 
 def canonical_header(
