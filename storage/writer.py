@@ -23,8 +23,9 @@ so appending runs at the speed of its own CPU work. Such a segment is only promi
 flush() or close() returns, both of which wait for it; a failed one is reported by the next
 append (before it buffers anything), flush or close, with its events back in the buffer.
 Memory is reused from flush to flush (buffers, the arrays behind the packed columns, the
-memory a segment is serialized into), and a written segment's pages are dropped from the
-page cache: on this project's VMs a first touch of a page costs many times the copy into it.
+memory a segment is serialized into), and a large written segment's pages are dropped from
+the page cache: on this project's VMs a first touch of a page costs many times the copy into
+it.
 Appending 60,000 of the benchmark's 8 kB rounds, the process grew by 132 MB flushing every
 64 (mostly the merges; 209 MB before memory was kept) and by 143 MB on its own buffering
 (two 4,096-event buffers; 92 MB before).
