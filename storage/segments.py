@@ -288,29 +288,21 @@ _ROUND_LAYOUT = _LAYOUTS[RoundPlayed.event_type]
 _ROUND_VALUES = operator.itemgetter(*_ROUND_LAYOUT.names)
 _NO_ROUND_HEADER = (None,) * len(_ROUND_LAYOUT.names)
 _NO_ROUND_PACKED = (None,) * len(_ROUND_LAYOUT.packed_positions)
-_ROUND_PACKED = tuple((position, code, _STORED_DTYPES[code]) for position, code in _ROUND_LAYOUT.packed_positions)
 
 
 def encode_round(event: RoundPlayed) -> tuple[list[Any], list[bytes | None]]:
-    """(header values as hashed and stored, packed lists' bytes in field order) of a round.
-
-    The engine's arrays (1-D, already int32 / float64) take the inlined branch: one
-    tobytes each, which at six fields per round is a visible share of an append.
-    """
+    """(header values as hashed and stored, packed lists' bytes in field order) of a round."""
     header = list(_ROUND_VALUES(event.__dict__))
     for position in _ROUND_LAYOUT.dict_positions:
         header[position] = dumps_json(header[position])
     packed: list[bytes | None] = []
-    for position, code, dtype in _ROUND_PACKED:
+    for position, code in _ROUND_LAYOUT.packed_positions:
         numbers = header[position]
         if numbers is None:
             packed.append(None)
-            continue
-        if type(numbers) is np.ndarray and numbers.dtype is dtype and numbers.ndim == 1:
-            packed.append(numbers.tobytes())
         else:
             packed.append(pack_numbers(numbers, code))
-        header[position] = len(numbers)
+            header[position] = len(numbers)
     return header, packed
 
 
@@ -373,7 +365,7 @@ class EventBuffer:
 
     def __init__(self, run_id: str) -> None:
         self.run_id = run_id
-        self._kept = [_KeptArray(dtype) for _, _, dtype in _ROUND_PACKED]
+        self._kept = [_KeptArray(_STORED_DTYPES[code]) for _, code in _ROUND_LAYOUT.packed_positions]
         self.clear()
 
     def clear(self) -> None:

@@ -8,11 +8,12 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pytest
 
 import storage.writer as writer_module
 from storage import RunReader, RunWriter, UserError, verify_run
-from storage.segments import EventBuffer, canonical_header, encode_event, encode_round
+from storage.segments import SEGMENT_SCHEMA, EventBuffer, SerializeBuffer, canonical_header, encode_event, encode_round
 from tests.test_storage_contract import round_played, run_started
 
 
@@ -201,10 +202,6 @@ def test_a_failed_background_flush_is_reported_and_loses_nothing(tmp_path: Path,
 
 
 def test_the_serialize_buffer_is_reused_and_a_huge_one_is_not_kept(monkeypatch) -> None:
-    import pyarrow as pa
-
-    from storage.segments import SEGMENT_SCHEMA, SerializeBuffer
-
     def batch(rounds: int) -> pa.RecordBatch:
         buffer = EventBuffer("run")
         for seq in range(rounds):
