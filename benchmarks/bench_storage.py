@@ -21,7 +21,8 @@ over) and, for comparison in the same run, as Python lists; an untimed warm-up o
 events comes first (the first segments of a process touch new memory). The `cost:`
 lines time the parts of one append and one flush on their own, on one thread, to show
 where the time goes (`write+fsync` is the segment file as a flush writes it, fsyncs
-included: the background thread's part when the writer buffers on its own). The
+included: the background thread's part when the writer buffers on its own). The `disk:` line writes segment-sized
+files durably, as the writer does, to show how many events/s the disk could take. The
 queried 1M-round log is written by storage.synthetic with the same budgets (its texts come
 out a little shorter). Everything is written to a temporary directory that is deleted at
 the end.
@@ -166,6 +167,32 @@ def per_event_costs(pool: list[RoundPlayed], flush_every: int, tmp: Path, repeat
     return costs
 
 
+def disk_bandwidth(tmp: Path, megabytes: int = 32, repeats: int = 12) -> list[float]:
+    """MB/s of durable writes of segment-sized files: written in one call, fsynced, pages dropped.
+
+    The same pattern as the writer's own 4,096-event segments (about 33 MB each), so the
+    figure bounds what any encoder could append durably on this disk.
+    """
+    block = os.urandom(2**20) * megabytes  # incompressible, should the disk compress
+    rates = []
+    for index in range(repeats):
+        path = tmp / f"disk-{index}"
+        start = time.perf_counter()
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            data = memoryview(block)
+            while data:
+                data = data[os.write(fd, data):]
+            os.fsync(fd)
+            if hasattr(os, "posix_fadvise"):
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+        rates.append(len(block) / (time.perf_counter() - start) / 1e6)
+        path.unlink()
+    return rates
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=1_000_000, help="rounds in the log that is queried")
@@ -192,8 +219,10 @@ def main() -> None:
         runs: list[tuple[list[RoundPlayed], int | None]] = [(arrays, None)]
         runs += [(arrays, flush_every) for flush_every in args.append_flush]
         runs += [(listed, None), (listed, args.append_flush[0])]
+        stored = 0.0
         for pool, flush_every in runs:
             figures = bench_append(pool, args.append_events, flush_every, tmp)
+            stored = stored or figures["size"]  # the first run's: the writer's own buffering
             form = "arrays" if pool is arrays else "lists"
             how = (f"the writer's own buffering: a background segment every {DEFAULT_MAX_BUFFERED:,} events"
                    if flush_every is None else
@@ -202,6 +231,10 @@ def main() -> None:
             print(f"append:  {figures['rate']:,.0f} RoundPlayed events/s ({form}, {how}; "
                   f"{args.append_events:,} events, {figures['size']:,.0f} B stored per event; "
                   f"process CPU {figures['cpu'] * 1e6:.0f} us per event)")
+        rates = disk_bandwidth(tmp)
+        print(f"disk:    {statistics.median(rates):,.0f} MB/s median, {min(rates):,.0f} slowest of {len(rates)} durable "
+              f"32 MiB writes: room for {statistics.median(rates) * 1e6 / stored:,.0f} events/s of {stored:,.0f} B "
+              f"({min(rates) * 1e6 / stored:,.0f} at the slowest)")
         for flush_every in (args.append_flush[0], DEFAULT_MAX_BUFFERED):
             costs = {form: per_event_costs(pool, flush_every, tmp) for form, pool in (("arrays", arrays), ("lists", listed))}
             parts = ", ".join(f"{name} {value:.1f}" for name, value in costs["arrays"].items())
