@@ -23,8 +23,8 @@ lines time the parts of one append and one flush on their own, on one thread, to
 where the time goes (`write+fsync` is the segment file as a flush writes it, fsyncs
 included: the background thread's part when the writer buffers on its own). The `disk:`
 line writes segment-sized files durably, as the writer does, to show how many events/s
-the disk could take. The queried 1M-round log is written by storage.synthetic with the same budgets (its texts come
-out a little shorter). Everything is written to a temporary directory that is deleted at
+the disk could take. The queried 1M-round log is written by storage.synthetic with the
+same budgets (its texts come out a little shorter). Everything is written to a temporary directory that is deleted at
 the end.
 """
 
