@@ -24,8 +24,8 @@ where the time goes (`write+fsync` is the segment file as a flush writes it, fsy
 included: the background thread's part when the writer buffers on its own). The `disk:`
 line writes segment-sized files durably, as the writer does, to show how many events/s
 the disk could take. The queried 1M-round log is written by storage.synthetic with the
-same budgets (its texts come out a little shorter). Everything is written to a temporary directory that is deleted at
-the end.
+same budgets (its texts come out a little shorter). Everything is written to a temporary
+directory that is deleted at the end.
 """
 
 from __future__ import annotations
