@@ -20,11 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from engine.data import DataConfig
 from engine.payoffs import lowest_reachable_penalty
-from players.config import PlayerConfig
+from players.config import CONFIG_MODEL, PlayerConfig
 from referees.config import JudgeConfig, RewardConfig
 from storage.errors import UserError
 
@@ -32,13 +32,10 @@ Mode = Literal["minmax", "rlhf"]
 Role = Literal["policy", "monitor", "reward", "judge"]
 ROLES: tuple[Role, ...] = ("policy", "monitor", "reward", "judge")
 
-_FROZEN = ConfigDict(extra="forbid", frozen=True)
-
-
 class GameConfig(BaseModel):
     """[game]: the payoffs of GAME.md §2."""
 
-    model_config = _FROZEN
+    model_config = CONFIG_MODEL
 
     w_reward: float = Field(default=1.0, ge=0.0, description="Weight of norm(r(O)) in R.")
     w_judge: float = Field(default=1.0, ge=0.0, description="Weight of s_judge = 2·p_accept − 1 in R.")
@@ -52,7 +49,7 @@ class GameConfig(BaseModel):
 class TrainingConfig(BaseModel):
     """[training]: TTUR PPO (GAME.md §3). Learning rates, k, B, epochs and minibatches are separate knobs."""
 
-    model_config = _FROZEN
+    model_config = CONFIG_MODEL
 
     # --- two-timescale schedule ---
     policy_learning_rate: float = Field(default=1e-6, gt=0.0, le=1.0)
@@ -91,7 +88,7 @@ class TrainingConfig(BaseModel):
 class LagrangianConfig(BaseModel):
     """[lagrangian]: dual ascent on λ (GAME.md §3)."""
 
-    model_config = _FROZEN
+    model_config = CONFIG_MODEL
 
     lambda_init: float = Field(default=10.0, ge=0.0, description="λ₀")
     delta: float = Field(default=-0.2, le=1.0, description="δ: the constraint is E[f] ≤ δ.")
@@ -115,7 +112,7 @@ Placement = str  # "auto", "cpu", "cuda", "cuda:N", "mps"
 class DevicesConfig(BaseModel):
     """[devices]: where each role runs; "auto" shares GPUs when there are fewer than roles."""
 
-    model_config = _FROZEN
+    model_config = CONFIG_MODEL
 
     policy: Placement = "auto"
     monitor: Placement = "auto"
@@ -137,7 +134,7 @@ class DevicesConfig(BaseModel):
 
 
 class LoggingConfig(BaseModel):
-    model_config = _FROZEN
+    model_config = CONFIG_MODEL
 
     backends: list[Literal["console", "tensorboard", "wandb"]] = Field(default_factory=lambda: ["console"])
 
@@ -145,7 +142,7 @@ class LoggingConfig(BaseModel):
 class RunConfig(BaseModel):
     """The whole run. Frozen: what RunStarted records is what played."""
 
-    model_config = _FROZEN
+    model_config = CONFIG_MODEL
 
     mode: Mode = "minmax"
     seed: int = Field(default=0, ge=0)
@@ -245,7 +242,12 @@ def config_warnings(config: RunConfig) -> list[str]:
 def _read_file(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise UserError(f"{path}: config file not found; pass --config configs/tiny.toml or a path to your own")
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise UserError(
+            f"{path}: not UTF-8 text (byte {error.start} is 0x{error.object[error.start]:02x}); save it as UTF-8"
+        ) from None
     try:
         if path.suffix == ".toml":
             raw = tomllib.loads(text)
@@ -410,6 +412,13 @@ def _describe_validation_error(error: ValidationError, source: str) -> str:
             "less_than_equal": f"must be <= {context.get('le')}",
             "less_than": f"must be < {context.get('lt')}",
             "literal_error": f"must be {context.get('expected')}",
+            # strict types: nothing is coerced, so say what kind of value belongs there
+            "int_type": "must be an integer",
+            "float_type": "must be a number",
+            "finite_number": "must be a finite number",
+            "bool_type": "must be true or false",
+            "string_type": "must be a string",
+            "list_type": "must be a list",
         }
         message = readable.get(kind) or first["msg"].removeprefix("Value error, ")
         message = f"{message} (got {given!r})" if not isinstance(given, dict) else message

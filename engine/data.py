@@ -32,8 +32,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
+from players.config import CONFIG_MODEL
 from storage.errors import UserError
 
 if TYPE_CHECKING:  # transformers is heavy; only type checkers need it here
@@ -59,7 +60,7 @@ QA_SIMPLE_FIELDS = "paragraph, question, answers, correctAnswerId"
 class DataConfig(BaseModel):
     """The [data] section of a run config."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = CONFIG_MODEL
 
     dataset: str = Field(
         default=BUILTIN_DATASET,

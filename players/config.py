@@ -11,9 +11,14 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 EMBEDDED_DEFAULT_MODEL = "embedded:SmolLM2-135M-Instruct"
 
+# Every config model of every layer: unknown keys are errors, the resolved config cannot be
+# edited after validation, and a value of the wrong kind (true for a count, "4" for a
+# number) or a non-finite float is refused rather than coerced into something that runs.
+CONFIG_MODEL = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
+
 
 class PlayerConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = CONFIG_MODEL
 
     # --- base model ---
     model: str = Field(

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, Field, field_validator
 
-from players.config import EMBEDDED_DEFAULT_MODEL
+from players.config import CONFIG_MODEL, EMBEDDED_DEFAULT_MODEL
 
 
 def _model_named(value: str) -> str:
@@ -18,7 +18,7 @@ def _model_named(value: str) -> str:
 class RewardConfig(BaseModel):
     """The `[reward]` table: a frozen scorer of O and O′."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = CONFIG_MODEL
 
     model: str = Field(default=EMBEDDED_DEFAULT_MODEL, description="Model spec, as for players.")
     kind: Literal["auto", "sequence-classifier", "lm-yes-no"] = Field(
@@ -37,7 +37,7 @@ class RewardConfig(BaseModel):
 class JudgeConfig(BaseModel):
     """The `[judge]` table: the weak overseer that gives p_accept from one forward pass."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = CONFIG_MODEL
 
     model: str = Field(default=EMBEDDED_DEFAULT_MODEL, description="Model spec, as for players.")
     sees_story: bool = Field(

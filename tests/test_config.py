@@ -102,7 +102,7 @@ def _write_toml(tmp_path: Path, text: str) -> Path:
         ("[training]\nwindow_size = 0\n", "training.window_size: must be >= 1 (got 0); set it to 16 (the default)"),
         ("[training]\nwindow_sise = 4\n", "training.window_sise: unknown key; remove it"),
         ("colour = 1\n", "colour: unknown key"),
-        ('[training]\nnum_epochs = "two"\n', "training.num_epochs: Input should be a valid integer"),
+        ('[training]\nnum_epochs = "two"\n', "training.num_epochs: must be an integer (got 'two')"),
         ('mode = "debate"\n', "mode: must be 'minmax' or 'rlhf'"),
         ('[devices]\npolicy = "gpu"\n', 'devices: policy = "gpu" is not a device'),
         ("[training]\nwindow_size = 5\nsamples_per_state = 2\n", "training: window_size (5) must be a multiple"),
@@ -180,3 +180,42 @@ def test_auto_placement_shares_devices() -> None:
     explicit = config_from_dict({"devices": {"reward": "cpu", "dtype": "float32"}}, source="t").devices
     placed = resolve_placements(explicit, distinct, gpu_count=4)
     assert placed["reward"].device.type == "cpu" and placed["policy"].dtype == torch.float32
+
+
+# --- strict types (issue #14 item 8): a value of the wrong kind is refused, never coerced ---
+
+
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        ("[training]\nwindow_size = true\n", "training.window_size: must be an integer (got True)"),
+        ('[training]\nwindow_size = "4"\n', "training.window_size: must be an integer (got '4')"),
+        ("[lagrangian]\nstep_size = inf\n", "lagrangian.step_size: must be a finite number (got inf)"),
+        ("[lagrangian]\ndelta = nan\n", "lagrangian.delta: must be a finite number (got nan)"),
+        ('[game]\nalpha = "0.5"\n', "game.alpha: must be a number (got '0.5')"),
+        ("[game]\nw_judge = false\n", "game.w_judge: must be a number (got False)"),
+        ("[judge]\nsees_story = 1\n", "judge.sees_story: must be true or false (got 1)"),
+        ("[policy]\nmodel = 7\n", "policy.model: must be a string (got 7)"),
+        ("[data]\nmax_states = 2.0\n", "data.max_states: must be an integer (got 2.0)"),
+    ],
+)
+def test_values_of_the_wrong_kind_are_refused_not_coerced(tmp_path: Path, toml: str, message: str) -> None:
+    with pytest.raises(UserError) as error:
+        load_config(_write_toml(tmp_path, toml))
+    text = str(error.value)
+    assert message in text and "\n" not in text
+
+
+def test_integers_still_fill_float_settings(tmp_path: Path) -> None:
+    config, _ = load_config(_write_toml(tmp_path, "[game]\nw_reward = 2\n[policy]\nlora_alpha = 16\n"))
+    assert config.game.w_reward == 2.0 and isinstance(config.game.w_reward, float)
+    assert config.policy.lora_alpha == 16.0
+
+
+def test_a_config_that_is_not_utf8_is_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.toml"
+    path.write_bytes('# caf\u00e9\nseed = 1\n'.encode("latin-1"))
+    with pytest.raises(UserError) as error:
+        load_config(path)
+    text = str(error.value)
+    assert text.startswith(f"{path}: not UTF-8") and "save it as UTF-8" in text and "\n" not in text
