@@ -30,6 +30,7 @@ import numpy as np
 import polars as pl
 
 from storage import RunReader, RunsQuery, UserError
+from storage.outside_runs import refuse_inside_a_run
 
 FINAL_FRACTION = 0.2
 BOOTSTRAP_RESAMPLES = 2000
@@ -452,6 +453,7 @@ def run(args: argparse.Namespace) -> int:
         if loaded.run_id in seen:
             raise UserError(f"{loaded.path}: run {loaded.run_id} is already given as {seen[loaded.run_id]}; name each run once")
         seen[loaded.run_id] = loaded.path
+    refuse_inside_a_run(args.out, "--out")
     try:
         args.out.mkdir(parents=True, exist_ok=True)
     except OSError as error:

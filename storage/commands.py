@@ -6,7 +6,7 @@
     minmax-engine export runs/r1 --to exported/
 
 They live in storage because they are thin shells over RunsQuery and verify_run, and only
-storage may import duckdb; none of them writes inside a run directory.
+storage may import duckdb; none of them writes inside a run directory (storage/outside_runs.py).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from storage.errors import UserError
+from storage.outside_runs import refuse_inside_a_run
 from storage.query import VIEW_NAMES, RunsQuery
 from storage.verify import verify_run
 
@@ -66,7 +67,12 @@ def run_sql(args: argparse.Namespace) -> int:
 
 
 def _check_output_path(output: Path | None) -> None:
-    if output is not None and not output.parent.is_dir():
+    if output is None:
+        return
+    refuse_inside_a_run(output, "--output")
+    if output.is_dir():
+        raise UserError(f"--output {output}: is a directory; name a file, e.g. {output / 'result.csv'}")
+    if not output.parent.is_dir():
         raise UserError(f"--output {output}: directory {output.parent} does not exist; create it first")
 
 
@@ -155,10 +161,8 @@ def run_export(args: argparse.Namespace) -> int:
 
 def export_views(path: str | Path, to: Path) -> list[Path]:
     """One Parquet file per view (events, rounds, updates, lambda, metrics) in `to`."""
+    refuse_inside_a_run(to, "--to")
     with RunsQuery(path) as query:
-        inside_a_run = any(to.resolve().is_relative_to(run.resolve()) for run in query.run_dirs)
-        if inside_a_run:
-            raise UserError(f"--to {to}: inside a run directory; export somewhere else so the run stays as written")
         try:
             to.mkdir(parents=True, exist_ok=True)
         except OSError as error:

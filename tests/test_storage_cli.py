@@ -135,5 +135,53 @@ def test_export_writes_one_parquet_per_view_and_leaves_the_run_alone(runs: Path,
     assert pq.read_table(tmp_path / "out" / "rounds.parquet").num_rows == 96  # 2 policy updates: no eval yet
     assert pq.read_table(tmp_path / "out" / "lambda.parquet").num_rows == 6
     assert tree_digest(runs) == before
-    assert_one_line_error(cli("export", runs / "minmax-1", "--to", runs / "minmax-1" / "exported"), "inside a run")
+    assert_one_line_error(cli("export", runs / "minmax-1", "--to", runs / "minmax-1" / "exported"), "inside the run directory")
     assert tree_digest(runs) == before
+
+
+# --- no command writes inside a run (issue #14 item 6): sql --output, export --to, report --out ---
+
+
+@pytest.mark.parametrize("target", ["log/head.json", "log/query.csv", "notes.csv", "checkpoints/new/x.csv"])
+def test_sql_output_inside_a_run_is_refused_and_the_run_is_untouched(runs: Path, tmp_path: Path, target: str) -> None:
+    copy = tmp_path / "copy"
+    write_synthetic_run(copy, 8, mode="minmax", seed=2)
+    before = tree_digest(copy)
+    result = cli("sql", copy, "SELECT 1 AS one", "--format", "csv", "--output", copy / target)
+    assert_one_line_error(result, f"--output {copy / target}", "inside the run directory", str(copy))
+    assert tree_digest(copy) == before
+    assert cli("verify", copy).returncode == 0
+
+
+def test_sql_output_through_a_symlink_into_a_run_is_refused(runs: Path, tmp_path: Path) -> None:
+    (tmp_path / "alias").symlink_to(runs / "minmax-1")
+    before = tree_digest(runs / "minmax-1")
+    result = cli("sql", runs, "SELECT 1 AS one", "--output", tmp_path / "alias" / "out.txt")
+    assert_one_line_error(result, "inside the run directory")
+    assert tree_digest(runs / "minmax-1") == before
+
+
+def test_sql_output_that_is_a_directory_is_a_one_line_error(runs: Path, tmp_path: Path) -> None:
+    result = cli("sql", runs, "SELECT 1 AS one", "--output", tmp_path)
+    assert_one_line_error(result, f"--output {tmp_path}", "is a directory", "name a file")
+
+
+def test_export_into_a_run_given_as_another_path_is_refused(runs: Path, tmp_path: Path) -> None:
+    # The run exported is not the run written into: the check is about the target alone.
+    before = tree_digest(runs / "rlhf-1")
+    result = cli("export", runs / "minmax-1", "--to", runs / "rlhf-1" / "exported")
+    assert_one_line_error(result, "--to", "inside the run directory")
+    assert tree_digest(runs / "rlhf-1") == before
+
+
+def test_report_out_inside_a_run_is_refused(runs: Path) -> None:
+    before = tree_digest(runs / "minmax-1")
+    result = cli("report", runs / "minmax-1", "--out", runs / "minmax-1" / "report")
+    assert_one_line_error(result, "--out", "inside the run directory")
+    assert tree_digest(runs / "minmax-1") == before
+
+
+def test_writing_beside_runs_is_allowed(runs: Path, tmp_path: Path) -> None:
+    out = runs.parent / f"{runs.name}-beside.csv"
+    assert cli("sql", runs / "minmax-1", "SELECT 1 AS one", "--format", "csv", "--output", out).returncode == 0
+    assert out.read_text(encoding="utf-8").splitlines() == ["one", "1"]
