@@ -41,6 +41,7 @@ gradients only: the base is frozen; LoRA's own FLOPs are left out, < 2%).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import statistics
 import sys
@@ -53,7 +54,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from engine.ppo import PPOLearner, PPOSettings, Rollout  # noqa: E402
+from engine.config import RunConfig  # noqa: E402
+from engine.game import ppo_settings  # noqa: E402
+from engine.ppo import PPOLearner, Rollout  # noqa: E402
 from players import ModelPool, Player, PlayerConfig, policy_messages  # noqa: E402
 
 MODEL = "embedded:SmolLM2-135M-Instruct"
@@ -146,7 +149,10 @@ def bench_ours(args: argparse.Namespace, pool: ModelPool) -> dict[str, float]:
         policy = FullLengthPlayer(policy.base, policy.role, policy.config)
     learner = PPOLearner(
         policy,
-        PPOSettings(learning_rate=LEARNING_RATE, kl_coef=KL_COEF, advantage="group", minibatch_size=N_COMPLETIONS, ppo_epochs=1),
+        dataclasses.replace(
+            ppo_settings(RunConfig(), "policy"),  # the default config's settings, the compared knobs set
+            learning_rate=LEARNING_RATE, kl_coef=KL_COEF, advantage="group", minibatch_size=N_COMPLETIONS, ppo_epochs=1,
+        ),
     )
     prompt = reading_prompt(policy)
     step_times, cpu_times, generation_times, update_times, tokens, flops = [], [], [], [], [], []

@@ -220,6 +220,12 @@ def config_from_dict(raw: dict[str, Any], source: str) -> RunConfig:
         raise UserError(_describe_validation_error(error, source)) from None
 
 
+def recorded_config(recorded: dict[str, Any], run: str) -> RunConfig:
+    """A run's RunStarted.config, validated again: every reader of a run's settings (resume,
+    eval, replay, trackers) goes through here; `run` names the run in errors."""
+    return config_from_dict(recorded, source=f"{run} (RunStarted.config)")
+
+
 def config_warnings(config: RunConfig) -> list[str]:
     """Legal settings that will likely not do what the user wants (GAME.md §2, §3)."""
     warnings = []

@@ -56,10 +56,10 @@ from pathlib import Path
 import torch
 
 from engine.checkpoints import load_checkpoint, save_checkpoint
-from engine.config import RunConfig, config_from_dict
+from engine.config import RunConfig, recorded_config
 from engine.data import Dataset, State, load_dataset
 from engine.devices import resolve_placements
-from engine.lagrangian import DualAscent, DualAscentSettings
+from engine.lagrangian import DualAscent
 from engine.metrics import window_metrics
 from engine.payoffs import monitor_rollouts, policy_rollouts
 from engine.ppo import PPOLearner, PPOSettings
@@ -208,7 +208,8 @@ def set_table(config: RunConfig, pool: ModelPool) -> Table:
 
 
 def ppo_settings(config: RunConfig, role: str) -> PPOSettings:
-    """Each player its own learning rate and KL coefficient; the other PPO knobs are shared."""
+    """A learner's settings, all from the validated config: each player its own learning rate,
+    KL coefficient and temperature; the other PPO knobs are shared."""
     training = config.training
     player = config.policy if role == "policy" else config.monitor
     return PPOSettings(
@@ -224,20 +225,6 @@ def ppo_settings(config: RunConfig, role: str) -> PPOSettings:
         max_grad_norm=training.max_grad_norm,
         temperature=player.temperature,  # log-probs of logits / T, as generation recorded them
         seed=derived_seed(config.seed, f"{role}-minibatches", 0),
-    )
-
-
-def dual_ascent_for(config: RunConfig) -> DualAscent:
-    settings = config.lagrangian
-    return DualAscent(
-        DualAscentSettings(
-            lambda_init=settings.lambda_init,
-            lambda_max=settings.lambda_max,
-            step_size=settings.step_size,
-            delta=settings.delta,
-            variant=settings.variant,
-            update_delay=settings.update_delay,
-        )
     )
 
 
@@ -274,7 +261,7 @@ class Game:
         self.monitor_learner = (
             PPOLearner(table.monitor, ppo_settings(config, "monitor")) if table.monitor is not None else None
         )
-        self.dual = dual_ascent_for(config)
+        self.dual = DualAscent(config.lagrangian)
         self.progress = Progress()
         self.checkpoint_suffix = ""  # "-resumed<seq>" after a resume (see save_checkpoint)
         self.started = time.perf_counter()
@@ -541,7 +528,7 @@ def start_run(config: RunConfig, run_dir: Path, *, eval_only: bool = False, pool
 def resume_run(run_dir: Path, *, pool: ModelPool | None = None) -> RunFinished:
     """Continue a run from its last checkpoint (see the module docstring for what is redone)."""
     reader = RunReader(run_dir)
-    config = recorded_config(reader, run_dir)
+    config = recorded_config(reader.run_started().config, str(run_dir))
     events = reader.events()
     if any(isinstance(item.event, RunFinished) for item in events[-1:]):
         raise UserError(f"{run_dir}: the run already finished; start a new run or evaluate it with `minmax-engine eval`")
@@ -582,7 +569,7 @@ def evaluate_run(
 ) -> EvaluationCompleted:
     """Evaluate a run's saved adapters on held-out states and append the result to its log."""
     reader = RunReader(run_dir)
-    config = recorded_config(reader, run_dir)
+    config = recorded_config(reader.run_started().config, str(run_dir))
     if dataset is not None:
         config = config.model_copy(update={"data": config.data.model_copy(update={"dataset": dataset})})
     events = reader.events()
@@ -608,10 +595,6 @@ def evaluate_run(
         return game.evaluate(checkpoint=checkpoint_path)
     finally:
         log.close()
-
-
-def recorded_config(reader: RunReader, run_dir: Path) -> RunConfig:
-    return config_from_dict(reader.run_started().config, source=f"{run_dir} (RunStarted.config)")
 
 
 def package_versions() -> dict[str, str]:

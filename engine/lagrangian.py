@@ -1,7 +1,7 @@
 """Dual ascent on the Lagrange multiplier λ of the monitor's truthfulness constraint.
 
-    dual = DualAscent(DualAscentSettings(lambda_init=1.0, delta=-0.2))
-    step = dual.step(mean_f)          # after each monitor update, from that window's rounds
+    dual = DualAscent(config.lagrangian)   # the validated [lagrangian] table: λ₀, δ, η, λ_max, …
+    step = dual.step(mean_f)               # after each monitor update, from that window's rounds
 
 The monitor minimises −s_judge − λ·f subject to E[f] ≤ δ (../shared/GAME.md §2-3). After every
 monitor update λ moves by the constraint violation of the window just trained on:
@@ -23,35 +23,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
-Variant = Literal["additive", "log"]
-
-
-@dataclass(frozen=True)
-class DualAscentSettings:
-    # --- the multiplier ---
-    lambda_init: float = 1.0  # λ before the first step
-    lambda_max: float = 10.0  # upper end of the projection (λ never exceeds it)
-    # --- the ascent ---
-    step_size: float = 0.05  # η_λ
-    delta: float = -0.2  # δ: the constraint is E[f] ≤ δ
-    variant: Variant = "additive"
-    update_delay: int = 0  # the first this-many steps leave λ unchanged
-
-    def __post_init__(self) -> None:
-        if self.variant not in ("additive", "log"):
-            raise ValueError(f"lagrangian.variant must be 'additive' or 'log', not {self.variant!r}")
-        if not 0.0 <= self.lambda_init <= self.lambda_max:
-            raise ValueError(
-                f"lagrangian.lambda_init={self.lambda_init} must lie in [0, lambda_max={self.lambda_max}]"
-            )
-        if self.variant == "log" and self.lambda_init <= 0.0:
-            raise ValueError("lagrangian.lambda_init must be > 0 with variant='log' (λ = exp(θ) is never 0)")
-        if self.step_size <= 0.0:
-            raise ValueError(f"lagrangian.step_size={self.step_size} must be > 0")
-        if self.update_delay < 0:
-            raise ValueError(f"lagrangian.update_delay={self.update_delay} must be >= 0")
+# The settings are the run config's [lagrangian] table as validated: its defaults and range
+# checks are the only ones, so a run and its replay cannot disagree about them.
+from engine.config import LagrangianConfig
 
 
 @dataclass(frozen=True)
@@ -69,19 +45,19 @@ class _AscentState:
     steps_taken: int
 
 
-def _lambda_of(settings: DualAscentSettings, parameter: float) -> float:
+def _lambda_of(settings: LagrangianConfig, parameter: float) -> float:
     if settings.variant == "additive":
         return parameter
     return min(math.exp(parameter), settings.lambda_max)
 
 
-def _initial_state(settings: DualAscentSettings) -> _AscentState:
+def _initial_state(settings: LagrangianConfig) -> _AscentState:
     if settings.variant == "additive":
         return _AscentState(parameter=settings.lambda_init, steps_taken=0)
     return _AscentState(parameter=math.log(settings.lambda_init), steps_taken=0)
 
 
-def _ascent_step(settings: DualAscentSettings, state: _AscentState, mean_f: float) -> tuple[_AscentState, LambdaStep]:
+def _ascent_step(settings: LagrangianConfig, state: _AscentState, mean_f: float) -> tuple[_AscentState, LambdaStep]:
     """One dual step; the only place λ's arithmetic happens (DualAscent and replay share it)."""
     old = _lambda_of(settings, state.parameter)
     if state.steps_taken < settings.update_delay:
@@ -101,7 +77,7 @@ def _ascent_step(settings: DualAscentSettings, state: _AscentState, mean_f: floa
 class DualAscent:
     """λ and its ascent; `step` after each monitor update, `value` is λ in force."""
 
-    def __init__(self, settings: DualAscentSettings) -> None:
+    def __init__(self, settings: LagrangianConfig) -> None:
         self.settings = settings
         self._state = _initial_state(settings)
 
@@ -134,7 +110,7 @@ class DualAscent:
         self._state = _AscentState(parameter=float(state["parameter"]), steps_taken=int(state["steps_taken"]))
 
 
-def lambda_trajectory(settings: DualAscentSettings, mean_fs: list[float]) -> list[LambdaStep]:
+def lambda_trajectory(settings: LagrangianConfig, mean_fs: list[float]) -> list[LambdaStep]:
     """Re-run the ascent from logged mean_f values: the steps DualAscent took, bit for bit."""
     state = _initial_state(settings)
     steps = []

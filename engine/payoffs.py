@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
 
-from engine.ppo import Rollout
 from storage.events import RoundPlayed, Truth
 
 RewardNorm = Literal["tanh", "none"]
@@ -85,6 +85,17 @@ def monitor_reward(
 
 
 # --- rollouts: RoundPlayed events read back from the log -> what each PPO learner trains on ---
+
+
+@dataclass(frozen=True)
+class Rollout:
+    """One generated response and its scalar reward, as the log recorded them."""
+
+    prompt_ids: Sequence[int]
+    response_ids: Sequence[int]  # includes the EOS that ended it, if one did
+    behaviour_logprobs: Sequence[float]  # per response token, at generation (logits / T)
+    reward: float  # the player's payoff for this round
+    group: str  # rollouts of the same state share a group (group-relative advantages)
 
 
 def _plain(values: Sequence[Any] | np.ndarray) -> list[Any]:

@@ -1,6 +1,6 @@
 """PPO for one LoRA player, trained on rollouts read back from the run's log.
 
-    learner = PPOLearner(player, PPOSettings(learning_rate=1e-4, advantage="group"))
+    learner = PPOLearner(player, ppo_settings(config, "policy"))   # engine.game: from the run config
     diagnostics = learner.update(rollouts)      # rollouts: engine.payoffs turns RoundPlayed into them
 
 The specification is ../shared/GAME.md §3. The module reads top to bottom: settings, the
@@ -68,6 +68,7 @@ from engine.advantages import (
     whiten_over_tokens,
     whitened_advantages,
 )
+from engine.payoffs import Rollout
 from players import Player
 from players.packing import left_pad
 
@@ -80,45 +81,28 @@ AdvantageEstimator = Literal["whiten", "group", "gae"]
 
 @dataclass(frozen=True)
 class PPOSettings:
+    """One learner's knobs, built from the validated run config by engine.game.ppo_settings.
+
+    No defaults and no checks here: the config models hold both (engine/config.py
+    [training], players/config.py temperature), so there is one value per setting.
+    """
+
     # --- optimisation ---
-    learning_rate: float = 1e-4  # AdamW over the player's LoRA parameters (and the value head)
-    ppo_epochs: int = 1  # passes over the update's rollouts
-    minibatch_size: int = 8  # rollouts per optimiser step
-    max_grad_norm: float = 1.0  # global gradient-norm clip
+    learning_rate: float  # AdamW over the player's LoRA parameters (and the value head)
+    ppo_epochs: int  # passes over the update's rollouts
+    minibatch_size: int  # rollouts per optimiser step
+    max_grad_norm: float  # global gradient-norm clip
     # --- PPO objective ---
-    clip_range: float = 0.2  # ε: ratios outside [1 − ε, 1 + ε] stop pulling
-    kl_coef: float = 0.05  # β: weight of the per-token k3 KL to the reference in the loss
-    temperature: float = 1.0  # the player's sampling temperature: log-probs are of logits / T
+    clip_range: float  # ε: ratios outside [1 − ε, 1 + ε] stop pulling
+    kl_coef: float  # β: weight of the per-token k3 KL to the reference in the loss
+    temperature: float  # the player's sampling temperature: log-probs are of logits / T
     # --- advantages ---
-    advantage: AdvantageEstimator = "whiten"
-    gamma: float = 1.0  # GAE discount
-    gae_lambda: float = 0.95  # GAE λ (not the Lagrange multiplier)
-    value_coef: float = 0.5  # weight of the value loss (GAE only)
+    advantage: AdvantageEstimator
+    gamma: float  # GAE discount
+    gae_lambda: float  # GAE λ (not the Lagrange multiplier)
+    value_coef: float  # weight of the value loss (GAE only)
     # --- reproducibility ---
-    seed: int = 0  # minibatch shuffling
-
-    def __post_init__(self) -> None:
-        if self.advantage not in ("whiten", "group", "gae"):
-            raise ValueError(f"advantage must be 'whiten', 'group' or 'gae', not {self.advantage!r}")
-        if self.ppo_epochs < 1 or self.minibatch_size < 1:
-            raise ValueError("ppo_epochs and minibatch_size must be >= 1")
-        if not 0.0 < self.clip_range < 1.0:
-            raise ValueError(f"clip_range={self.clip_range} must lie in (0, 1)")
-        if self.kl_coef < 0.0 or self.learning_rate <= 0.0 or self.temperature <= 0.0:
-            raise ValueError("kl_coef must be >= 0, learning_rate and temperature > 0")
-        if not (0.0 <= self.gamma <= 1.0 and 0.0 <= self.gae_lambda <= 1.0):
-            raise ValueError("gamma and gae_lambda must lie in [0, 1]")
-
-
-@dataclass(frozen=True)
-class Rollout:
-    """One generated response and its scalar reward, as the log recorded them."""
-
-    prompt_ids: Sequence[int]
-    response_ids: Sequence[int]  # includes the EOS that ended it, if one did
-    behaviour_logprobs: Sequence[float]  # per response token, at generation (logits / T)
-    reward: float  # the player's payoff for this round (engine/payoffs.py)
-    group: str  # rollouts of the same state share a group (group-relative advantages)
+    seed: int  # minibatch shuffling
 
 
 # =========================================================================================

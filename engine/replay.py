@@ -26,7 +26,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.lagrangian import DualAscentSettings, lambda_trajectory
+from engine.config import LagrangianConfig, recorded_config
+from engine.lagrangian import lambda_trajectory
 from engine.metrics import window_metrics
 from storage import (
     CheckpointSaved,
@@ -43,9 +44,6 @@ from storage import (
     RunStarted,
     UserError,
 )
-
-LAGRANGIAN_KEYS = ("lambda_init", "delta", "step_size", "lambda_max", "variant", "update_delay")
-
 
 @dataclass(frozen=True)
 class LambdaPoint:
@@ -101,8 +99,9 @@ def fold_events(events: Iterable[Recorded]) -> RunState:
     started = events[0].event
     assert isinstance(started, RunStarted)
     state = RunState(run_id=events[0].run_id, mode=started.mode, config=started.config)
+    lagrangian = recorded_config(started.config, f"run {state.run_id}").lagrangian
     if started.mode == "minmax":
-        state.lambda_value = float(_lagrangian_config(started.config, events[0].run_id)["lambda_init"])
+        state.lambda_value = lagrangian.lambda_init
     voided = superseded_seqs(events)
     train_rounds_by_window: dict[int, list[RoundPlayed]] = {}
     highest_round_id = -1
@@ -144,7 +143,7 @@ def fold_events(events: Iterable[Recorded]) -> RunState:
             state.failed = True
 
     state.next_round_id = highest_round_id + 1
-    delta = float(started.config["lagrangian"]["delta"]) if started.mode == "minmax" else None
+    delta = lagrangian.delta if started.mode == "minmax" else None
     state.window_metrics = {
         window: window_metrics(rounds, delta) for window, rounds in sorted(train_rounds_by_window.items())
     }
@@ -166,30 +165,15 @@ class LambdaCheck:
     expected_new: float | None = None
 
 
-def _lagrangian_config(config: dict[str, Any], run_id: str) -> dict[str, Any]:
-    section = config.get("lagrangian")
-    missing = [key for key in LAGRANGIAN_KEYS if not isinstance(section, dict) or key not in section]
-    if missing:
-        raise UserError(f"run {run_id}: RunStarted.config has no lagrangian.{missing[0]}; the log was not written by this engine")
-    return section
-
-
-def dual_settings_of(state: RunState) -> DualAscentSettings:
-    section = _lagrangian_config(state.config, state.run_id)
-    return DualAscentSettings(
-        lambda_init=float(section["lambda_init"]),
-        delta=float(section["delta"]),
-        step_size=float(section["step_size"]),
-        lambda_max=float(section["lambda_max"]),
-        variant=section["variant"],
-        update_delay=int(section["update_delay"]),
-    )
+def lagrangian_of(state: RunState) -> LagrangianConfig:
+    """The dual-ascent settings the run recorded (validated as the live run validated them)."""
+    return recorded_config(state.config, f"run {state.run_id}").lagrangian
 
 
 def check_lambda(state: RunState) -> LambdaCheck:
     """Re-run the dual ascent from the logged mean f; compare old, new and applied exactly."""
     logged = state.lambda_trajectory
-    recomputed = lambda_trajectory(dual_settings_of(state), [point.mean_f for point in logged])
+    recomputed = lambda_trajectory(lagrangian_of(state), [point.mean_f for point in logged])
     for point, step in zip(logged, recomputed, strict=True):
         if (point.old, point.new, point.applied) != (step.old, step.new, step.applied):
             return LambdaCheck(len(logged), point, expected_old=step.old, expected_new=step.new)

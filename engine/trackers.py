@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TextIO
 
+from engine.config import recorded_config
 from engine.metrics import window_metrics
 from storage import (
     CheckpointSaved,
@@ -155,8 +156,7 @@ class MetricStream:
 def _lagrangian_delta(run_started: RunStarted) -> float | None:
     if run_started.mode != "minmax":
         return None
-    delta = _config_value(run_started.config, "lagrangian", "delta")
-    return float(delta) if _finite(delta) else None
+    return recorded_config(run_started.config, "the tracked run").lagrangian.delta
 
 
 def _config_value(config: dict[str, Any], section: str, key: str) -> Any:

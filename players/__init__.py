@@ -1,11 +1,33 @@
-"""Players: model loading, shared bases with named LoRA adapters, generation, prompts, parsing."""
+"""Players: model loading, shared bases with named LoRA adapters, generation, prompts, parsing.
+
+The config, prompts and parsing import eagerly; the names that need torch, transformers and
+peft (ModelPool, Player, ...) import on first use, so that reading a config or a run's log
+(`minmax-engine sql`, `verify`, the config models) never loads them.
+"""
+
+from typing import Any
 
 from players.config import PlayerConfig
-from players.models import ModelPool, SharedBase
-from players.packing import PackedBatch, pack_sequences
 from players.parsing import parse_answer, parse_verdict
-from players.player import Generation, Player
 from players.prompts import monitor_messages, policy_messages
+
+_LAZY = {
+    "ModelPool": "players.models",
+    "SharedBase": "players.models",
+    "PackedBatch": "players.packing",
+    "pack_sequences": "players.packing",
+    "Generation": "players.player",
+    "Player": "players.player",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'players' has no attribute {name!r}")
+
 
 __all__ = [
     "Generation",

@@ -58,7 +58,7 @@ def synthetic_config(mode: str, window_size: int, k: int, seed: int) -> dict:
         "reward": {"model": "embedded:SmolLM2-135M-Instruct", "kind": "lm-yes-no", "normalization": "tanh"},
         "judge": {"model": "embedded:SmolLM2-135M-Instruct", "sees_story": False},
         "data": {"dataset": "builtin", "n_choices": 4, "eval_fraction": 0.1},
-        "game": {"w_reward": _W_REWARD, "w_judge": _W_JUDGE, "alpha": _ALPHA, "unparsed_penalty": -1.0,
+        "game": {"w_reward": _W_REWARD, "w_judge": _W_JUDGE, "alpha": _ALPHA, "unparsed_penalty": 1.0,
                  "reward_norm": "tanh"},
         "training": {"window_size": window_size, "monitor_updates_per_policy": k,
                      "policy_learning_rate": 1e-5, "monitor_learning_rate": 5e-5, "ppo_epochs": 2,

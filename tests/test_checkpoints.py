@@ -10,20 +10,22 @@ import pytest
 import torch
 
 from engine.checkpoints import load_checkpoint, save_checkpoint
-from engine.lagrangian import DualAscent, DualAscentSettings
-from engine.ppo import PPOLearner, PPOSettings
+from engine.config import LagrangianConfig
+from engine.lagrangian import DualAscent
+from engine.ppo import PPOLearner
 from storage.errors import UserError
+from tests.learner_settings import learner_settings
 from tests.test_learner import make_players, sample_rollouts
 
-DUAL = DualAscentSettings(lambda_init=0.5, step_size=0.1, delta=-0.2, variant="log")
+DUAL = LagrangianConfig(lambda_init=0.5, step_size=0.1, delta=-0.2, variant="log")
 
 
 def build(model_dir: Path, cache_dir: Path):
     policy, monitor = make_players(model_dir, cache_dir)
     players = {"policy": policy, "monitor": monitor}
     learners = {
-        "policy": PPOLearner(policy, PPOSettings(learning_rate=1e-2, minibatch_size=2, seed=1)),
-        "monitor": PPOLearner(monitor, PPOSettings(learning_rate=2e-2, minibatch_size=3, advantage="gae", seed=2)),
+        "policy": PPOLearner(policy, learner_settings(learning_rate=1e-2, minibatch_size=2, seed=1)),
+        "monitor": PPOLearner(monitor, learner_settings(learning_rate=2e-2, minibatch_size=3, advantage="gae", seed=2)),
     }
     return players, learners, DualAscent(DUAL)
 

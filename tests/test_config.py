@@ -219,3 +219,12 @@ def test_a_config_that_is_not_utf8_is_one_line(tmp_path: Path) -> None:
         load_config(path)
     text = str(error.value)
     assert text.startswith(f"{path}: not UTF-8") and "save it as UTF-8" in text and "\n" not in text
+
+
+def test_the_synthetic_runs_record_a_valid_config() -> None:
+    # Readers validate RunStarted.config again (engine.config.recorded_config), so the
+    # synthetic runs the storage, report and tracker tests use must record a config that loads.
+    from storage.synthetic import synthetic_config
+
+    for mode in ("minmax", "rlhf"):
+        assert config_from_dict(synthetic_config(mode, 16, 5, 0), source="synthetic").mode == mode

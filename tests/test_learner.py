@@ -11,9 +11,10 @@ import pytest
 import torch
 
 from engine.payoffs import policy_rollouts
-from engine.ppo import PPOLearner, PPOSettings, Rollout, SharedPromptBatch, predicting_hidden_states
+from engine.ppo import PPOLearner, Rollout, SharedPromptBatch, predicting_hidden_states
 from players import ModelPool, Player, PlayerConfig, pack_sequences
 from storage import RoundPlayed, RunReader, RunWriter
+from tests.learner_settings import learner_settings
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 
@@ -72,7 +73,7 @@ def test_recomputed_logprobs_match_behaviour_logprobs(tiny_lm_dir: Path, model_c
     policy, _ = make_players(tiny_lm_dir, model_cache_dir, temperature=0.7)
     perturb_adapters(policy, seed=1)
     rollouts = truncated(sample_rollouts(policy, ["Who went to the market?", "Yes or no?"], samples=3, seed=0))
-    learner = PPOLearner(policy, PPOSettings(temperature=0.7))
+    learner = PPOLearner(policy, learner_settings(temperature=0.7))
     batch = SharedPromptBatch.build(rollouts, policy.pad_token_id, policy.device)
     assert batch.prompt_input_ids.shape[0] == 2  # six rollouts, two distinct prompts encoded once each
     with torch.no_grad(), policy.active():
@@ -85,7 +86,7 @@ def test_shared_prompt_forward_gives_the_gradient_of_full_forwards(tiny_lm_dir: 
     perturb_adapters(policy, seed=2)
     rollouts = truncated(sample_rollouts(policy, ["Once upon a time", "Is the answer right?"], samples=3, seed=1))
     weights = torch.linspace(-1.0, 1.0, steps=len(rollouts)).unsqueeze(1)
-    learner = PPOLearner(policy, PPOSettings())
+    learner = PPOLearner(policy, learner_settings())
 
     def gradients(loss: torch.Tensor) -> list[torch.Tensor]:
         return [g.clone() for g in torch.autograd.grad(loss, policy.trainable_parameters())]
@@ -111,7 +112,7 @@ def test_an_update_changes_only_the_trained_adapter(tiny_lm_dir: Path, model_cac
     rollouts = sample_rollouts(trained, ["Who went to the market?"], samples=4, seed=3)
     before_trained, before_other, before_base = trained.adapter_state(), other.adapter_state(), base_weights(trained)
 
-    PPOLearner(trained, PPOSettings(learning_rate=1e-2, minibatch_size=2, ppo_epochs=2)).update(rollouts)
+    PPOLearner(trained, learner_settings(learning_rate=1e-2, minibatch_size=2, ppo_epochs=2)).update(rollouts)
 
     after_trained = trained.adapter_state()
     assert any(not torch.equal(before_trained[n], after_trained[n]) for n in before_trained)
@@ -124,13 +125,13 @@ def test_an_update_leaves_no_parameter_requiring_grad(tiny_lm_dir: Path, model_c
     trainable again on exit, so Player.reference() must restore the flags it found.)"""
     policy, monitor = make_players(tiny_lm_dir, model_cache_dir)
     rollouts = sample_rollouts(monitor, ["Who went to the market?"], samples=2, seed=3)
-    PPOLearner(monitor, PPOSettings()).update(rollouts)
+    PPOLearner(monitor, learner_settings()).update(rollouts)
     assert [n for n, p in policy.model.named_parameters() if p.requires_grad] == []
 
 
 def test_update_reports_every_documented_diagnostic(tiny_lm_dir: Path, model_cache_dir: Path) -> None:
     policy, _ = make_players(tiny_lm_dir, model_cache_dir)
-    diagnostics = PPOLearner(policy, PPOSettings(minibatch_size=3)).update(
+    diagnostics = PPOLearner(policy, learner_settings(minibatch_size=3)).update(
         sample_rollouts(policy, ["Yes or no?"], samples=5, seed=4)
     )
     documented = {
@@ -145,7 +146,9 @@ def test_update_reports_every_documented_diagnostic(tiny_lm_dir: Path, model_cac
 def test_gae_value_head_learns_the_returns(tiny_lm_dir: Path, model_cache_dir: Path) -> None:
     policy, _ = make_players(tiny_lm_dir, model_cache_dir)
     rollouts = sample_rollouts(policy, ["Who went to the market?", "Yes or no?"], samples=2, seed=5, rewards=[1.0, 2.0, -1.0, 0.5])
-    learner = PPOLearner(policy, PPOSettings(advantage="gae", learning_rate=3e-2, ppo_epochs=4, minibatch_size=4, kl_coef=0.0))
+    learner = PPOLearner(policy, learner_settings(
+        advantage="gae", learning_rate=3e-2, ppo_epochs=4, minibatch_size=4, kl_coef=0.0, value_coef=0.5, seed=0
+    ))
     first = learner.update(rollouts)
     for _ in range(4):
         last = learner.update(rollouts)
@@ -179,7 +182,7 @@ import sys, torch
 torch.set_num_threads(1)
 from pathlib import Path
 from engine.payoffs import policy_rollouts
-from engine.ppo import PPOLearner, PPOSettings
+from engine.ppo import PPOLearner
 from storage import RunReader
 from tests.test_learner import make_players, LEARNER_SETTINGS
 model_dir, cache_dir, run_dir, adapter_dir, out = sys.argv[1:]
@@ -190,7 +193,7 @@ PPOLearner(policy, LEARNER_SETTINGS).update(policy_rollouts(rounds))
 torch.save(policy.adapter_state(), out)
 """
 
-LEARNER_SETTINGS = PPOSettings(learning_rate=1e-2, minibatch_size=3, ppo_epochs=2, advantage="group", seed=7)
+LEARNER_SETTINGS = learner_settings(learning_rate=1e-2, minibatch_size=3, ppo_epochs=2, advantage="group", seed=7)
 
 
 def test_a_second_process_reading_the_log_computes_the_same_update(tiny_lm_dir: Path, model_cache_dir: Path, tmp_path: Path) -> None:
@@ -232,7 +235,9 @@ def test_mean_reward_rises_on_a_task_with_one_rewarded_answer(tiny_lm_dir: Path,
         with torch.no_grad(), policy.active():
             return float(torch.softmax(policy.model(input_ids=torch.tensor([prompt])).logits[0, -1], dim=-1)[target])
 
-    learner = PPOLearner(policy, PPOSettings(learning_rate=2e-2, kl_coef=0.0, advantage="group", minibatch_size=16))
+    learner = PPOLearner(policy, learner_settings(
+        learning_rate=2e-2, kl_coef=0.0, advantage="group", minibatch_size=16, ppo_epochs=1, seed=0
+    ))
     start = probability_of_target()
     sampled_rewards = []
     for update in range(6):

@@ -7,7 +7,8 @@ import math
 import pytest
 import torch
 
-from engine.ppo import PPOSettings, clipped_surrogate, explained_variance, k3_kl, masked_mean
+from engine.config import TrainingConfig
+from engine.ppo import clipped_surrogate, explained_variance, k3_kl, masked_mean
 
 
 def test_clipped_surrogate_by_hand() -> None:
@@ -66,8 +67,9 @@ def test_explained_variance_by_hand() -> None:
     assert math.isnan(explained_variance(target, torch.ones(1, 4), mask))
 
 
-def test_settings_reject_impossible_values() -> None:
+def test_the_config_rejects_impossible_ppo_settings() -> None:
+    # PPOSettings is built from the validated [training] table, which holds the range checks.
     with pytest.raises(ValueError, match="advantage"):
-        PPOSettings(advantage="vtrace")  # type: ignore[arg-type]
+        TrainingConfig(advantage="vtrace")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="clip_range"):
-        PPOSettings(clip_range=1.5)
+        TrainingConfig(clip_range=1.5)

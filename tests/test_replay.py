@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.lagrangian import DualAscent, DualAscentSettings
+from engine.config import LagrangianConfig
+from engine.lagrangian import DualAscent
 from engine.replay import check_lambda, fold_run
 from storage import (
     CheckpointSaved,
@@ -50,7 +51,7 @@ def round_played(round_id: int, window: int, f: float | None, lam: float, truth:
 
 def write_minmax_run(run_dir: Path, mean_fs: list[float], tamper_step: int | None = None) -> list[int]:
     """A minmax log whose λ comes from DualAscent itself; `tamper_step` nudges one logged λ."""
-    dual = DualAscent(DualAscentSettings(**LAGRANGIAN))
+    dual = DualAscent(LagrangianConfig(**LAGRANGIAN))
     lambda_seqs = []
     with RunWriter.create(run_dir, run_dir.name) as writer:
         writer.append(started())
@@ -76,7 +77,7 @@ MEAN_FS = [0.3, 0.1, -0.35, 0.05, 0.6, -0.5]
 def test_fold_counts_versions_lambda_and_window_metrics(tmp_path: Path) -> None:
     write_minmax_run(tmp_path / "run", MEAN_FS)
     state = fold_run(RunReader(tmp_path / "run"))
-    dual = DualAscent(DualAscentSettings(**LAGRANGIAN))
+    dual = DualAscent(LagrangianConfig(**LAGRANGIAN))
     for mean_f in MEAN_FS:
         dual.step(mean_f)
     assert (state.train_rounds, state.monitor_updates, state.policy_updates) == (12, 6, 1)
@@ -103,7 +104,7 @@ def test_replay_names_the_first_mismatching_seq(tmp_path: Path, capsys: pytest.C
 
 
 def test_fold_leaves_out_events_superseded_by_a_resume(tmp_path: Path) -> None:
-    dual = DualAscent(DualAscentSettings(**LAGRANGIAN))
+    dual = DualAscent(LagrangianConfig(**LAGRANGIAN))
     with RunWriter.create(tmp_path / "run", "resumed") as writer:
         writer.append(started())
         writer.append(round_played(0, 0, 0.2, dual.value))
