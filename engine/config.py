@@ -9,7 +9,11 @@ logging}` is translated first (users arrive with such files). Command-line overr
 before validation, so they are validated like everything else. Unknown keys, wrong types
 and impossible values raise UserError naming the file, the key path and what to set.
 
-`config.resolved()` (every default filled in) is what RunStarted records.
+`config.resolved()` (every default filled in) is what RunStarted records; readers of a run
+get it back, validated, from `recorded_config`. These models are the only place a setting's
+default and range live (the engine's internal settings are built from them), and every field
+carries a one-line description: docs/config.md is generated from them
+(`python -m engine.config_docs > docs/config.md`; a test fails when it is stale).
 """
 
 from __future__ import annotations
@@ -52,23 +56,38 @@ class TrainingConfig(BaseModel):
     model_config = CONFIG_MODEL
 
     # --- two-timescale schedule ---
-    policy_learning_rate: float = Field(default=1e-6, gt=0.0, le=1.0)
-    monitor_learning_rate: float = Field(default=4e-6, gt=0.0, le=1.0)
+    policy_learning_rate: float = Field(
+        default=1e-6, gt=0.0, le=1.0, description="AdamW learning rate of the policy's LoRA adapter (the slow player)."
+    )
+    monitor_learning_rate: float = Field(
+        default=4e-6, gt=0.0, le=1.0, description="AdamW learning rate of the monitor's LoRA adapter (the fast player)."
+    )
     monitor_updates_per_policy: int = Field(default=5, ge=1, description="k: monitor updates per policy update.")
     window_size: int = Field(default=16, ge=1, description="B: fresh rounds per window (one monitor update).")
     num_epochs: int = Field(default=10, ge=1, description="Passes over the train split.")
     samples_per_state: int = Field(default=1, ge=1, description="n samples per state (group advantages).")
     # --- PPO ---
-    ppo_epochs: int = Field(default=2, ge=1)
-    minibatch_size: int = Field(default=8, ge=1)
-    clip_range: float = Field(default=0.2, gt=0.0, lt=1.0)
-    kl_coef_policy: float = Field(default=0.05, ge=0.0, description="β_L")
-    kl_coef_monitor: float = Field(default=0.05, ge=0.0, description="β_M")
-    advantage: Literal["whiten", "group", "gae"] = "whiten"
-    gamma: float = Field(default=1.0, ge=0.0, le=1.0)
-    gae_lambda: float = Field(default=0.95, ge=0.0, le=1.0)
-    value_coef: float = Field(default=0.1, ge=0.0)
-    max_grad_norm: float = Field(default=1.0, gt=0.0)
+    ppo_epochs: int = Field(default=2, ge=1, description="Passes over an update's rollouts.")
+    minibatch_size: int = Field(default=8, ge=1, description="Rollouts per optimiser step.")
+    clip_range: float = Field(
+        default=0.2, gt=0.0, lt=1.0, description="ε: probability ratios outside [1 − ε, 1 + ε] stop pulling."
+    )
+    kl_coef_policy: float = Field(
+        default=0.05, ge=0.0, description="β_L: weight of the policy's per-token k3 KL to its reference, in the loss."
+    )
+    kl_coef_monitor: float = Field(
+        default=0.05, ge=0.0, description="β_M: weight of the monitor's per-token k3 KL to its reference, in the loss."
+    )
+    advantage: Literal["whiten", "group", "gae"] = Field(
+        default="whiten",
+        description='Advantage estimator: whitened rewards, group-relative ("group", needs samples_per_state >= 2) or GAE.',
+    )
+    gamma: float = Field(default=1.0, ge=0.0, le=1.0, description="GAE discount per token.")
+    gae_lambda: float = Field(
+        default=0.95, ge=0.0, le=1.0, description="GAE λ (bias/variance trade-off; not the Lagrange multiplier)."
+    )
+    value_coef: float = Field(default=0.1, ge=0.0, description="Weight of the value-head loss (GAE only).")
+    max_grad_norm: float = Field(default=1.0, gt=0.0, description="Global gradient-norm clip per optimiser step.")
     # --- bookkeeping ---
     checkpoint_every: int = Field(default=1, ge=1, description="Checkpoint every N policy updates.")
     eval_every: int = Field(default=1, ge=0, description="Evaluate every N policy updates (0: never).")
@@ -90,11 +109,13 @@ class LagrangianConfig(BaseModel):
 
     model_config = CONFIG_MODEL
 
-    lambda_init: float = Field(default=10.0, ge=0.0, description="λ₀")
+    lambda_init: float = Field(default=10.0, ge=0.0, description="λ₀: the multiplier before the first dual step.")
     delta: float = Field(default=-0.2, le=1.0, description="δ: the constraint is E[f] ≤ δ.")
-    step_size: float = Field(default=0.25, gt=0.0, description="η_λ")
-    lambda_max: float = Field(default=100.0, gt=0.0)
-    variant: Literal["additive", "log"] = "additive"
+    step_size: float = Field(default=0.25, gt=0.0, description="η_λ: dual ascent step size.")
+    lambda_max: float = Field(default=100.0, gt=0.0, description="Upper end of λ's projection.")
+    variant: Literal["additive", "log"] = Field(
+        default="additive", description='"additive": projected ascent on λ; "log": ascent on θ = log λ.'
+    )
     update_delay: int = Field(default=0, ge=0, description="Monitor updates before λ starts moving.")
 
     @model_validator(mode="after")
@@ -114,10 +135,10 @@ class DevicesConfig(BaseModel):
 
     model_config = CONFIG_MODEL
 
-    policy: Placement = "auto"
-    monitor: Placement = "auto"
-    reward: Placement = "auto"
-    judge: Placement = "auto"
+    policy: Placement = Field(default="auto", description='Device of the policy: "auto", "cpu", "cuda", "cuda:N" or "mps".')
+    monitor: Placement = Field(default="auto", description="Device of the monitor (as for policy).")
+    reward: Placement = Field(default="auto", description="Device of the reward model (as for policy).")
+    judge: Placement = Field(default="auto", description="Device of the judge (as for policy).")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         default="auto", description='"auto": float32 on CPU, bfloat16 on GPU.'
     )
@@ -134,9 +155,14 @@ class DevicesConfig(BaseModel):
 
 
 class LoggingConfig(BaseModel):
+    """[logging]: where a run's metrics go besides its log (engine/trackers.py)."""
+
     model_config = CONFIG_MODEL
 
-    backends: list[Literal["console", "tensorboard", "wandb"]] = Field(default_factory=lambda: ["console"])
+    backends: list[Literal["console", "tensorboard", "wandb"]] = Field(
+        default_factory=lambda: ["console"],
+        description="Trackers fed from the log: the console progress bar, TensorBoard files, W&B (offline unless keyed).",
+    )
 
 
 class RunConfig(BaseModel):
@@ -144,19 +170,19 @@ class RunConfig(BaseModel):
 
     model_config = CONFIG_MODEL
 
-    mode: Mode = "minmax"
-    seed: int = Field(default=0, ge=0)
+    mode: Mode = Field(default="minmax", description='"minmax": policy vs monitor with λ; "rlhf": the baseline without a monitor.')
+    seed: int = Field(default=0, ge=0, description="Seeds sampling, minibatch order and the state schedule.")
     run_dir: str = Field(default="runs", description="Parent directory of run directories.")
-    policy: PlayerConfig = Field(default_factory=PlayerConfig)
-    monitor: PlayerConfig = Field(default_factory=PlayerConfig)
-    reward: RewardConfig = Field(default_factory=RewardConfig)
-    judge: JudgeConfig = Field(default_factory=JudgeConfig)
-    data: DataConfig = Field(default_factory=DataConfig)
-    game: GameConfig = Field(default_factory=GameConfig)
-    training: TrainingConfig = Field(default_factory=TrainingConfig)
-    lagrangian: LagrangianConfig = Field(default_factory=LagrangianConfig)
-    devices: DevicesConfig = Field(default_factory=DevicesConfig)
-    logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    policy: PlayerConfig = Field(default_factory=PlayerConfig, description="The policy L: answers and argues.")
+    monitor: PlayerConfig = Field(default_factory=PlayerConfig, description="The monitor M: critiques the answer.")
+    reward: RewardConfig = Field(default_factory=RewardConfig, description="The frozen reward model.")
+    judge: JudgeConfig = Field(default_factory=JudgeConfig, description="The frozen weak judge.")
+    data: DataConfig = Field(default_factory=DataConfig, description="The states played: dataset and split.")
+    game: GameConfig = Field(default_factory=GameConfig, description="The payoffs of GAME.md §2.")
+    training: TrainingConfig = Field(default_factory=TrainingConfig, description="TTUR PPO schedule and knobs.")
+    lagrangian: LagrangianConfig = Field(default_factory=LagrangianConfig, description="Dual ascent on λ.")
+    devices: DevicesConfig = Field(default_factory=DevicesConfig, description="Where each role runs.")
+    logging: LoggingConfig = Field(default_factory=LoggingConfig, description="Trackers besides the log.")
 
     @model_validator(mode="before")
     @classmethod
