@@ -1,4 +1,4 @@
-"""`minmax-engine play` and `minmax-engine eval`: the command line of the game loop.
+"""What `minmax-engine play` and `minmax-engine eval` do (their arguments are parsed in tui/cli.py).
 
     minmax-engine play --config configs/tiny.toml
     minmax-engine play --config configs/tiny.toml --mode rlhf --epochs 1
@@ -18,17 +18,6 @@ from pathlib import Path
 
 from engine.config import ConfigOverrides, load_config
 from storage.errors import UserError
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", type=Path, help="a TOML or JSON run config, e.g. configs/tiny.toml")
-    parser.add_argument("--epochs", type=int, help="passes over the train split (training.num_epochs)")
-    parser.add_argument("--dataset", help='"builtin" or a QA-simple .json / QuALITY .jsonl path (data.dataset)')
-    parser.add_argument("--mode", choices=("minmax", "rlhf"), help="minmax (policy vs monitor) or the rlhf baseline")
-    parser.add_argument("--run-dir", help="parent directory of the run's directory (default: runs)")
-    parser.add_argument("--seed", type=int, help="the run's seed")
-    parser.add_argument("--resume", metavar="RUN", help="continue a run (its directory or its id under runs/)")
-    parser.add_argument("--eval-only", action="store_true", help="evaluate on the held-out split and exit")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -63,13 +52,6 @@ def run(args: argparse.Namespace) -> int:
         _print_summary(finished.rounds, finished.policy_updates, finished.monitor_updates, finished.wall_seconds)
     print(f"minmax-engine play: run {run_id} done: {run_dir}", flush=True)
     return 0
-
-
-def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("run", help="a run directory (or a run id under runs/)")
-    parser.add_argument("--dataset", help="evaluate on this dataset's held-out split instead of the run's")
-    parser.add_argument("--checkpoint", type=int, help="the checkpoint (policy version) to evaluate; default: the last")
-    parser.add_argument("--run-dir", help="where to look for a run id (default: runs)")
 
 
 def run_eval(args: argparse.Namespace) -> int:

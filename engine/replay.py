@@ -18,7 +18,6 @@ N updates", exit 1 naming the first mismatching seq.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 from collections.abc import Iterable, Sequence
@@ -183,11 +182,6 @@ def check_lambda(state: RunState) -> LambdaCheck:
 # --- the command ------------------------------------------------------------------------------
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("run", type=Path, metavar="RUN", help="a run directory (runs/<run_id>)")
-    parser.add_argument("--json", action="store_true", help="print the folded state as JSON instead of a summary")
-
-
 def _format(value: float | None) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
@@ -215,9 +209,10 @@ def _summary(state: RunState) -> list[str]:
     return lines
 
 
-def run(args: argparse.Namespace) -> int:
-    state = fold_run(RunReader(args.run))
-    if args.json:
+def run(run_dir: Path, as_json: bool) -> int:
+    """`minmax-engine replay RUN [--json]` (arguments parsed in tui/cli.py)."""
+    state = fold_run(RunReader(run_dir))
+    if as_json:
         payload = asdict(state)
         payload["last_checkpoint"] = None if state.last_checkpoint is None else state.last_checkpoint.to_dict()
         print(json.dumps(payload, indent=2, default=str))

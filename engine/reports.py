@@ -18,7 +18,6 @@ Every number comes from SQL over the runs' logs (storage.RunsQuery: the `rounds`
 
 from __future__ import annotations
 
-import argparse
 import html
 import math
 import zlib
@@ -441,23 +440,19 @@ def write_report(runs: Sequence[RunData], out: Path) -> Path:
 # ---------------------------------------------------------------------------------------
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("runs", nargs="+", type=Path, metavar="RUN", help="run directories, e.g. runs/<run_id>")
-    parser.add_argument("--out", required=True, type=Path, help="directory for index.html and the PNGs")
-
-
-def run(args: argparse.Namespace) -> int:
-    runs = [load_run(path) for path in args.runs]
+def run(paths: Sequence[Path], out: Path) -> int:
+    """`minmax-engine report RUN... --out DIR` (arguments parsed in tui/cli.py)."""
+    runs = [load_run(path) for path in paths]
     seen: dict[str, Path] = {}
     for loaded in runs:
         if loaded.run_id in seen:
             raise UserError(f"{loaded.path}: run {loaded.run_id} is already given as {seen[loaded.run_id]}; name each run once")
         seen[loaded.run_id] = loaded.path
-    refuse_inside_a_run(args.out, "--out")
+    refuse_inside_a_run(out, "--out")
     try:
-        args.out.mkdir(parents=True, exist_ok=True)
+        out.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise UserError(f"--out {args.out}: cannot create the report directory ({error.strerror}); choose another path") from None
-    index = write_report(runs, args.out)
+        raise UserError(f"--out {out}: cannot create the report directory ({error.strerror}); choose another path") from None
+    index = write_report(runs, out)
     print(f"report written: {index}")
     return 0

@@ -18,7 +18,6 @@ stderr and left out; a backend that raises while publishing is reported once and
 
 from __future__ import annotations
 
-import argparse
 import math
 import netrc
 import os
@@ -553,23 +552,13 @@ def open_trackers(
 # ---------------------------------------------------------------------------------------
 
 
-def add_log_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("run", type=Path, help="a run directory, e.g. runs/<run_id>")
-    parser.add_argument("--to", required=True, choices=("tensorboard", "wandb"), help="the tracker to fill")
-    parser.add_argument(
-        "--force",
-        action="store_true",
-        help="replace <run>/tensorboard when it already holds event files (e.g. from live logging)",
-    )
-
-
-def run_log(args: argparse.Namespace) -> int:
-    run_dir: Path = args.run
+def run_log(run_dir: Path, to: str, force: bool) -> int:
+    """Publish every event of a finished (or stopped) run to one tracker, as play would have."""
     reader = RunReader(run_dir)  # UserError for a missing or non-run directory
-    if args.to == "tensorboard":
+    if to == "tensorboard":
         tensorboard_dir = run_dir / "tensorboard"
         if tensorboard_dir.exists() and any(tensorboard_dir.iterdir()):
-            if not args.force:
+            if not force:
                 raise UserError(
                     f"{tensorboard_dir} already holds TensorBoard files; pass --force to replace them"
                 )
@@ -577,13 +566,13 @@ def run_log(args: argparse.Namespace) -> int:
     events = reader.events()
     if not any(isinstance(recorded.event, RunFinished | RunFailed) for recorded in events):
         print(f"minmax-engine log: {run_dir} has not finished; logging its {len(events)} events so far", file=sys.stderr)
-    trackers = open_trackers([args.to], run_dir, reader.run_id, job_type="backfill")
+    trackers = open_trackers([to], run_dir, reader.run_id, job_type="backfill")
     if not trackers.backends:
-        raise UserError(f"the {args.to} tracker could not start (reason above); nothing was logged")
+        raise UserError(f"the {to} tracker could not start (reason above); nothing was logged")
     for recorded in events:
         trackers.publish(recorded)
     trackers.close()
     if trackers.failed:
         return 1  # the failure was printed once by Trackers
-    print(f"logged {len(events)} events of run {reader.run_id} to {args.to}")
+    print(f"logged {len(events)} events of run {reader.run_id} to {to}")
     return 0

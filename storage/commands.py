@@ -1,4 +1,4 @@
-"""The `sql`, `verify` and `export` subcommands of `minmax-engine` (dispatched by tui/cli.py).
+"""What the `sql`, `verify` and `export` subcommands do (their arguments are parsed in tui/cli.py).
 
     minmax-engine sql runs 'SELECT run_id, "window", deception_rate FROM metrics ORDER BY 1, 2'
     minmax-engine sql runs/r1 "SELECT * FROM rounds LIMIT 5" --format csv --output rounds.csv
@@ -11,7 +11,6 @@ storage may import duckdb; none of them writes inside a run directory (storage/o
 
 from __future__ import annotations
 
-import argparse
 import csv
 import math
 import os
@@ -34,35 +33,26 @@ _CELL_WIDTH = 48  # long cells (stories, token lists) are cut in the aligned tab
 # -- sql ---------------------------------------------------------------------------------
 
 
-def add_sql_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("path", metavar="RUN_OR_DIR", help="a run directory, or a directory of runs")
-    parser.add_argument("query", metavar="SQL", help=f"one SELECT over the views {', '.join(VIEW_NAMES)} "
-                        '(quote the keywords "window" and "lambda")')
-    parser.add_argument("--format", choices=("table", "csv", "json", "parquet"), default="table",
-                        help="table (aligned, default), csv, json (one object per line) or parquet")
-    parser.add_argument("--output", metavar="FILE", type=Path,
-                        help="write to FILE instead of standard output (required for parquet)")
-
-
-def run_sql(args: argparse.Namespace) -> int:
-    if args.format == "parquet" and args.output is None:
+def run_sql(path: str, query: str, fmt: str, output: Path | None) -> int:
+    """One SELECT over the views of a run or of every run under a directory, in `fmt`."""
+    if fmt == "parquet" and output is None:
         raise UserError("--format parquet writes a binary file: add --output FILE.parquet")
-    _check_output_path(args.output)
-    with RunsQuery(args.path) as query:
-        table = query.arrow(args.query)
-    if args.format == "parquet":
-        pq.write_table(table, args.output)
+    _check_output_path(output)
+    with RunsQuery(path) as runs:
+        table = runs.arrow(query)
+    if fmt == "parquet":
+        pq.write_table(table, output)
         return 0
-    if args.output is None:
+    if output is None:
         try:
-            _write_text(table, args.format, sys.stdout)
+            _write_text(table, fmt, sys.stdout)
             sys.stdout.flush()
         except BrokenPipeError:
             # `minmax-engine sql ... | head`: the reader has what it wanted
             sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (keeps interpreter exit quiet)
         return 0
-    with open(args.output, "w", newline="", encoding="utf-8") as handle:
-        _write_text(table, args.format, handle)
+    with open(output, "w", newline="", encoding="utf-8") as handle:
+        _write_text(table, fmt, handle)
     return 0
 
 
@@ -128,16 +118,11 @@ def format_table(names: list[str], rows: list[dict[str, Any]], numeric: list[boo
 # -- verify ------------------------------------------------------------------------------
 
 
-def add_verify_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("run", metavar="RUN", type=Path, help="a run directory (runs/<run_id>)")
-    parser.add_argument("--all-problems", action="store_true", help="list every problem found, not only the first")
-
-
-def run_verify(args: argparse.Namespace) -> int:
+def run_verify(run: Path, all_problems: bool) -> int:
     """Exit 0 when the log is whole and unedited, 1 when it is not (one summary line)."""
-    report = verify_run(args.run)
+    report = verify_run(run)
     print(report.summary())
-    if args.all_problems:
+    if all_problems:
         for problem in report.problems:
             print(f"  {problem.describe()}")
     return 0 if report.ok else 1
@@ -146,14 +131,8 @@ def run_verify(args: argparse.Namespace) -> int:
 # -- export ------------------------------------------------------------------------------
 
 
-def add_export_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("path", metavar="RUN_OR_DIR", help="a run directory, or a directory of runs")
-    parser.add_argument("--to", metavar="DIR", type=Path, required=True,
-                        help="directory to write <view>.parquet into (created if missing)")
-
-
-def run_export(args: argparse.Namespace) -> int:
-    written = export_views(args.path, args.to)
+def run_export(path: str, to: Path) -> int:
+    written = export_views(path, to)
     for path in written:
         print(path)
     return 0

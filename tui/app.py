@@ -12,7 +12,6 @@ found later (a log that turns out corrupt halfway) are shown as a message in the
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 from typing import Literal
 
@@ -62,19 +61,3 @@ def open_app(path: Path) -> MinmaxApp:
     # rather than inside the app.
     run_data.run_started()
     return MinmaxApp(resolved, "run", run_data=run_data)
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "path",
-        nargs="?",
-        default="runs",
-        type=Path,
-        metavar="RUN | RUNS_DIR",
-        help="a run directory (runs/<run_id>) or a directory of runs (default: ./runs)",
-    )
-
-
-def run(args: argparse.Namespace) -> int:
-    open_app(args.path).run()
-    return 0

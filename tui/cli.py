@@ -1,71 +1,169 @@
 """`minmax-engine`: the command line, the outermost layer of the project.
 
     minmax-engine play --config configs/tiny.toml
+    minmax-engine sql runs "SELECT * FROM rounds LIMIT 5"
+
+Every subcommand's arguments are declared here, in one parser; what a command does lives in
+the layer that owns it (engine/play_command.py, engine/replay.py, engine/reports.py,
+engine/trackers.py, storage/commands.py, tui/app.py). Each command's function below imports
+its implementation when it runs, so `--help`, `sql` and `verify` never load torch,
+transformers or peft (tests/test_cli.py checks it in a fresh interpreter;
+benchmarks/bench_cli.py times `--help`).
 
 The command line lives in `tui/` (everything a person types or looks at in a terminal) so
-that the layers point one way: `tui` → `engine` → `referees` → `players` → `storage`, and
-no core package imports a user interface.
-
-Each subcommand's module is imported only when that subcommand runs, so `minmax-engine sql`
-does not pay for importing torch. A module provides `add_arguments(parser)` and
-`run(args) -> int` (an exit status); for modules that serve two commands the function
-names carry the command (`add_eval_arguments`, `run_eval`).
-
+that the layers point one way: `tui` → `engine` → `referees` → `players` → `storage`.
 Errors a user can fix (`storage.errors.UserError`) print one line and exit with status 2.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
-from storage.errors import UserError
-
-# command -> (module, add-arguments function, run function, one-line help)
-COMMANDS: dict[str, tuple[str, str, str, str]] = {
-    "play": ("engine.play_command", "add_arguments", "run", "play (and train) a game from a config"),
-    "eval": ("engine.play_command", "add_eval_arguments", "run_eval", "evaluate a run's saved adapters on held-out states"),
-    "replay": ("engine.replay", "add_arguments", "run", "fold a run's log and re-check its λ trajectory"),
-    "verify": ("storage.commands", "add_verify_arguments", "run_verify", "check a run's hash chain, sequence and schema"),
-    "sql": ("storage.commands", "add_sql_arguments", "run_sql", "query one run or every run under a directory with SQL"),
-    "export": ("storage.commands", "add_export_arguments", "run_export", "write one Parquet file per view"),
-    "tui": ("tui.app", "add_arguments", "run", "replay and inspect runs in the terminal"),
-    "report": ("engine.reports", "add_arguments", "run", "plots and an HTML report for one or more runs"),
-    "log": ("engine.trackers", "add_log_arguments", "run_log", "backfill a run into TensorBoard or W&B"),
-}
+# --- what each command runs: the implementation is imported only here --------------------
 
 
-def _top_level_parser() -> argparse.ArgumentParser:
+def _play(args: argparse.Namespace) -> int:
+    from engine import play_command
+
+    return play_command.run(args)
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from engine import play_command
+
+    return play_command.run_eval(args)
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from engine import replay
+
+    return replay.run(args.run, as_json=args.json)
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from storage import commands
+
+    return commands.run_verify(args.run, all_problems=args.all_problems)
+
+
+def _sql(args: argparse.Namespace) -> int:
+    from storage import commands
+
+    return commands.run_sql(args.path, args.query, args.format, args.output)
+
+
+def _export(args: argparse.Namespace) -> int:
+    from storage import commands
+
+    return commands.run_export(args.path, args.to)
+
+
+def _tui(args: argparse.Namespace) -> int:
+    from tui.app import open_app
+
+    open_app(args.path).run()
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from engine import reports
+
+    return reports.run(args.runs, args.out)
+
+
+def _log(args: argparse.Namespace) -> int:
+    from engine import trackers
+
+    return trackers.run_log(args.run, args.to, force=args.force)
+
+
+# --- the parser ------------------------------------------------------------------------------
+
+
+def _command(
+    commands: argparse._SubParsersAction, name: str, summary: str, run: Callable[[argparse.Namespace], int]
+) -> argparse.ArgumentParser:
+    parser = commands.add_parser(name, help=summary, description=summary)
+    parser.set_defaults(runs_command=run)
+    return parser
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="minmax-engine",
-        description="The Monitor-vs-LLM game: play, train, inspect and compare runs.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="commands:\n" + "\n".join(f"  {name:<8} {spec[3]}" for name, spec in COMMANDS.items()),
+        prog="minmax-engine", description="The Monitor-vs-LLM game: play, train, inspect and compare runs."
     )
-    parser.add_argument("command", choices=list(COMMANDS), metavar="COMMAND")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    play = _command(commands, "play", "play (and train) a game from a config", _play)
+    play.add_argument("--config", type=Path, help="a TOML or JSON run config, e.g. configs/tiny.toml")
+    play.add_argument("--epochs", type=int, help="passes over the train split (training.num_epochs)")
+    play.add_argument("--dataset", help='"builtin" or a QA-simple .json / QuALITY .jsonl path (data.dataset)')
+    play.add_argument("--mode", choices=("minmax", "rlhf"), help="minmax (policy vs monitor) or the rlhf baseline")
+    play.add_argument("--run-dir", help="parent directory of the run's directory (default: runs)")
+    play.add_argument("--seed", type=int, help="the run's seed")
+    play.add_argument("--resume", metavar="RUN", help="continue a run (its directory or its id under runs/)")
+    play.add_argument("--eval-only", action="store_true", help="evaluate on the held-out split and exit")
+
+    evaluate = _command(commands, "eval", "evaluate a run's saved adapters on held-out states", _eval)
+    evaluate.add_argument("run", help="a run directory (or a run id under runs/)")
+    evaluate.add_argument("--dataset", help="evaluate on this dataset's held-out split instead of the run's")
+    evaluate.add_argument("--checkpoint", type=int, help="the checkpoint (policy version) to evaluate; default: the last")
+    evaluate.add_argument("--run-dir", help="where to look for a run id (default: runs)")
+
+    replay = _command(commands, "replay", "fold a run's log and re-check its λ trajectory", _replay)
+    replay.add_argument("run", type=Path, metavar="RUN", help="a run directory (runs/<run_id>)")
+    replay.add_argument("--json", action="store_true", help="print the folded state as JSON instead of a summary")
+
+    verify = _command(commands, "verify", "check a run's hash chain, sequence and schema", _verify)
+    verify.add_argument("run", metavar="RUN", type=Path, help="a run directory (runs/<run_id>)")
+    verify.add_argument("--all-problems", action="store_true", help="list every problem found, not only the first")
+
+    sql = _command(commands, "sql", "query one run or every run under a directory with SQL", _sql)
+    sql.add_argument("path", metavar="RUN_OR_DIR", help="a run directory, or a directory of runs")
+    sql.add_argument("query", metavar="SQL", help="one SELECT over the run's views (docs/ARCHITECTURE.md lists them; "
+                     'quote the keywords "window" and "lambda")')
+    sql.add_argument("--format", choices=("table", "csv", "json", "parquet"), default="table",
+                     help="table (aligned, default), csv, json (one object per line) or parquet")
+    sql.add_argument("--output", metavar="FILE", type=Path,
+                     help="write to FILE (outside every run) instead of standard output; required for parquet")
+
+    export = _command(commands, "export", "write one Parquet file per view", _export)
+    export.add_argument("path", metavar="RUN_OR_DIR", help="a run directory, or a directory of runs")
+    export.add_argument("--to", metavar="DIR", type=Path, required=True,
+                        help="directory (outside every run) to write <view>.parquet into; created if missing")
+
+    tui = _command(commands, "tui", "replay and inspect runs in the terminal", _tui)
+    tui.add_argument("path", nargs="?", default="runs", type=Path, metavar="RUN | RUNS_DIR",
+                     help="a run directory (runs/<run_id>) or a directory of runs (default: ./runs)")
+
+    report = _command(commands, "report", "plots and an HTML report for one or more runs", _report)
+    report.add_argument("runs", nargs="+", type=Path, metavar="RUN", help="run directories, e.g. runs/<run_id>")
+    report.add_argument("--out", required=True, type=Path,
+                        help="directory (outside every run) for index.html and the PNGs")
+
+    log = _command(commands, "log", "backfill a run into TensorBoard or W&B", _log)
+    log.add_argument("run", type=Path, help="a run directory, e.g. runs/<run_id>")
+    log.add_argument("--to", required=True, choices=("tensorboard", "wandb"), help="the tracker to fill")
+    log.add_argument("--force", action="store_true",
+                     help="replace <run>/tensorboard when it already holds event files (e.g. from live logging)")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] not in COMMANDS:
-        _top_level_parser().parse_args(argv[:1] or ["--help"])
-        return 2  # parse_args exits; kept for type checkers
-    name, rest = argv[0], argv[1:]
-    module_name, add_name, run_name, help_text = COMMANDS[name]
-    module = importlib.import_module(module_name)
-    parser = argparse.ArgumentParser(prog=f"minmax-engine {name}", description=help_text)
-    getattr(module, add_name)(parser)
-    args = parser.parse_args(rest)
+    args = build_parser().parse_args(sys.argv[1:] if argv is None else list(argv))
+    # Imported after parsing: `--help` and usage errors answer without loading storage (numpy, Arrow).
+    from storage.errors import UserError
+
     try:
-        return int(getattr(module, run_name)(args))
+        return int(args.runs_command(args))
     except UserError as error:
-        print(f"minmax-engine {name}: error: {error}", file=sys.stderr)
+        print(f"minmax-engine {args.command}: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"minmax-engine {name}: interrupted", file=sys.stderr)
+        print(f"minmax-engine {args.command}: interrupted", file=sys.stderr)
         return 130
 
 
