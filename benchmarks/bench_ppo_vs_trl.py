@@ -131,14 +131,6 @@ class FullLengthPlayer(Player):
     def eos_token_ids(self) -> set[int]:
         return set()
 
-    @property
-    def pad_token_id(self) -> int:
-        # Player.pad_token_id falls back to the smallest EOS id; keep the real one.
-        tokenizer = self.tokenizer
-        if tokenizer.pad_token_id is not None:
-            return int(tokenizer.pad_token_id)
-        return min(Player.eos_token_ids.fget(self))  # type: ignore[attr-defined]
-
 
 def bench_ours(args: argparse.Namespace, pool: ModelPool) -> dict[str, float]:
     config = PlayerConfig(

@@ -85,7 +85,7 @@ class Estimate:
 
 
 @dataclass
-class RunData:
+class RunForReport:
     path: Path
     run_id: str
     mode: str
@@ -134,7 +134,7 @@ def final_point_sql(first_round: int) -> str:
     return f"SELECT {columns} FROM ({final_rounds_sql(first_round)})"
 
 
-def load_run(path: Path) -> RunData:
+def load_run(path: Path) -> RunForReport:
     reader = RunReader(path)  # UserError for a missing directory or one without a run log
     started = reader.run_started()
     query = RunsQuery(path)
@@ -161,7 +161,7 @@ def load_run(path: Path) -> RunData:
         final_point = query.polars(final_point_sql(first_round)).row(0, named=True)
     finally:
         query.close()
-    return RunData(
+    return RunForReport(
         path=path,
         run_id=reader.run_id,
         mode=started.mode,
@@ -212,7 +212,7 @@ def percentile_interval(samples: np.ndarray) -> tuple[float | None, float | None
     return (float(low), float(high))
 
 
-def final_estimates(run: RunData) -> tuple[dict[str, Estimate], dict[str, np.ndarray]]:
+def final_estimates(run: RunForReport) -> tuple[dict[str, Estimate], dict[str, np.ndarray]]:
     """Point estimates (SQL) with bootstrap intervals, and the resampled values per metric.
 
     The resampling stream is seeded by BOOTSTRAP_SEED and the run id: the same run gets the
@@ -239,7 +239,7 @@ class Comparison:
     difference: Estimate  # MinMax − RLHF
 
 
-def compare(minmax: RunData, rlhf: RunData) -> list[Comparison]:
+def compare(minmax: RunForReport, rlhf: RunForReport) -> list[Comparison]:
     minmax_estimates, minmax_samples = final_estimates(minmax)
     rlhf_estimates, rlhf_samples = final_estimates(rlhf)
     rows = []
@@ -284,7 +284,7 @@ def _save(figure, path: Path) -> Path:
     return path
 
 
-def plot_rates(runs: Sequence[RunData], out: Path) -> Path:
+def plot_rates(runs: Sequence[RunForReport], out: Path) -> Path:
     figure, axes = _figure(len(PLOTTED_RATES), "Game metrics per window (95% Wilson bands)")
     for axis, metric in zip(axes, PLOTTED_RATES):
         for run in runs:
@@ -303,7 +303,7 @@ def plot_rates(runs: Sequence[RunData], out: Path) -> Path:
     return _save(figure, out / "game_metrics.png")
 
 
-def plot_lambda(runs: Sequence[RunData], out: Path) -> Path:
+def plot_lambda(runs: Sequence[RunForReport], out: Path) -> Path:
     figure, (value_axis, violation_axis) = _figure(2, "Lagrange multiplier and constraint (per dual-ascent step)")
     with_lambda = [run for run in runs if run.lambda_steps.height > 0]  # rlhf: no monitor, no λ
     if not with_lambda:
@@ -323,7 +323,7 @@ def plot_lambda(runs: Sequence[RunData], out: Path) -> Path:
     return _save(figure, out / "lambda.png")
 
 
-def plot_reward_and_kl(runs: Sequence[RunData], out: Path) -> Path:
+def plot_reward_and_kl(runs: Sequence[RunForReport], out: Path) -> Path:
     figure, (reward_axis, kl_ref_axis, approx_kl_axis) = _figure(3, "Reward and KL")
     for run in runs:
         (line,) = reward_axis.plot(run.windows["step"].to_numpy(), run.windows["mean_reward"].to_numpy(), label=run.label)
@@ -366,7 +366,7 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def headline_section(minmax: RunData, rlhf: RunData) -> str:
+def headline_section(minmax: RunForReport, rlhf: RunForReport) -> str:
     rows = [
         [LABELS[row.metric], _format(row.minmax), _format(row.rlhf), _format(row.difference, signed=True)]
         for row in compare(minmax, rlhf)
@@ -388,7 +388,7 @@ def headline_section(minmax: RunData, rlhf: RunData) -> str:
     )
 
 
-def final_metrics_section(runs: Sequence[RunData]) -> str:
+def final_metrics_section(runs: Sequence[RunForReport]) -> str:
     header = ["run", "mode", "final rounds"] + [LABELS[metric] for metric in OUTCOMES]
     rows = []
     for run in runs:
@@ -406,7 +406,7 @@ def final_metrics_section(runs: Sequence[RunData]) -> str:
     )
 
 
-def write_report(runs: Sequence[RunData], out: Path) -> Path:
+def write_report(runs: Sequence[RunForReport], out: Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     images = [plot_lambda(runs, out), plot_rates(runs, out), plot_reward_and_kl(runs, out)]
     minmax_runs = [run for run in runs if run.mode == "minmax"]

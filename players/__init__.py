@@ -14,8 +14,6 @@ from players.prompts import monitor_messages, policy_messages
 _LAZY = {
     "ModelPool": "players.models",
     "SharedBase": "players.models",
-    "PackedBatch": "players.packing",
-    "pack_sequences": "players.packing",
     "Generation": "players.player",
     "Player": "players.player",
 }
@@ -32,12 +30,10 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "Generation",
     "ModelPool",
-    "PackedBatch",
     "Player",
     "PlayerConfig",
     "SharedBase",
     "monitor_messages",
-    "pack_sequences",
     "parse_answer",
     "parse_verdict",
     "policy_messages",

@@ -88,6 +88,28 @@ class SharedBase:
         return self.peft_model
 
     @property
+    def eos_token_ids(self) -> set[int]:
+        """Every id that ends a turn: the tokenizer's EOS and the generation config's."""
+        ids: set[int] = set()
+        if self.tokenizer.eos_token_id is not None:
+            ids.add(int(self.tokenizer.eos_token_id))
+        configured = getattr(self.model.generation_config, "eos_token_id", None)
+        if isinstance(configured, int):
+            ids.add(configured)
+        elif configured:
+            ids.update(int(token) for token in configured)
+        return ids
+
+    @property
+    def pad_token_id(self) -> int:
+        """The id every batch on this base is left-padded with (players and referees alike):
+        the tokenizer's pad, else its smallest end-of-turn id. Padded positions are masked out
+        everywhere, so the id only has to exist in the vocabulary."""
+        if self.tokenizer.pad_token_id is not None:
+            return int(self.tokenizer.pad_token_id)
+        return min(self.eos_token_ids, default=0)
+
+    @property
     def forward_model(self) -> PreTrainedModel | PeftModel:
         return self.peft_model if self.peft_model is not None else self.model
 

@@ -11,7 +11,7 @@ turns gradients on for its LoRA parameters only (the base and the other adapter 
 
 Generation is a hand-written sampling loop with a KV cache rather than `model.generate`, so the
 behaviour log-prob of every token is computed in one place, in fp32, as
-log_softmax(logits / temperature)[token] on exactly the inputs `pack_sequences` rebuilds
+log_softmax(logits / temperature)[token] on exactly the inputs `left_pad` lays out
 (left padding, position_ids = cumsum(mask) - 1). That is what a PPO learner recomputes.
 
 top_p < 1 truncates the distribution tokens are *drawn* from, but the recorded log-prob stays
@@ -37,6 +37,7 @@ from transformers import PreTrainedTokenizerBase
 from players.config import PlayerConfig
 from players.models import ModelPool, SharedBase
 from players.packing import left_pad
+from players.prompts import encode_rendered, render_chat
 from storage.errors import UserError
 
 ADAPTER_WEIGHTS_FILE = "adapter_model.safetensors"
@@ -114,24 +115,13 @@ class Player:
 
     @property
     def pad_token_id(self) -> int:
-        """The id generation pads with; learners pass it to pack_sequences."""
-        tokenizer = self.tokenizer
-        if tokenizer.pad_token_id is not None:
-            return int(tokenizer.pad_token_id)
-        return min(self.eos_token_ids)
+        """The id generation pads with; learners pass it to SharedPromptBatch.build."""
+        return self.base.pad_token_id
 
     @property
     def eos_token_ids(self) -> set[int]:
-        """Every id that ends a turn: the tokenizer's EOS and the generation config's."""
-        ids: set[int] = set()
-        if self.tokenizer.eos_token_id is not None:
-            ids.add(int(self.tokenizer.eos_token_id))
-        configured = getattr(self.base.model.generation_config, "eos_token_id", None)
-        if isinstance(configured, int):
-            ids.add(configured)
-        elif configured:
-            ids.update(int(token) for token in configured)
-        return ids
+        """Every id that ends a turn (see SharedBase.eos_token_ids)."""
+        return self.base.eos_token_ids
 
     @contextlib.contextmanager
     def _selected(self) -> Iterator[None]:
@@ -225,20 +215,10 @@ class Player:
     def render_prompt(self, messages: Sequence[dict[str, str]]) -> str:
         """The prompt text: the chat template when the tokenizer has one, else plain turns,
         followed by the configured response prefix (the start of the assistant's turn)."""
-        if self.tokenizer.chat_template:
-            rendered = self.tokenizer.apply_chat_template(
-                list(messages), tokenize=False, add_generation_prompt=True
-            )
-        else:
-            turns = [f"{message['role']}: {message['content']}" for message in messages]
-            rendered = "\n\n".join(turns) + "\n\nassistant:"
-        return rendered + self.config.response_prefix
+        return render_chat(self.tokenizer, messages) + self.config.response_prefix
 
     def encode_prompt(self, prompt: str) -> list[int]:
-        # A chat template already writes the special tokens it wants (BOS included), so the
-        # tokenizer must not add a second one.
-        add_special_tokens = not self.tokenizer.chat_template
-        return list(self.tokenizer(prompt, add_special_tokens=add_special_tokens)["input_ids"])
+        return encode_rendered(self.tokenizer, prompt)
 
     # --- generation ---------------------------------------------------------------------------
 

@@ -7,6 +7,10 @@ players/parsing.py looks for first.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
@@ -58,3 +62,23 @@ def monitor_messages(
             ),
         },
     ]
+
+
+# --- messages -> prompt text -> ids: the one rule for players and referees alike ---------------
+
+
+def render_chat(
+    tokenizer: PreTrainedTokenizerBase, messages: Sequence[dict[str, str]], *, generation_prompt: bool = True
+) -> str:
+    """Messages as prompt text: the tokenizer's chat template when it has one, else plain
+    "role: content" turns; `generation_prompt` opens the assistant's turn after them."""
+    if tokenizer.chat_template:
+        return tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=generation_prompt)
+    turns = "\n\n".join(f"{message['role']}: {message['content']}" for message in messages)
+    return turns + "\n\nassistant:" if generation_prompt else turns
+
+
+def encode_rendered(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
+    """Ids of text from render_chat. A chat template already writes the special tokens it
+    wants (BOS included), so the tokenizer adds its own only to plain turns."""
+    return list(tokenizer(text, add_special_tokens=not tokenizer.chat_template)["input_ids"])

@@ -23,7 +23,7 @@ import torch
 
 from players.models import ModelPool, SharedBase
 from players.packing import left_pad
-from players.prompts import format_choices
+from players.prompts import encode_rendered, format_choices, render_chat
 from referees.config import RewardConfig
 from referees.yes_no import YesNoReader
 from storage.errors import UserError
@@ -122,16 +122,7 @@ class RewardModel:
             {"role": "user", "content": _question_block(question, choices)},
             {"role": "assistant", "content": text},
         ]
-        if tokenizer.chat_template:
-            rendered = tokenizer.apply_chat_template(conversation, tokenize=False)
-            return list(tokenizer(rendered, add_special_tokens=False)["input_ids"])
-        plain = f"{conversation[0]['content']}\n\n{text}"
-        return list(tokenizer(plain, add_special_tokens=True)["input_ids"])
-
-    def _pad_id(self) -> int:
-        tokenizer = self.base.tokenizer
-        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        return int(pad) if pad is not None else 0  # padded positions are masked; the id is moot
+        return encode_rendered(tokenizer, render_chat(tokenizer, conversation, generation_prompt=False))
 
     @torch.inference_mode()
     def _classifier_scores(self, inputs: Sequence[Sequence[int]]) -> list[float]:
@@ -144,12 +135,12 @@ class RewardModel:
         """
         model = self.base.model
         if model.config.pad_token_id is None:
-            model.config.pad_token_id = self._pad_id()  # it refuses batches > 1 without one
+            model.config.pad_token_id = self.base.pad_token_id  # it refuses batches > 1 without one
         embed = model.get_input_embeddings()
         scores: list[float] = []
         for start in range(0, len(inputs), self.config.batch_size):
             chunk = inputs[start : start + self.config.batch_size]
-            input_ids, attention_mask, position_ids = left_pad(chunk, self._pad_id(), self.base.device)
+            input_ids, attention_mask, position_ids = left_pad(chunk, self.base.pad_token_id, self.base.device)
             with _quiet_embeddings_warning():
                 logits = model(
                     inputs_embeds=embed(input_ids), attention_mask=attention_mask, position_ids=position_ids

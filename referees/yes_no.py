@@ -20,6 +20,7 @@ from transformers import PreTrainedTokenizerBase
 
 from players.models import SharedBase
 from players.packing import left_pad
+from players.prompts import encode_rendered, render_chat
 from storage.errors import UserError
 
 YES_SPELLINGS = ("Yes", " Yes", "yes", " yes", "YES", " YES")
@@ -49,17 +50,10 @@ class YesNoReader:
                 f"[{role}] model = {base.spec!r}: its tokenizer has no distinct single tokens for "
                 "Yes and No, so it cannot be read as a yes/no scorer; choose another model"
             )
-        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        if self.pad_id is None:
-            self.pad_id = 0  # every padded position is masked out, so its id never matters
 
     def render(self, messages: Sequence[dict[str, str]]) -> list[int]:
         tokenizer = self.base.tokenizer
-        if tokenizer.chat_template:
-            text = tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
-            return list(tokenizer(text, add_special_tokens=False)["input_ids"])
-        turns = "\n\n".join(f"{message['role']}: {message['content']}" for message in messages)
-        return list(tokenizer(turns + "\n\nassistant:", add_special_tokens=True)["input_ids"])
+        return encode_rendered(tokenizer, render_chat(tokenizer, messages))
 
     @torch.inference_mode()
     def log_odds(self, prompts: Sequence[Sequence[int]]) -> list[float]:
@@ -69,7 +63,7 @@ class YesNoReader:
         with self.base.adapters_disabled() as model:
             for start in range(0, len(prompts), self.batch_size):
                 chunk = prompts[start : start + self.batch_size]
-                input_ids, attention_mask, position_ids = left_pad(chunk, self.pad_id, self.base.device)
+                input_ids, attention_mask, position_ids = left_pad(chunk, self.base.pad_token_id, self.base.device)
                 logits = model(
                     input_ids=input_ids,
                     attention_mask=attention_mask,

@@ -12,7 +12,7 @@ import torch
 
 from engine.payoffs import policy_rollouts
 from engine.ppo import PPOLearner, Rollout, SharedPromptBatch, predicting_hidden_states
-from players import ModelPool, Player, PlayerConfig, pack_sequences
+from players import ModelPool, Player, PlayerConfig
 from storage import RoundPlayed, RunReader, RunWriter
 from tests.learner_settings import learner_settings
 
@@ -81,6 +81,24 @@ def test_recomputed_logprobs_match_behaviour_logprobs(tiny_lm_dir: Path, model_c
     assert torch.allclose(logprobs, batch.behaviour_logprobs, atol=1e-4)
 
 
+def test_shared_prompt_batch_layout() -> None:
+    rollouts = [
+        Rollout([5, 6, 7], [1, 2], [-0.5, -0.25], 0.0, "a"),
+        Rollout([8], [3, 4, 9], [-1.0, -2.0, -3.0], 0.0, "b"),
+        Rollout([5, 6, 7], [1], [-0.75], 0.0, "a"),
+    ]
+    batch = SharedPromptBatch.build(rollouts, pad_id=0, device=torch.device("cpu"))
+    assert batch.prompt_input_ids.tolist() == [[5, 6, 7], [0, 0, 8]]  # distinct prompts, left-padded
+    assert batch.prompt_attention_mask.tolist() == [[1, 1, 1], [0, 0, 1]]
+    assert batch.prompt_position_ids.tolist() == [[0, 1, 2], [0, 0, 0]]
+    assert batch.prompt_of_rollout.tolist() == [0, 1, 0]
+    assert batch.response_ids.tolist() == [[1, 2, 0], [3, 4, 9], [1, 0, 0]]
+    assert batch.response_mask.tolist() == [[1, 1, 0], [1, 1, 1], [1, 0, 0]]
+    # Response token j sits at position prompt length + j, whatever padding the prompts needed.
+    assert batch.response_position_ids.tolist() == [[3, 4, 5], [1, 2, 3], [3, 4, 5]]
+    assert batch.behaviour_logprobs.tolist() == [[-0.5, -0.25, 0.0], [-1.0, -2.0, -3.0], [-0.75, 0.0, 0.0]]
+
+
 def test_shared_prompt_forward_gives_the_gradient_of_full_forwards(tiny_lm_dir: Path, model_cache_dir: Path) -> None:
     policy, _ = make_players(tiny_lm_dir, model_cache_dir)
     perturb_adapters(policy, seed=2)
@@ -95,9 +113,13 @@ def test_shared_prompt_forward_gives_the_gradient_of_full_forwards(tiny_lm_dir: 
         batch = SharedPromptBatch.build(rollouts, policy.pad_token_id, policy.device)
         shared, _ = learner._token_logprobs(predicting_hidden_states(policy, batch), batch, with_entropy=False)
         shared_grads = gradients((shared * weights).sum())
-        # Reference: every rollout as one full left-padded sequence, all logits computed.
-        packed = pack_sequences([r.prompt_ids for r in rollouts], [r.response_ids for r in rollouts], policy.pad_token_id, policy.device)
-        full = packed.token_logprobs(policy.model(**packed.model_inputs()).logits, temperature=1.0)
+        # Reference: every rollout alone, unpadded, through the whole model (all logits computed).
+        full = torch.zeros_like(shared)
+        for row, rollout in enumerate(rollouts):
+            ids = torch.tensor([list(rollout.prompt_ids) + list(rollout.response_ids)])
+            logits = policy.model(input_ids=ids).logits[0, len(rollout.prompt_ids) - 1 : -1].float()
+            picked = torch.log_softmax(logits, dim=-1).gather(-1, torch.tensor(rollout.response_ids).unsqueeze(-1))
+            full[row, : len(rollout.response_ids)] = picked.squeeze(-1)
         full_grads = gradients((full * weights).sum())
     assert torch.allclose(shared, full, atol=1e-5)
     for shared_grad, full_grad in zip(shared_grads, full_grads, strict=True):

@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from players import ModelPool, Player, PlayerConfig, pack_sequences, policy_messages
+from engine.ppo import PPOLearner, Rollout, SharedPromptBatch, predicting_hidden_states
+from players import ModelPool, Player, PlayerConfig, policy_messages
+from tests.learner_settings import learner_settings
 
 STORIES = [
     "A fox ran.",
@@ -122,31 +124,16 @@ def test_behaviour_logprobs_equal_a_fresh_forward_pass(tiny_lm_dir: Path, tmp_pa
         expected = forward_logprobs(player, generation.prompt_ids, generation.token_ids)
         assert generation.logprobs == pytest.approx(expected, abs=1e-4)
 
-    # All together through pack_sequences, as a learner sees them.
-    batch = pack_sequences(
-        [g.prompt_ids for g in generations], [g.token_ids for g in generations], player.pad_token_id, "cpu"
-    )
+    # All together, padded and with shared prompts, as a learner sees them.
+    learner = PPOLearner(player, learner_settings(temperature=temperature))
+    rollouts = [Rollout(g.prompt_ids, g.token_ids, g.logprobs, 0.0, str(row)) for row, g in enumerate(generations)]
+    batch = SharedPromptBatch.build(rollouts, player.pad_token_id, player.device)
     with torch.inference_mode(), player.active():
-        logits = player.model(**batch.model_inputs()).logits
-    packed = batch.token_logprobs(logits, temperature)
+        packed, _ = learner._token_logprobs(predicting_hidden_states(player, batch), batch, with_entropy=False)
     for row, generation in enumerate(generations):
         length = len(generation.token_ids)
-        assert batch.response_token_mask[row].sum() == length
+        assert batch.response_mask[row].sum() == length
         assert packed[row, :length].tolist() == pytest.approx(generation.logprobs, abs=1e-4)
-        assert torch.all(packed[row, length:] == 0)
-
-
-def test_pack_sequences_layout(tiny_lm_dir: Path) -> None:
-    batch = pack_sequences([[5, 6, 7], [8]], [[1, 2], [3, 4, 9]], pad_id=0, device="cpu")
-    assert batch.input_ids.tolist() == [[5, 6, 7, 1, 2], [0, 8, 3, 4, 9]]
-    assert batch.attention_mask.tolist() == [[1, 1, 1, 1, 1], [0, 1, 1, 1, 1]]
-    assert batch.position_ids.tolist() == [[0, 1, 2, 3, 4], [0, 0, 1, 2, 3]]
-    assert batch.response_mask.tolist() == [[0, 0, 0, 1, 1], [0, 0, 1, 1, 1]]
-    assert batch.response_ids.tolist() == [[1, 2, 0], [3, 4, 9]]
-    assert batch.response_token_mask.tolist() == [[1, 1, 0], [1, 1, 1]]
-    # The logit predicting token j sits one position before it.
-    assert batch.logit_index[0, :2].tolist() == [2, 3]
-    assert batch.logit_index[1].tolist() == [1, 2, 3]
 
 
 def test_top_p_draws_only_from_the_nucleus_but_records_full_logprobs(tiny_lm_dir: Path, tmp_path: Path) -> None:

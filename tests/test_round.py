@@ -12,8 +12,9 @@ import torch
 from engine.config import GameConfig
 from engine.data import State
 from engine.round import RoundSettings, ScheduledRound, Table, play_rounds
-from players import ModelPool, Player, PlayerConfig, pack_sequences, parse_answer, parse_verdict
+from players import ModelPool, Player, PlayerConfig, parse_answer, parse_verdict
 from referees import Judge, JudgeConfig, RewardConfig, RewardModel
+from tests.test_players_generation import forward_logprobs
 
 STATES = [
     State("fox-1", "A fox lived near the river by the old mill.", "Where did the fox live?", ("near the river", "on the hill"), 0),
@@ -89,12 +90,9 @@ def test_recorded_logprobs_equal_a_fresh_forward_pass(table: Table) -> None:
         (table.monitor, [r.monitor_prompt_ids for r in rounds], [r.monitor_token_ids for r in rounds], [r.monitor_logprobs for r in rounds]),
     ):
         assert player is not None
-        batch = pack_sequences(prompts, responses, player.pad_token_id, "cpu")
-        with torch.inference_mode(), player.active():
-            logits = player.model(**batch.model_inputs()).logits
-        fresh = batch.token_logprobs(logits, player.config.temperature)
-        for row, recorded in enumerate(logprobs):
-            assert fresh[row, : len(recorded)].tolist() == pytest.approx(recorded, abs=1e-4)
+        for prompt, response, recorded in zip(prompts, responses, logprobs, strict=True):
+            fresh = forward_logprobs(player, list(prompt), list(response))
+            assert fresh == pytest.approx(list(recorded), abs=1e-4)
 
 
 def test_same_seed_same_rounds_and_greedy_evaluation_ignores_the_seed(table: Table) -> None:
