@@ -24,34 +24,18 @@ IGNORED_DIAGNOSTICS = {"seconds"}
 
 
 def play(out: Path) -> None:
-    """A minmax run of tiny random models (the shape of tests/test_game.py's tiny config)."""
+    """A minmax run of tiny random models: tests/test_game.py's tiny config."""
     import torch
 
-    from engine.config import config_from_dict
     from engine.game import start_run
     from players import ModelPool
+    from tests.test_game import tiny_config
     from tests.tiny_models import build_tiny_lm
 
     torch.set_num_threads(1)
-    model_dir = build_tiny_lm(out / "model")
-    player = {"model": str(model_dir), "max_new_tokens": 6, "lora_r": 4}
-    raw = {
-        "mode": "minmax",
-        "seed": 3,
-        "run_dir": str(out),
-        "policy": player,
-        "monitor": player,
-        "reward": {"model": str(model_dir), "kind": "lm-yes-no"},
-        "judge": {"model": str(model_dir)},
-        "data": {"dataset": "builtin", "max_states": 8, "eval_fraction": 0.25},
-        "training": {
-            "policy_learning_rate": 1e-2, "monitor_learning_rate": 4e-2, "monitor_updates_per_policy": 2,
-            "window_size": 2, "num_epochs": 2, "minibatch_size": 2, "advantage": "gae", "checkpoint_every": 1, "eval_every": 2,
-        },
-        "lagrangian": {"delta": -0.2, "lambda_max": 50.0},
-        "logging": {"backends": []},
-    }
-    start_run(config_from_dict(raw, source="compare_runs"), out / "run", pool=ModelPool(cache_dir=out / "cache"))
+    # The tests' tiny run, with GAE so the value head and its settings take part too.
+    config = tiny_config(build_tiny_lm(out / "model"), out, training={"advantage": "gae"})
+    start_run(config, out / "run", pool=ModelPool(cache_dir=out / "cache"))
     print(out / "run")
 
 
