@@ -39,6 +39,12 @@ resumed run replays exactly what an uninterrupted run plays (tests/test_game_res
 Checkpoints live in checkpoints/<policy version>, and in checkpoints/<version>-resumed<seq>
 after a resume (a killed run may have left a directory it never logged). A run stopped
 before its first checkpoint cannot be resumed; start it again.
+
+Why one file over 500 lines: the game loop is meant to be read in one place, top to bottom
+(the schedule, the loop, evaluation, checkpoints, then the entry points that open, resume and
+evaluate a run); they share `Game` and `Progress`, and splitting them would send a reader of
+one round through several files. The parts that stand alone already live apart (rounds in
+engine/round.py, PPO in engine/ppo.py, λ in engine/lagrangian.py, payoffs in engine/payoffs.py).
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@
     trackers.publish(recorded)      # every Recorded the game loop appends, in order
     trackers.close()
 
-    minmax-engine log runs/<run_id> --to tensorboard     # backfill a finished run
+    minmax-engine log runs/<run_id> --to tensorboard     # backfill a finished run (run_log)
 
 Trackers only consume events; they never feed anything back into the game. One
 `MetricStream` turns events into namespaced scalars (names and steps in docs/metrics.md)
@@ -14,6 +14,11 @@ log produce identical numbers. Per-window game metrics come from
 
 A tracker is never allowed to stop a run: a backend that cannot start is reported once on
 stderr and left out; a backend that raises while publishing is reported once and disabled.
+
+Why one file over 500 lines: the metric stream and the three backends (console, TensorBoard,
+W&B) share one contract (the same scalars, names and steps from the same events) and one
+failure rule, and the backfill command replays a log through exactly these backends; each
+backend is a short class, and together they are what a reader checks against docs/metrics.md.
 """
 
 from __future__ import annotations
