@@ -4,8 +4,9 @@
     diagnostics = learner.update(rollouts)      # rollouts: engine.payoffs turns RoundPlayed into them
 
 The specification is ../shared/GAME.md §3. The module reads top to bottom: settings, the
-rollout record, the loss terms (pure functions, tested against hand computations), the
-batch layout and forward pass (plumbing), and the update loop last.
+loss terms (pure functions, tested against hand computations), the batch layout and forward
+pass (plumbing), and the update loop last. The rollout record it trains on is
+engine.payoffs.Rollout, built there from the rounds the log holds.
 
 PPO implementation details adopted, and where each lives in the code:
  1. Ratios against the *behaviour* log-probs recorded at generation, not a re-computed "old"
