@@ -152,3 +152,18 @@ def test_replay_of_a_missing_run_is_a_one_line_user_error(tmp_path: Path, capsys
     assert main(["replay", str(tmp_path / "nowhere")]) == 2
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and "nowhere" in error
+
+
+def test_a_recorded_config_that_does_not_validate_is_one_line_naming_the_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Replay reads λ's settings through engine.config.recorded_config, the same validation a
+    # live run's config went through: a log with an impossible setting is refused, not folded.
+    bad = started()
+    bad = RunStarted(**{**bad.to_dict(), "config": {"mode": "minmax", "lagrangian": {**LAGRANGIAN, "step_size": -1.0}}})
+    with RunWriter.create(tmp_path / "run", "run") as writer:
+        writer.append(bad)
+    assert main(["replay", str(tmp_path / "run")]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1
+    assert "run run (RunStarted.config): lagrangian.step_size: must be > 0.0 (got -1.0)" in error
