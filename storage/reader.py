@@ -21,16 +21,9 @@ import pyarrow.compute as pc
 
 from storage.errors import UserError
 from storage.events import Recorded, RoundPlayed, RunStarted
-from storage.segments import (
-    LOG_DIR_NAME,
-    ROUND_COLUMNS,
-    SEGMENT_SCHEMA,
-    SegmentFile,
-    live_segments,
-    read_segment_range,
-    table_to_recorded,
-)
-from storage.writer import list_segment_files, read_manifest
+from storage.codec import ROUND_COLUMNS, SEGMENT_SCHEMA, table_to_recorded
+from storage.layout import LOG_DIR_NAME, SegmentFile, list_segment_files, live_segments, read_manifest
+from storage.segments import read_segment_range
 
 _ATTEMPTS = 5
 T = TypeVar("T")

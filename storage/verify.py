@@ -24,21 +24,23 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import orjson
 import pyarrow as pa
 
-from storage.events import SCHEMA_VERSION, EVENT_TYPES, EvaluationCompleted, RoundPlayed, RunFinished, RunStarted
-from storage.segments import (
+from storage.codec import (
     GENESIS_HASH,
-    HEAD_NAME,
-    LOG_DIR_NAME,
+    ROUND_SPECS,
     SEGMENT_SCHEMA,
-    SegmentFile,
-    live_segments,
-    stored_hashes,
+    canonical_header,
+    chain_hash,
+    decode_fields,
+    encode_event,
 )
-from storage.writer import list_segment_files, read_manifest
+from storage.events import SCHEMA_VERSION, EVENT_TYPES, EvaluationCompleted, RoundPlayed, RunFinished, RunStarted
+from storage.layout import HEAD_NAME, LOG_DIR_NAME, SegmentFile, list_segment_files, live_segments, read_head, read_manifest
 
 # A finished run may still be evaluated (`minmax-engine eval RUN`): its eval rounds and the
 # EvaluationCompleted summary are the only events allowed after RunFinished.
@@ -167,14 +169,61 @@ def verify_run(run_dir: str | os.PathLike) -> VerifyReport:
     return report
 
 
+def stored_hashes(table: pa.Table) -> list[str | None]:
+    """Recompute every row's hash from what is stored, chaining on the stored prev_hash.
+
+    Packed lists are hashed straight from the Arrow buffers (no Python floats), so this
+    runs over a million rounds in reasonable time; other fields are decoded, then encoded
+    exactly as `encode_event` does. None marks a row of an unknown event type.
+    """
+    event_types = table.column("event_type").to_pylist()
+    envelope = [table.column(n).to_pylist() for n in ("run_id", "seq", "ts", "schema_version", "prev_hash")]
+    payloads = table.column("payload").to_pylist()
+    plain_round = {s.name: table.column(s.name).to_pylist() for s in ROUND_SPECS
+                   if s.kind not in ("packed_int", "packed_float")}
+    packed_round: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+    for spec in ROUND_SPECS:
+        if spec.kind in ("packed_int", "packed_float"):
+            column = table.column(spec.name).combine_chunks()
+            offsets = column.offsets.to_numpy()
+            values = column.values.to_numpy(zero_copy_only=False)
+            packed_round[spec.name] = (offsets, values, column.is_null().to_numpy(zero_copy_only=False))
+    out: list[str | None] = []
+    for i, event_type in enumerate(event_types):
+        run_id, seq, ts, schema_version, prev_hash = (c[i] for c in envelope)
+        if event_type == RoundPlayed.event_type:
+            header: list[Any] = []
+            buffers: list[np.ndarray] = []
+            for spec in ROUND_SPECS:
+                if spec.name in packed_round:
+                    offsets, values, nulls = packed_round[spec.name]
+                    if nulls[i]:
+                        header.append(None)
+                    else:
+                        part = values[offsets[i]:offsets[i + 1]]
+                        header.append(len(part))
+                        buffers.append(part)
+                else:
+                    header.append(plain_round[spec.name][i])
+            head = canonical_header(run_id, seq, ts, schema_version, event_type, header)
+            out.append(chain_hash(prev_hash, head, buffers))
+        elif event_type in EVENT_TYPES:
+            try:
+                event = decode_fields(event_type, orjson.loads(payloads[i]))
+            except (orjson.JSONDecodeError, TypeError, KeyError, ValueError):
+                out.append("")  # an undecodable payload cannot match its hash
+                continue
+            values = encode_event(event).header_values
+            out.append(chain_hash(prev_hash, canonical_header(run_id, seq, ts, schema_version, event_type, values), []))
+        else:
+            out.append(None)
+    return out
+
+
 def _read_head(log_dir: Path, report: VerifyReport) -> tuple[int, str] | None:
-    path = log_dir / HEAD_NAME
-    if not path.exists():
-        return None
     try:
-        head = orjson.loads(path.read_bytes())
-        return int(head["last_seq"]), str(head["last_hash"])
-    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+        return read_head(log_dir)
+    except ValueError:
         _add(report, Problem("unreadable; it should hold last_seq and last_hash", None, f"{LOG_DIR_NAME}/{HEAD_NAME}"))
         return None
 
