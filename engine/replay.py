@@ -13,7 +13,8 @@ discarded_after_seq d voids every event with d < seq < s (see engine/game.py, "R
 The λ check re-runs the dual ascent (engine/lagrangian.py, `lambda_trajectory`, the same
 arithmetic as the live run) from the logged mean f values with the run's recorded settings
 and compares every LambdaUpdated exactly, as floats: exit 0 with "λ reproduced exactly over
-N updates", exit 1 naming the first mismatching seq.
+N updates", exit 1 naming the first mismatching seq. The command verifies the whole log
+first (storage/verify.py) and refuses one that fails, naming the first problem.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from storage import (
     RunResumed,
     RunStarted,
     UserError,
+    require_verified,
 )
 
 LAGRANGIAN_KEYS = ("lambda_init", "delta", "step_size", "lambda_max", "variant", "update_delay")
@@ -232,6 +234,7 @@ def _summary(state: RunState) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    require_verified(args.run)  # the whole hash chain first: folding a damaged log proves nothing
     state = fold_run(RunReader(args.run))
     if args.json:
         payload = asdict(state)

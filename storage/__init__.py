@@ -39,7 +39,7 @@ def __getattr__(name: str):
         from storage.query import RunsQuery
 
         return RunsQuery
-    if name in ("verify_run", "VerifyReport"):
+    if name in ("verify_run", "VerifyReport", "require_verified"):
         from storage import verify
 
         return getattr(verify, name)
@@ -66,6 +66,7 @@ __all__ = [
     "UserError",
     "VerifyReport",
     "is_run_dir",
+    "require_verified",
     "run_dirs_at",
     "verify_run",
 ]

@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 
 from storage.errors import UserError
 from storage.query import VIEW_NAMES, RunsQuery
-from storage.verify import verify_run
+from storage.verify import require_verified, verify_run
 
 _CELL_WIDTH = 48  # long cells (stories, token lists) are cut in the aligned table
 
@@ -41,12 +41,16 @@ def add_sql_arguments(parser: argparse.ArgumentParser) -> None:
                         help="table (aligned, default), csv, json (one object per line) or parquet")
     parser.add_argument("--output", metavar="FILE", type=Path,
                         help="write to FILE instead of standard output (required for parquet)")
+    parser.add_argument("--verify", action="store_true",
+                        help="verify every run's whole hash chain first, and refuse a run that fails")
 
 
 def run_sql(args: argparse.Namespace) -> int:
     if args.format == "parquet" and args.output is None:
         raise UserError("--format parquet writes a binary file: add --output FILE.parquet")
     _check_output_path(args.output)
+    if args.verify:
+        require_verified(args.path)
     with RunsQuery(args.path) as query:
         table = query.arrow(args.query)
     if args.format == "parquet":

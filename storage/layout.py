@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -133,6 +134,53 @@ def live_segments(all_segments: Iterable[SegmentFile]) -> list[SegmentFile]:
             continue
         live.append(segment)
     return live
+
+
+def checked_segments(run_dir: Path) -> list[SegmentFile]:
+    """The live segments of a run, refusing a log whose file names or head.json show damage.
+
+    What every reader checks on every listing, from names alone: the segments tile seq
+    0..last with no gap and no overlap (a deleted, lost or duplicated segment), and the log
+    reaches the seq head.json recorded at the last flush (deleted newest segments). Contents
+    and hashes are verify's (storage/verify.py). A writer renames its segment before it
+    updates the head, and a compaction adds its merged segment before deleting the ones it
+    covers, so a listing taken in the middle of either can look damaged for a moment: a
+    problem is only reported when a fresh listing shows it again.
+    """
+    log_dir = run_dir / LOG_DIR_NAME
+    for attempt in range(_LISTING_ATTEMPTS):
+        if attempt:
+            time.sleep(0.02 * attempt)
+        try:
+            head = read_head(log_dir)  # before the listing: then head <= listed, unless damaged
+        except ValueError as error:
+            problem = str(error)
+            continue
+        segments = live_segments(list_segment_files(log_dir))
+        problem = _tiling_problem(segments, head)
+        if problem is None:
+            return segments
+    raise UserError(f"{run_dir}: {problem}; run `minmax-engine verify {run_dir}`")
+
+
+_LISTING_ATTEMPTS = 4
+
+
+def _tiling_problem(segments: list[SegmentFile], head: tuple[int, str] | None) -> str | None:
+    expected = 0
+    for segment in segments:
+        if segment.first_seq > expected:
+            return f"seq {expected}..{segment.first_seq - 1} missing from the log (a segment was deleted or lost)"
+        if segment.first_seq < expected:
+            return (f"seq {segment.first_seq}..{min(segment.last_seq, expected - 1)} stored twice "
+                    f"({segment.name} overlaps the segment before it)")
+        expected = segment.last_seq + 1
+    if head is None:
+        return f"{HEAD_NAME} is missing from a log with segments" if segments else None
+    if head[0] >= expected:
+        return (f"the log ends at seq {expected - 1} but {HEAD_NAME} records seq {head[0]} "
+                "(the newest segments are missing)")
+    return None
 
 
 # -- head.json: where the log ended at the last flush -----------------------------------------

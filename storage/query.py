@@ -48,15 +48,7 @@ import pyarrow.compute as pc
 from storage.errors import UserError
 from storage.events import RunResumed, RunStarted
 from storage.codec import ROUND_COLUMNS, SEGMENT_SCHEMA
-from storage.layout import (
-    LOG_DIR_NAME,
-    MANIFEST_NAME,
-    SegmentFile,
-    list_segment_files,
-    live_segments,
-    read_manifest,
-    run_dirs_at,
-)
+from storage.layout import LOG_DIR_NAME, MANIFEST_NAME, SegmentFile, checked_segments, read_manifest, run_dirs_at
 from storage.segments import open_segment
 
 _ALLOWED_STATEMENTS = {duckdb.StatementType.SELECT}  # not EXPLAIN: EXPLAIN ANALYZE runs its statement
@@ -210,7 +202,7 @@ class RunsQuery:
     def segments(self) -> list[SegmentFile]:
         found = []
         for run_dir in self.run_dirs:
-            found.extend(live_segments(list_segment_files(run_dir / LOG_DIR_NAME)))
+            found.extend(checked_segments(run_dir))  # refuses a run with a missing or duplicated segment
         return found
 
     def _refresh(self) -> None:

@@ -5,7 +5,8 @@
 
 A reader holds no lock and opens segments read-only through memory maps, so it never
 blocks the writer. Every call lists the log directory again, so it sees every segment
-flushed since the previous call. A compaction may delete a segment between our listing and
+flushed since the previous call, and refuses a log whose listing shows a missing or
+duplicated segment (verify checks the rest). A compaction may delete a segment between our listing and
 our open; the read is then retried on a fresh listing (the merged segment has the rows).
 """
 
@@ -22,7 +23,7 @@ import pyarrow.compute as pc
 from storage.errors import UserError
 from storage.events import Recorded, RoundPlayed, RunStarted
 from storage.codec import ROUND_COLUMNS, SEGMENT_SCHEMA, table_to_recorded
-from storage.layout import LOG_DIR_NAME, SegmentFile, list_segment_files, live_segments, read_manifest
+from storage.layout import LOG_DIR_NAME, SegmentFile, checked_segments, read_manifest
 from storage.segments import read_segment_range
 
 _ATTEMPTS = 5
@@ -37,10 +38,12 @@ class RunReader:
         manifest = read_manifest(self.run_dir)
         self.run_id: str = manifest["run_id"]
         self.log_dir = self.run_dir / LOG_DIR_NAME
+        self.segments()  # refuses a log with a missing or duplicated segment now, not at the first read
 
     def segments(self) -> list[SegmentFile]:
-        """The live segments now, in seq order (superseded ones left out)."""
-        return live_segments(list_segment_files(self.log_dir))
+        """The live segments now, in seq order (superseded ones left out); a UserError when
+        they show damage (storage/layout.py `checked_segments`)."""
+        return checked_segments(self.run_dir)
 
     def last_seq(self) -> int:
         """The last flushed seq, -1 when nothing has been flushed yet."""

@@ -13,10 +13,16 @@ What is checked, from what is stored (nothing is trusted from the writer's memor
 - the tail: `head.json` records the last flushed seq and hash, so deleting the newest
   segment(s) is detected; the log starts with RunStarted and nothing but a later evaluation follows RunFinished.
 
-What cannot be detected: someone who rewrites the segments *and* head.json consistently
-(recomputing every hash) — a hash chain without a signature detects damage and naive edits,
-not a determined forger; and events appended but never flushed (a crash loses them by
-design, and nothing records them).
+What cannot be detected: a log cut back to an earlier flush, its newest segments deleted
+and head.json rewritten to the last event left (every check passes on what remains), and
+someone who rewrites the segments *and* head.json consistently, recomputing every hash: a
+hash chain without a signature detects damage and naive edits, not a determined forger.
+Both are caught by comparing the final hash, which verify prints, with a copy kept outside
+the run (README, "Anchoring a finished run"). Events appended but never flushed are lost by
+design, and nothing records them.
+
+`require_verified` is the same check as a refusal, for commands that must not read a log
+verify rejects (`replay`, `sql --verify`).
 """
 
 from __future__ import annotations
@@ -39,8 +45,18 @@ from storage.codec import (
     decode_fields,
     encode_event,
 )
+from storage.errors import UserError
 from storage.events import SCHEMA_VERSION, EVENT_TYPES, EvaluationCompleted, RoundPlayed, RunFinished, RunStarted
-from storage.layout import HEAD_NAME, LOG_DIR_NAME, SegmentFile, list_segment_files, live_segments, read_head, read_manifest
+from storage.layout import (
+    HEAD_NAME,
+    LOG_DIR_NAME,
+    SegmentFile,
+    list_segment_files,
+    live_segments,
+    read_head,
+    read_manifest,
+    run_dirs_at,
+)
 
 # A finished run may still be evaluated (`minmax-engine eval RUN`): its eval rounds and the
 # EvaluationCompleted summary are the only events allowed after RunFinished.
@@ -73,6 +89,7 @@ class VerifyReport:
     last_seq: int = -1
     n_segments: int = 0
     finished: bool = False
+    last_hash: str | None = None  # the hash of the last event: anchors the whole log (see README)
     problems: list[Problem] = field(default_factory=list)
 
     @property
@@ -82,8 +99,9 @@ class VerifyReport:
     def summary(self) -> str:
         if self.ok:
             end = "ends with RunFinished" if self.finished else "not finished (still running, or stopped)"
+            final = f"; final hash {self.last_hash}" if self.last_hash else ""
             return (f"ok: {self.run_dir}: {self.n_events} events (seq 0..{self.last_seq}) in "
-                    f"{self.n_segments} segments, hash chain intact, {end}")
+                    f"{self.n_segments} segments, hash chain intact, {end}{final}")
         more = f" (+{len(self.problems) - 1} more problems)" if len(self.problems) > 1 else ""
         return f"BAD: {self.run_dir}: {self.problems[0].describe()}{more}"
 
@@ -166,7 +184,25 @@ def verify_run(run_dir: str | os.PathLike) -> VerifyReport:
         _add(report, Problem(f"{HEAD_NAME} is missing, so a missing tail cannot be ruled out", None,
                              f"{LOG_DIR_NAME}/{HEAD_NAME}"))
     report.finished = finished_seen
+    report.last_hash = prev_hash if report.n_events else None
     return report
+
+
+def require_verified(path: str | os.PathLike) -> list[VerifyReport]:
+    """verify_run on a run, or on every run under a directory; a one-line UserError naming
+    the first problem of the first run that fails (for `replay` and `sql --verify`)."""
+    run_dirs = run_dirs_at(path)
+    if not run_dirs:
+        read_manifest(Path(path))  # the same one-line refusal as any reader's
+    reports = []
+    for run_dir in run_dirs:
+        report = verify_run(run_dir)
+        if not report.ok:
+            more = f" (+{len(report.problems) - 1} more)" if len(report.problems) > 1 else ""
+            raise UserError(f"{run_dir}: the log fails verification: {report.problems[0].describe()}{more}; "
+                            f"run `minmax-engine verify {run_dir}`")
+        reports.append(report)
+    return reports
 
 
 def stored_hashes(table: pa.Table) -> list[str | None]:
