@@ -203,10 +203,10 @@ def read_head(log_dir: Path) -> tuple[int, str] | None:
 
 
 def write_head(log_dir: Path, last_seq: int, last_hash: str) -> None:
-    """Record the expected end of the log; durable once the directory is fsynced."""
-    temp = log_dir / f"{TEMP_PREFIX}{HEAD_NAME}"
-    temp.write_bytes(orjson.dumps({"last_seq": last_seq, "last_hash": last_hash}))
-    os.replace(temp, log_dir / HEAD_NAME)
+    """Record the expected end of the log; durable once the directory is fsynced (the file's
+    own bytes are fsynced, so a power cut cannot leave a head that readers would refuse)."""
+    write_file_atomically(log_dir, HEAD_NAME, orjson.dumps({"last_seq": last_seq, "last_hash": last_hash}),
+                          sync_directory=False)
 
 
 # -- durable writes ---------------------------------------------------------------------------
