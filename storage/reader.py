@@ -6,8 +6,9 @@
 A reader holds no lock and opens segments read-only through memory maps, so it never
 blocks the writer. Every call lists the log directory again, so it sees every segment
 flushed since the previous call, and refuses a log whose listing shows a missing or
-duplicated segment (verify checks the rest). A compaction may delete a segment between our listing and
-our open; the read is then retried on a fresh listing (the merged segment has the rows).
+duplicated segment (verify checks the rest). A compaction may delete a segment between our
+listing and our open; the read is then retried on a fresh listing (the merged segment has
+the rows).
 """
 
 from __future__ import annotations
