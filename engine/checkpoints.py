@@ -32,7 +32,7 @@ from engine.lagrangian import DualAscent
 from engine.ppo import PPOLearner
 from players import Player
 from storage.errors import UserError
-from storage.layout import fsync_directory
+from storage.layout import fsync_directory as _fsync_directory
 
 MANIFEST = "checkpoint.json"
 STATE_FILE = "state.pt"
@@ -96,7 +96,7 @@ def save_checkpoint(
     (partial / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
 
     os.replace(partial, directory)  # atomic on one filesystem: the checkpoint appears whole
-    fsync_directory(directory.parent)
+    _fsync_directory(directory.parent)
     return directory
 
 
