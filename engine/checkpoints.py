@@ -32,6 +32,7 @@ from engine.lagrangian import DualAscent
 from engine.ppo import PPOLearner
 from players import Player
 from storage.errors import UserError
+from storage.layout import fsync_directory as _fsync_directory
 
 MANIFEST = "checkpoint.json"
 STATE_FILE = "state.pt"
@@ -59,14 +60,6 @@ def _restore_rng_states(states: dict[str, Any]) -> None:
     torch.set_rng_state(states["torch"])
     if "cuda" in states and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(states["cuda"])
-
-
-def _fsync_directory(directory: Path) -> None:
-    descriptor = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
 
 
 def save_checkpoint(

@@ -13,7 +13,8 @@ discarded_after_seq d voids every event with d < seq < s (see engine/game.py, "R
 The λ check re-runs the dual ascent (engine/lagrangian.py, `lambda_trajectory`, the same
 arithmetic as the live run) from the logged mean f values with the run's recorded settings
 and compares every LambdaUpdated exactly, as floats: exit 0 with "λ reproduced exactly over
-N updates", exit 1 naming the first mismatching seq.
+N updates", exit 1 naming the first mismatching seq. The command verifies the whole log
+first (storage/verify.py) and refuses one that fails, naming the first problem.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from storage import (
     RunResumed,
     RunStarted,
     UserError,
+    require_verified,
 )
 
 @dataclass(frozen=True)
@@ -211,6 +213,7 @@ def _summary(state: RunState) -> list[str]:
 
 def run(run_dir: Path, as_json: bool) -> int:
     """`minmax-engine replay RUN [--json]` (arguments parsed in tui/cli.py)."""
+    require_verified(run_dir)  # the whole hash chain first: folding a damaged log proves nothing
     state = fold_run(RunReader(run_dir))
     if as_json:
         payload = asdict(state)

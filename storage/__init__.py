@@ -1,8 +1,14 @@
 """storage: the event log of a run (the bottom layer; imports nothing of ours).
 
 Events are written by `RunWriter`, read by `RunReader` (also while being written), queried
-with SQL through `RunsQuery`, and checked by `verify_run`. See storage/segments.py for the
-on-disk layout and docs/ARCHITECTURE.md for the contract.
+with SQL through `RunsQuery`, and checked by `verify_run`. See docs/ARCHITECTURE.md for the
+contract. The modules, innermost first:
+
+    events.py    the event dataclasses            codec.py     events <-> columns and hashes
+    layout.py    the run directory's files         segments.py  Arrow segment files
+    writer.py    RunWriter                         reader.py    RunReader
+    verify.py    verify_run                        query.py     RunsQuery (SQL views)
+    commands.py  the sql, verify, export commands  synthetic.py generated runs for tests
 """
 
 from storage.errors import UserError
@@ -21,6 +27,7 @@ from storage.events import (
     RunResumed,
     RunStarted,
 )
+from storage.layout import is_run_dir, run_dirs_at
 from storage.reader import RunReader
 from storage.writer import RunWriter
 
@@ -32,7 +39,7 @@ def __getattr__(name: str):
         from storage.query import RunsQuery
 
         return RunsQuery
-    if name in ("verify_run", "VerifyReport"):
+    if name in ("verify_run", "VerifyReport", "require_verified"):
         from storage import verify
 
         return getattr(verify, name)
@@ -58,5 +65,8 @@ __all__ = [
     "RunsQuery",
     "UserError",
     "VerifyReport",
+    "is_run_dir",
+    "require_verified",
+    "run_dirs_at",
     "verify_run",
 ]

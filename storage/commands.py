@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 from storage.errors import UserError
 from storage.outside_runs import refuse_inside_a_run
 from storage.query import VIEW_NAMES, RunsQuery
-from storage.verify import verify_run
+from storage.verify import require_verified, verify_run
 
 _CELL_WIDTH = 48  # long cells (stories, token lists) are cut in the aligned table
 
@@ -33,11 +33,14 @@ _CELL_WIDTH = 48  # long cells (stories, token lists) are cut in the aligned tab
 # -- sql ---------------------------------------------------------------------------------
 
 
-def run_sql(path: str, query: str, fmt: str, output: Path | None) -> int:
-    """One SELECT over the views of a run or of every run under a directory, in `fmt`."""
+def run_sql(path: str, query: str, fmt: str, output: Path | None, verify: bool = False) -> int:
+    """One SELECT over the views of a run or of every run under a directory, in `fmt`.
+    With `verify`, every run's whole hash chain is checked first."""
     if fmt == "parquet" and output is None:
         raise UserError("--format parquet writes a binary file: add --output FILE.parquet")
     _check_output_path(output)
+    if verify:
+        require_verified(path)
     with RunsQuery(path) as runs:
         table = runs.arrow(query)
     if fmt == "parquet":

@@ -17,7 +17,7 @@ Conventions that every writer and reader relies on:
   is None.
 - Token ids and behaviour log-probs are per generated token, same length, in order. A
   RoundPlayed's id and log-prob fields take a list or a 1-D numpy array (the engine hands
-  over arrays: the log packs them without touching each number, see storage/segments.py);
+  over arrays: the log packs them without touching each number, see storage/codec.py);
   the log stores int32 ids and float64 log-probs and reads them back as lists, and two
   rounds compare equal when their values are equal, whichever form each holds.
 """

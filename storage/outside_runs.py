@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from storage.errors import UserError
-from storage.segments import HEAD_NAME, LOG_DIR_NAME, MANIFEST_NAME
+from storage.layout import HEAD_NAME, LOG_DIR_NAME, MANIFEST_NAME
 
 
 def is_run_dir(path: Path) -> bool:

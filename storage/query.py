@@ -47,8 +47,9 @@ import pyarrow.compute as pc
 
 from storage.errors import UserError
 from storage.events import RunResumed, RunStarted
-from storage.segments import LOG_DIR_NAME, MANIFEST_NAME, ROUND_COLUMNS, SEGMENT_SCHEMA, SegmentFile, live_segments, open_segment
-from storage.writer import list_segment_files, read_manifest
+from storage.codec import ROUND_COLUMNS, SEGMENT_SCHEMA
+from storage.layout import LOG_DIR_NAME, MANIFEST_NAME, SegmentFile, checked_segments, read_manifest, run_dirs_at
+from storage.segments import open_segment
 
 _ALLOWED_STATEMENTS = {duckdb.StatementType.SELECT}  # not EXPLAIN: EXPLAIN ANALYZE runs its statement
 _ATTEMPTS = 5
@@ -60,19 +61,10 @@ _RUNS_SCHEMA = pa.schema([("run_id", pa.string()), ("mode", pa.string()), ("delt
 
 
 def find_run_dirs(path: str | os.PathLike) -> list[Path]:
-    """`path` itself when it is a run directory, else the run directories below it (2 levels)."""
-    root = Path(path)
-    if not root.exists():
-        raise UserError(f"{root}: no such run or directory; check the path")
-    if not root.is_dir():
-        raise UserError(f"{root}: not a directory; pass a run directory or a directory of runs")
-    if (root / LOG_DIR_NAME / MANIFEST_NAME).exists():
-        return [root]
-    found = sorted({m.parent.parent for pattern in (f"*/{LOG_DIR_NAME}/{MANIFEST_NAME}",
-                                                    f"*/*/{LOG_DIR_NAME}/{MANIFEST_NAME}")
-                    for m in root.glob(pattern)})
+    """The runs a query reads (storage/layout.py `run_dirs_at`); refuses a path with none."""
+    found = run_dirs_at(path)
     if not found:
-        raise UserError(f"{root}: no runs here (no */{LOG_DIR_NAME}/{MANIFEST_NAME}); "
+        raise UserError(f"{path}: no runs here (no */{LOG_DIR_NAME}/{MANIFEST_NAME}); "
                         "pass a run directory or the directory that holds runs")
     return found
 
@@ -210,7 +202,7 @@ class RunsQuery:
     def segments(self) -> list[SegmentFile]:
         found = []
         for run_dir in self.run_dirs:
-            found.extend(live_segments(list_segment_files(run_dir / LOG_DIR_NAME)))
+            found.extend(checked_segments(run_dir))  # refuses a run with a missing or duplicated segment
         return found
 
     def _refresh(self) -> None:

@@ -5,8 +5,10 @@
 
 A reader holds no lock and opens segments read-only through memory maps, so it never
 blocks the writer. Every call lists the log directory again, so it sees every segment
-flushed since the previous call. A compaction may delete a segment between our listing and
-our open; the read is then retried on a fresh listing (the merged segment has the rows).
+flushed since the previous call, and refuses a log whose listing shows a missing or
+duplicated segment (verify checks the rest). A compaction may delete a segment between our
+listing and our open; the read is then retried on a fresh listing (the merged segment has
+the rows).
 """
 
 from __future__ import annotations
@@ -21,16 +23,9 @@ import pyarrow.compute as pc
 
 from storage.errors import UserError
 from storage.events import Recorded, RoundPlayed, RunStarted
-from storage.segments import (
-    LOG_DIR_NAME,
-    ROUND_COLUMNS,
-    SEGMENT_SCHEMA,
-    SegmentFile,
-    live_segments,
-    read_segment_range,
-    table_to_recorded,
-)
-from storage.writer import list_segment_files, read_manifest
+from storage.codec import ROUND_COLUMNS, SEGMENT_SCHEMA, table_to_recorded
+from storage.layout import LOG_DIR_NAME, SegmentFile, checked_segments, read_manifest
+from storage.segments import read_segment_range
 
 _ATTEMPTS = 5
 T = TypeVar("T")
@@ -44,10 +39,12 @@ class RunReader:
         manifest = read_manifest(self.run_dir)
         self.run_id: str = manifest["run_id"]
         self.log_dir = self.run_dir / LOG_DIR_NAME
+        self.segments()  # refuses a log with a missing or duplicated segment now, not at the first read
 
     def segments(self) -> list[SegmentFile]:
-        """The live segments now, in seq order (superseded ones left out)."""
-        return live_segments(list_segment_files(self.log_dir))
+        """The live segments now, in seq order (superseded ones left out); a UserError when
+        they show damage (storage/layout.py `checked_segments`)."""
+        return checked_segments(self.run_dir)
 
     def last_seq(self) -> int:
         """The last flushed seq, -1 when nothing has been flushed yet."""

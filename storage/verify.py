@@ -13,10 +13,16 @@ What is checked, from what is stored (nothing is trusted from the writer's memor
 - the tail: `head.json` records the last flushed seq and hash, so deleting the newest
   segment(s) is detected; the log starts with RunStarted and nothing but a later evaluation follows RunFinished.
 
-What cannot be detected: someone who rewrites the segments *and* head.json consistently
-(recomputing every hash) — a hash chain without a signature detects damage and naive edits,
-not a determined forger; and events appended but never flushed (a crash loses them by
-design, and nothing records them).
+What cannot be detected: a log cut back to an earlier flush, its newest segments deleted
+and head.json rewritten to the last event left (every check passes on what remains), and
+someone who rewrites the segments *and* head.json consistently, recomputing every hash: a
+hash chain without a signature detects damage and naive edits, not a determined forger.
+Both are caught by comparing the final hash, which verify prints, with a copy kept outside
+the run (README, "Anchoring a finished run"). Events appended but never flushed are lost by
+design, and nothing records them.
+
+`require_verified` is the same check as a refusal, for commands that must not read a log
+verify rejects (`replay`, `sql --verify`).
 """
 
 from __future__ import annotations
@@ -24,21 +30,33 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import orjson
 import pyarrow as pa
 
-from storage.events import SCHEMA_VERSION, EVENT_TYPES, EvaluationCompleted, RoundPlayed, RunFinished, RunStarted
-from storage.segments import (
+from storage.codec import (
     GENESIS_HASH,
+    ROUND_SPECS,
+    SEGMENT_SCHEMA,
+    canonical_header,
+    chain_hash,
+    decode_fields,
+    encode_event,
+)
+from storage.errors import UserError
+from storage.events import SCHEMA_VERSION, EVENT_TYPES, EvaluationCompleted, RoundPlayed, RunFinished, RunStarted
+from storage.layout import (
     HEAD_NAME,
     LOG_DIR_NAME,
-    SEGMENT_SCHEMA,
     SegmentFile,
+    list_segment_files,
     live_segments,
-    stored_hashes,
+    read_head,
+    read_manifest,
+    run_dirs_at,
 )
-from storage.writer import list_segment_files, read_manifest
 
 # A finished run may still be evaluated (`minmax-engine eval RUN`): its eval rounds and the
 # EvaluationCompleted summary are the only events allowed after RunFinished.
@@ -71,6 +89,7 @@ class VerifyReport:
     last_seq: int = -1
     n_segments: int = 0
     finished: bool = False
+    last_hash: str | None = None  # the hash of the last event: anchors the whole log (see README)
     problems: list[Problem] = field(default_factory=list)
 
     @property
@@ -80,8 +99,9 @@ class VerifyReport:
     def summary(self) -> str:
         if self.ok:
             end = "ends with RunFinished" if self.finished else "not finished (still running, or stopped)"
+            final = f"; final hash {self.last_hash}" if self.last_hash else ""
             return (f"ok: {self.run_dir}: {self.n_events} events (seq 0..{self.last_seq}) in "
-                    f"{self.n_segments} segments, hash chain intact, {end}")
+                    f"{self.n_segments} segments, hash chain intact, {end}{final}")
         more = f" (+{len(self.problems) - 1} more problems)" if len(self.problems) > 1 else ""
         return f"BAD: {self.run_dir}: {self.problems[0].describe()}{more}"
 
@@ -164,17 +184,82 @@ def verify_run(run_dir: str | os.PathLike) -> VerifyReport:
         _add(report, Problem(f"{HEAD_NAME} is missing, so a missing tail cannot be ruled out", None,
                              f"{LOG_DIR_NAME}/{HEAD_NAME}"))
     report.finished = finished_seen
+    report.last_hash = prev_hash if report.n_events else None
     return report
 
 
+def require_verified(path: str | os.PathLike) -> list[VerifyReport]:
+    """verify_run on a run, or on every run under a directory; a one-line UserError naming
+    the first problem of the first run that fails (for `replay` and `sql --verify`)."""
+    run_dirs = run_dirs_at(path)
+    if not run_dirs:
+        read_manifest(Path(path))  # the same one-line refusal as any reader's
+    reports = []
+    for run_dir in run_dirs:
+        report = verify_run(run_dir)
+        if not report.ok:
+            more = f" (+{len(report.problems) - 1} more)" if len(report.problems) > 1 else ""
+            raise UserError(f"{run_dir}: the log fails verification: {report.problems[0].describe()}{more}; "
+                            f"run `minmax-engine verify {run_dir}`")
+        reports.append(report)
+    return reports
+
+
+def stored_hashes(table: pa.Table) -> list[str | None]:
+    """Recompute every row's hash from what is stored, chaining on the stored prev_hash.
+
+    Packed lists are hashed straight from the Arrow buffers (no Python floats), so this
+    runs over a million rounds in reasonable time; other fields are decoded, then encoded
+    exactly as `encode_event` does. None marks a row of an unknown event type.
+    """
+    event_types = table.column("event_type").to_pylist()
+    envelope = [table.column(n).to_pylist() for n in ("run_id", "seq", "ts", "schema_version", "prev_hash")]
+    payloads = table.column("payload").to_pylist()
+    plain_round = {s.name: table.column(s.name).to_pylist() for s in ROUND_SPECS
+                   if s.kind not in ("packed_int", "packed_float")}
+    packed_round: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+    for spec in ROUND_SPECS:
+        if spec.kind in ("packed_int", "packed_float"):
+            column = table.column(spec.name).combine_chunks()
+            offsets = column.offsets.to_numpy()
+            values = column.values.to_numpy(zero_copy_only=False)
+            packed_round[spec.name] = (offsets, values, column.is_null().to_numpy(zero_copy_only=False))
+    out: list[str | None] = []
+    for i, event_type in enumerate(event_types):
+        run_id, seq, ts, schema_version, prev_hash = (c[i] for c in envelope)
+        if event_type == RoundPlayed.event_type:
+            header: list[Any] = []
+            buffers: list[np.ndarray] = []
+            for spec in ROUND_SPECS:
+                if spec.name in packed_round:
+                    offsets, values, nulls = packed_round[spec.name]
+                    if nulls[i]:
+                        header.append(None)
+                    else:
+                        part = values[offsets[i]:offsets[i + 1]]
+                        header.append(len(part))
+                        buffers.append(part)
+                else:
+                    header.append(plain_round[spec.name][i])
+            head = canonical_header(run_id, seq, ts, schema_version, event_type, header)
+            out.append(chain_hash(prev_hash, head, buffers))
+        elif event_type in EVENT_TYPES:
+            try:
+                event = decode_fields(event_type, orjson.loads(payloads[i]))
+            except (orjson.JSONDecodeError, TypeError, KeyError, ValueError):
+                out.append("")  # an undecodable payload cannot match its hash
+                continue
+            values = encode_event(event).header_values
+            out.append(chain_hash(prev_hash, canonical_header(run_id, seq, ts, schema_version, event_type, values), []))
+        else:
+            out.append(None)
+    return out
+
+
 def _read_head(log_dir: Path, report: VerifyReport) -> tuple[int, str] | None:
-    path = log_dir / HEAD_NAME
-    if not path.exists():
-        return None
     try:
-        head = orjson.loads(path.read_bytes())
-        return int(head["last_seq"]), str(head["last_hash"])
-    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+        return read_head(log_dir)
+    except ValueError:
         _add(report, Problem("unreadable; it should hold last_seq and last_hash", None, f"{LOG_DIR_NAME}/{HEAD_NAME}"))
         return None
 

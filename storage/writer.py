@@ -5,40 +5,18 @@
         writer.append(RoundPlayed(...)); ...
         writer.flush()          # once per window: durable, and visible to readers
 
-`append` hashes the event into the chain and buffers it (no I/O): a RoundPlayed is encoded
-by a dedicated fast path (storage/segments.py `encode_round`) and buffered column by column,
-so the per-event work is the unavoidable part, packing the token ids and log-probs into the
-bytes that are hashed and stored (one copy per field when they come as numpy arrays, as the
-engine hands them over; ~13 ns per number from a list), and SHA-256 over them; the Arrow
-arrays are built once per flush. `flush` writes the buffer as one immutable segment (see
-storage/segments.py for the layout and why), so a kill -9 loses at most the events appended
-since the last flush. Each flush costs two fsyncs (the segment, then the directory holding
-its and head.json's renames), so small flushes are bounded by the disk's fsync latency, not
-the CPU.
+`append` hashes the event into the chain (storage/codec.py) and buffers it, column by column
+(no I/O). `flush` writes the buffer as one immutable segment (storage/segments.py), then
+head.json, and fsyncs the directory once for both renames, so a kill -9 loses at most the
+events appended since the last flush. A writer that is never flushed by hand flushes on its
+own every `max_buffered` events, before buffering the next one.
 
-A writer that is not flushed by hand writes a segment every `max_buffered` events on its
-own, in a background thread: the appending thread builds the Arrow batch and goes on with a
-fresh buffer while the thread serializes, writes and fsyncs (all of which release the GIL),
-so appending runs at the speed of its own CPU work. Such a segment is only promised once
-flush() or close() returns, both of which wait for it; a failed one is reported by the next
-append (before it buffers anything), flush or close, with its events back in the buffer.
-Memory is reused from flush to flush (buffers, the arrays behind the packed columns, the
-memory a segment is serialized into), and a large written segment's pages are dropped from
-the page cache: on this project's VMs a first touch of a page costs many times the copy into
-it.
-Appending 60,000 of the benchmark's 8 kB rounds, the process grew by 132 MB flushing every
-64 (mostly the merges; 209 MB before memory was kept) and by 143 MB on its own buffering
-(two 4,096-event buffers; 92 MB before).
-
-Compaction keeps a long run from becoming tens of thousands of small files: once the flush
-segments (level 0) written since the last merge hold `MERGE_ROWS` events, or number
-`MERGE_SEGMENTS`, they are merged into one level-1 segment of a few large record batches.
-One level, not a cascade: every event is rewritten once. The merge runs in a background
-thread (Arrow's copies, the writes and fsync release the GIL), so appending goes on while it
-runs; `close` waits for it, and a failed merge is reported by the next `flush` and retried
-later (its segments stay live, nothing is lost). A run of N events holds about N/MERGE_ROWS
-merged segments plus a few MERGE_SEGMENTS' worth of recent ones at most (about 310 for 1M
-rounds flushed every 64), few enough for SQL and a window read to stay fast.
+Compaction keeps a long run from becoming thousands of small files: once the flush segments
+(level 0) written since the last merge hold `MERGE_ROWS` events, or number `MERGE_SEGMENTS`,
+the flush that wrote the last of them merges them into one level-1 segment of a few large
+record batches, then deletes them. One level, not a cascade: every event is rewritten once.
+A failed merge loses nothing (its segments stay live, readers read them) and is retried at
+a later flush.
 
 One writer per run: `log/writer.lock` is held with fcntl.flock while the writer is open. The
 OS releases the lock when the process dies, so a run killed with SIGKILL can be continued
@@ -49,40 +27,44 @@ from __future__ import annotations
 
 import fcntl
 import os
-import threading
 import time
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
+import numpy as np
 import orjson
 import pyarrow as pa
 
+from storage.codec import (
+    GENESIS_HASH,
+    ROUND_SPECS,
+    SEGMENT_SCHEMA,
+    canonical_header,
+    chain_hash,
+    encode_event,
+    encode_round,
+)
 from storage.errors import UserError
 from storage.events import SCHEMA_VERSION, Event, Recorded, RoundPlayed
-from storage.segments import (
-    GENESIS_HASH,
-    HEAD_NAME,
+from storage.layout import (
     LOCK_NAME,
     LOG_DIR_NAME,
     LOG_FORMAT,
     MANIFEST_NAME,
     TEMP_PREFIX,
-    EventBuffer,
     SegmentFile,
-    SerializeBuffer,
-    canonical_header,
-    chain_hash,
-    encode_event,
-    encode_round,
     fsync_directory,
+    list_segment_files,
     live_segments,
-    open_segment,
-    parse_segment_name,
-    read_segment_range,
+    read_manifest,
     segment_name,
-    write_segment_file,
+    write_file_atomically,
+    write_head,
 )
+from storage.segments import open_segment, read_segment_range, write_segment_file
 
 MERGE_ROWS = 4096
 MERGE_SEGMENTS = 64
@@ -93,37 +75,87 @@ DEFAULT_MAX_BUFFERED = 4096
 MERGED_BATCH_ROWS = 16384
 MERGED_BATCH_BYTES = 256 * 2**20
 
-
-def read_manifest(run_dir: Path) -> dict:
-    """The run's manifest; a UserError naming the path when this is not a run directory."""
-    if not run_dir.exists():
-        raise UserError(f"{run_dir}: no such run directory; check the path")
-    if not run_dir.is_dir():
-        raise UserError(f"{run_dir}: not a directory; pass a run directory (runs/<run_id>)")
-    manifest_path = run_dir / LOG_DIR_NAME / MANIFEST_NAME
-    if not manifest_path.is_file():
-        raise UserError(f"{run_dir}: not a run directory (no {LOG_DIR_NAME}/{MANIFEST_NAME}); "
-                        "pass a directory written by `minmax-engine play`")
-    try:
-        manifest = orjson.loads(manifest_path.read_bytes())
-        run_id, version = manifest["run_id"], manifest["schema_version"]
-    except (orjson.JSONDecodeError, KeyError, TypeError):
-        raise UserError(f"{manifest_path}: damaged run manifest; it must hold run_id and schema_version") from None
-    if not isinstance(run_id, str) or version != SCHEMA_VERSION:
-        raise UserError(f"{manifest_path}: schema version {version!r}, this minmax-engine reads "
-                        f"version {SCHEMA_VERSION}; use the matching minmax-engine release")
-    return manifest
+_ROUND = RoundPlayed.event_type
+_PACKED_KINDS = ("packed_int", "packed_float")
+_NO_ROUND_HEADER = (None,) * len(ROUND_SPECS)
+_NO_ROUND_PACKED = (None,) * sum(s.kind in _PACKED_KINDS for s in ROUND_SPECS)
 
 
-def list_segment_files(log_dir: Path) -> list[SegmentFile]:
-    """Every segment file present (including ones a compaction has superseded)."""
-    found = []
-    with os.scandir(log_dir) as entries:
-        for entry in entries:
-            segment = parse_segment_name(log_dir, entry.name)
-            if segment is not None:
-                found.append(segment)
-    return found
+class EventBuffer:
+    """Appended, not yet flushed events, kept column by column for one record batch.
+
+    `add` keeps what `append` already computed for the hash (the header values, the packed
+    bytes); `to_batch` turns each column into an Arrow array in one call.
+    """
+
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+        self.clear()
+
+    def clear(self) -> None:
+        self.seqs: list[int] = []
+        self.ts: list[str] = []
+        self.event_types: list[str] = []
+        self.prev_hashes: list[str] = []
+        self.hashes: list[str] = []
+        self.payloads: list[str | None] = []
+        self.round_headers: list[Sequence[Any]] = []  # per event: RoundPlayed values as hashed
+        self.round_packed: list[Sequence[bytes | None]] = []  # per event: packed lists' bytes
+
+    def __len__(self) -> int:
+        return len(self.seqs)
+
+    def add(self, seq: int, ts: str, event_type: str, prev_hash: str, digest: str, payload: str | None,
+            round_header: Sequence[Any] | None, round_packed: Sequence[bytes | None] | None) -> None:
+        self.seqs.append(seq)
+        self.ts.append(ts)
+        self.event_types.append(event_type)
+        self.prev_hashes.append(prev_hash)
+        self.hashes.append(digest)
+        self.payloads.append(payload)
+        # Other event types have NULL in every round column.
+        self.round_headers.append(_NO_ROUND_HEADER if round_header is None else round_header)
+        self.round_packed.append(_NO_ROUND_PACKED if round_packed is None else round_packed)
+
+    def to_batch(self) -> pa.RecordBatch:
+        """The buffered rows (at least one) as one record batch of the segment schema."""
+        n = len(self.seqs)
+        columns: list[pa.Array] = [
+            pa.array([self.run_id] * n, pa.string()),
+            pa.array(self.seqs, pa.int64()),
+            pa.array(self.ts, pa.string()),
+            pa.array([SCHEMA_VERSION] * n, pa.int32()),
+            pa.array(self.event_types, pa.string()),
+            pa.array(self.prev_hashes, pa.string()),
+            pa.array(self.hashes, pa.string()),
+            pa.array(self.payloads, pa.string()),
+        ]
+        # zip(*rows) transposes: one tuple per RoundPlayed field, one entry per event.
+        header_columns = list(zip(*self.round_headers))
+        packed_columns = iter(zip(*self.round_packed))
+        for position, spec in enumerate(ROUND_SPECS):
+            if spec.kind in _PACKED_KINDS:
+                # the header holds each list's length (None for a None list), the bytes its values
+                columns.append(_packed_column(header_columns[position], next(packed_columns), spec.arrow_type))
+            else:
+                columns.append(pa.array(header_columns[position], spec.arrow_type))
+        return pa.RecordBatch.from_arrays(columns, schema=SEGMENT_SCHEMA)
+
+
+def _packed_column(lengths: Sequence[int | None], pieces: Sequence[bytes | None], arrow_type: pa.ListType) -> pa.Array:
+    """A list column from each row's length (None: a None list) and its packed bytes, the
+    bytes handed to Arrow as they are (the hashed bytes are the stored bytes)."""
+    rows = len(lengths)
+    has_nulls = None in lengths
+    sizes = np.array([0 if n is None else n for n in lengths], np.int32)
+    offsets = np.zeros(rows + 1, np.int32)
+    np.cumsum(sizes, out=offsets[1:])
+    data = b"".join(piece for piece in pieces if piece is not None)
+    values = pa.Array.from_buffers(arrow_type.value_type, int(offsets[-1]), [None, pa.py_buffer(data)])
+    validity = None
+    if has_nulls:  # Arrow's validity bitmap: bit i (least significant first) set when row i is present
+        validity = pa.py_buffer(np.packbits([n is not None for n in lengths], bitorder="little"))
+    return pa.ListArray.from_buffers(arrow_type, rows, [validity, pa.py_buffer(offsets)], children=[values])
 
 
 def _acquire_lock(log_dir: Path) -> int:
@@ -175,25 +207,10 @@ def _merged_batches(group: list[SegmentFile]) -> list[pa.RecordBatch]:
     return merged
 
 
-class _UtcClock:
-    """ISO-8601 UTC timestamps with microseconds; formats the date part once per second."""
-
-    def __init__(self) -> None:
-        self._second = -1
-        self._prefix = ""
-
-    def now(self) -> str:
-        nanoseconds = time.time_ns()
-        second, micro = divmod(nanoseconds // 1000, 1_000_000)
-        if second != self._second:
-            self._second = second
-            self._prefix = datetime.fromtimestamp(second, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
-        return f"{self._prefix}.{micro:06d}+00:00"
-
-
-_CLOCK = _UtcClock()
-_ROUND = RoundPlayed.event_type
-_new_recorded = object.__new__
+def _utc_now() -> str:
+    """ISO-8601 UTC with microseconds, read from time.time_ns (the one clock tests stop)."""
+    seconds, nanoseconds = divmod(time.time_ns(), 10**9)
+    return f"{datetime.fromtimestamp(seconds, timezone.utc):%Y-%m-%dT%H:%M:%S}.{nanoseconds // 1000:06d}+00:00"
 
 
 class RunWriter:
@@ -212,16 +229,6 @@ class RunWriter:
         self._compactable = compactable  # level-0 segments since the last merge, in seq order
         self._max_buffered = max_buffered
         self._buffer = EventBuffer(run_id)
-        # A full buffer is written by a background thread while appending goes on (see
-        # _flush_in_background); at most one such flush at a time, finished before any other.
-        self._flushing: threading.Thread | None = None
-        self._flush_failure: tuple[EventBuffer | None, BaseException] | None = None
-        self._flush_memory = SerializeBuffer()
-        self._spare_buffers: list[EventBuffer] = []  # written and cleared, kept for their memory
-        # At most one compaction runs, in a background thread (see _compact).
-        self._merging: threading.Thread | None = None
-        self._merge_failure: tuple[list[SegmentFile], BaseException] | None = None
-        self._merge_memory = SerializeBuffer()
 
     # -- opening ------------------------------------------------------------------------
 
@@ -244,13 +251,7 @@ class RunWriter:
             os.close(lock_fd)
             raise UserError(f"{run_dir}: already has an event log; choose a new run directory")
         manifest = {"format": LOG_FORMAT, "run_id": run_id, "schema_version": SCHEMA_VERSION}
-        temp = log_dir / f"{TEMP_PREFIX}{MANIFEST_NAME}"
-        with open(temp, "wb") as handle:
-            handle.write(orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.rename(temp, log_dir / MANIFEST_NAME)
-        fsync_directory(log_dir)
+        write_file_atomically(log_dir, MANIFEST_NAME, orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
         return cls(log_dir=log_dir, run_id=run_id, next_seq=0, prev_hash=GENESIS_HASH, lock_fd=lock_fd,
                    compactable=[], max_buffered=max_buffered)
 
@@ -308,10 +309,9 @@ class RunWriter:
         """Hash the event into the chain and buffer it; durable only after flush()."""
         if self._lock_fd is None:
             raise RuntimeError("append on a closed RunWriter")
-        if self._flush_failure is not None or len(self._buffer) >= self._max_buffered:
-            # Before this event is buffered, so that an append that raises has appended nothing.
-            self._flush_in_background()
-        seq, ts, prev_hash = self._next_seq, _CLOCK.now(), self._prev_hash
+        if len(self._buffer) >= self._max_buffered:
+            self.flush()  # before this event is buffered, so that an append that raises appended nothing
+        seq, ts, prev_hash = self._next_seq, _utc_now(), self._prev_hash
         if type(event) is RoundPlayed:
             header, packed = encode_round(event)
             canonical = canonical_header(self._run_id, seq, ts, SCHEMA_VERSION, _ROUND, header)
@@ -324,24 +324,16 @@ class RunWriter:
             digest = chain_hash(prev_hash, canonical, encoded.packed.values())
             self._buffer.add(seq, ts, encoded.event_type, prev_hash, digest, encoded.payload_json, None, None)
         self._next_seq, self._prev_hash = seq + 1, digest
-        # Recorded is a frozen dataclass: its __init__ pays an object.__setattr__ per field,
-        # a noticeable share of an append; filling __dict__ makes the same object.
-        recorded = _new_recorded(Recorded)
-        recorded.__dict__.update(run_id=self._run_id, seq=seq, ts=ts, schema_version=SCHEMA_VERSION,
-                                 prev_hash=prev_hash, hash=digest, event=event)
-        return recorded
+        return Recorded(run_id=self._run_id, seq=seq, ts=ts, schema_version=SCHEMA_VERSION,
+                        prev_hash=prev_hash, hash=digest, event=event)
 
     def flush(self) -> None:
         """Write the buffered events as one segment: durable and visible to other processes.
 
         On an error the events stay buffered, so a flush after the cause is fixed loses nothing.
         """
-        self._finish_background_flush()
-        self._collect_merge()
-        buffer = self._buffer
-        if not len(buffer):
-            return
-        self._write_segment(buffer)  # which clears it for reuse
+        if len(self._buffer):
+            self._write_segment()
         self._compact()
 
     def close(self) -> None:
@@ -351,15 +343,9 @@ class RunWriter:
         try:
             self.flush()
         finally:
-            # No flush or compaction may outlive the lock: the next writer deletes leftovers it finds.
-            if self._flushing is not None:
-                self._flushing.join()
-            if self._merging is not None:
-                self._merging.join()
             fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
             os.close(self._lock_fd)
             self._lock_fd = None
-        self._collect_merge()
 
     def __enter__(self) -> RunWriter:
         return self
@@ -370,15 +356,14 @@ class RunWriter:
 
     # -- plumbing -----------------------------------------------------------------------
 
-    def _write_segment(self, buffer: EventBuffer, batch: pa.RecordBatch | None = None) -> None:
-        """The buffer (as `batch` when built already) as one level-0 segment, then head.json;
-        both renames made durable."""
+    def _write_segment(self) -> None:
+        """The buffer as one level-0 segment, then head.json; both renames made durable."""
+        buffer = self._buffer
         first, last = buffer.seqs[0], buffer.seqs[-1]
         try:
-            batch = buffer.to_batch() if batch is None else batch
-            path = write_segment_file(self._log_dir, segment_name(first, last, 0), [batch],
-                                      sync_directory=False, memory=self._flush_memory)
-            self._write_head(last, buffer.hashes[-1])
+            path = write_segment_file(self._log_dir, segment_name(first, last, 0), [buffer.to_batch()],
+                                      sync_directory=False)
+            write_head(self._log_dir, last, buffer.hashes[-1])
             fsync_directory(self._log_dir)  # one directory sync makes both renames durable
         except OSError as error:
             raise UserError(f"{self._log_dir}: cannot write the log ({error.strerror or error}); "
@@ -386,114 +371,29 @@ class RunWriter:
         self._compactable.append(SegmentFile(first, last, 0, path))
         buffer.clear()
 
-    def _empty_buffer(self) -> EventBuffer:
-        return self._spare_buffers.pop() if self._spare_buffers else EventBuffer(self._run_id)
-
-    def _flush_in_background(self) -> None:
-        """Write the full buffer in a background thread; appending goes on into a new one.
-
-        Serializing the segment, the copy into the page cache and the two fsyncs take
-        about as long as appending the events did, and all of them release the GIL, so on
-        a second core they overlap with the next buffer's appends. The Arrow batch is built
-        here, on the appending thread: it holds the GIL, and a background thread holding it
-        makes the appending thread wait in turn (built in the background thread: 0.86x and
-        0.95x the events/s, medians of two sets of ten and twelve interleaved pairs).
-        Nothing is promised for these events until flush() or close() returns, which wait
-        for this thread.
-        """
-        self._finish_background_flush()
-        batch = self._buffer.to_batch()
-        buffer, self._buffer = self._buffer, self._empty_buffer()
-        self._flushing = threading.Thread(target=self._background_flush, args=(buffer, batch), name="log-flush",
-                                          daemon=True)
-        self._flushing.start()
-
-    def _background_flush(self, buffer: EventBuffer, batch: pa.RecordBatch) -> None:
-        try:
-            self._collect_merge()
-            self._write_segment(buffer, batch)
-        except BaseException as error:  # raised on the writer's thread by _finish_background_flush
-            self._flush_failure = (buffer, error)
-            return
-        self._spare_buffers.append(buffer)
-        try:
-            self._compact()
-        except BaseException as error:  # the segment is written: only the report is pending
-            self._flush_failure = (None, error)
-
-    def _finish_background_flush(self) -> None:
-        """Wait for the background flush; if it failed, take its events back and raise."""
-        if self._flushing is None:
-            return
-        self._flushing.join()
-        self._flushing = None
-        if self._flush_failure is None:
-            return
-        unwritten, error = self._flush_failure
-        self._flush_failure = None
-        if unwritten is not None:
-            unwritten.extend(self._buffer)  # seq order: the failed buffer came first
-            self._buffer = unwritten
-        raise error
-
-    def _write_head(self, last_seq: int, last_hash: str) -> None:
-        """Record the expected end of the log, so verify can tell a missing tail segment."""
-        temp = self._log_dir / f"{TEMP_PREFIX}{HEAD_NAME}"
-        temp.write_bytes(orjson.dumps({"last_seq": last_seq, "last_hash": last_hash}))
-        os.replace(temp, self._log_dir / HEAD_NAME)
-
     def _compact(self) -> None:
-        """Merge the level-0 segments since the last merge, in a background thread.
+        """Merge the level-0 segments since the last merge once they are enough.
 
-        A merge rewrites MERGE_ROWS events (tens of MB), fsyncs them and unlinks up to
-        MERGE_SEGMENTS files, each unlink waiting on the file system journal: done inline it
-        took about a fifth of the append time at one flush per 64 events. Arrow's copies,
-        the file writes, fsync and unlink release the GIL, so on a second core it overlaps
-        with appending. Safe to run beside the writer: it only adds
-        a merged segment (temp + fsync + rename) and then deletes the segments it covers,
-        which readers already skip; flush only ever adds new level-0 segments.
+        Safe beside readers: it only adds a merged segment (temp + fsync + rename), then
+        deletes the segments it covers, which readers already skip.
         """
-        if self._merging is not None and self._merging.is_alive():
-            # Let the running merge finish; the group grows meanwhile and is merged next.
-            # Past a few merges' worth, wait (back-pressure keeps the segment count bounded).
-            if (len(self._compactable) < 4 * MERGE_SEGMENTS
-                    and sum(s.last_seq - s.first_seq + 1 for s in self._compactable) < 4 * MERGE_ROWS):
-                return
-            self._merging.join()
-        self._collect_merge()
         group = self._compactable
         if sum(s.last_seq - s.first_seq + 1 for s in group) < MERGE_ROWS and len(group) < MERGE_SEGMENTS:
             return
-        self._compactable = []
         if len(group) == 1:  # one large flush is already a good segment: nothing to merge
+            self._compactable = []
             return
-        self._merging = threading.Thread(target=self._merge, args=(group,), name="log-compaction", daemon=True)
-        self._merging.start()
-
-    def _merge(self, group: list[SegmentFile]) -> None:
-        merged = False
+        name = segment_name(group[0].first_seq, group[-1].last_seq, 1)
         try:
-            name = segment_name(group[0].first_seq, group[-1].last_seq, 1)
-            write_segment_file(self._log_dir, name, _merged_batches(group), memory=self._merge_memory)
-            merged = True
-            for segment in group:
-                segment.path.unlink(missing_ok=True)  # readers skip covered segments meanwhile
-        except BaseException as error:  # reported by the writer's thread (_collect_merge)
-            # Once the merged segment is in place the group is done: segments it covers that
-            # could not be deleted are ignored by readers and deleted by open_existing.
-            self._merge_failure = ([] if merged else group, error)
-
-    def _collect_merge(self) -> None:
-        """Report a failed background merge; its segments stay live and are merged later."""
-        if self._merging is None or self._merging.is_alive():
-            return
-        self._merging = None
-        if self._merge_failure is None:
-            return
-        group, error = self._merge_failure
-        self._merge_failure = None
-        self._compactable = group + self._compactable
-        if isinstance(error, OSError):
+            write_segment_file(self._log_dir, name, _merged_batches(group))
+        except OSError as error:
             raise UserError(f"{self._log_dir}: cannot compact the log ({error.strerror or error}); nothing "
                             "is lost (the segments stay as they are); free disk space, then flush again") from None
-        raise error
+        self._compactable = []
+        # Segments it covers that cannot be deleted now are skipped by readers and deleted
+        # by the next open_existing.
+        for segment in group:
+            try:
+                segment.path.unlink(missing_ok=True)
+            except OSError:
+                pass

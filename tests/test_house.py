@@ -1,7 +1,4 @@
-"""House rules a reader relies on: a long module says why it is one file.
-
-storage/ is left out while its split into rooms of one purpose is under way (issue #13 item 3).
-"""
+"""House rules a reader relies on: a long module says why it is one file."""
 
 from __future__ import annotations
 
@@ -9,7 +6,7 @@ import ast
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-PACKAGES = ("engine", "players", "referees", "tui")
+PACKAGES = ("engine", "players", "referees", "storage", "tui")
 LIMIT = 500
 JUSTIFICATION = "Why one file over 500 lines:"
 

@@ -41,8 +41,8 @@ def test_sigkill_mid_run_loses_nothing_flushed_and_appending_resumes(tmp_path: P
     for line in child.stdout:
         seq, digest = line.split()
         reported.append((int(seq), digest))
-        # past 64 segments a compaction merges them in the background; kill once it has
-        # renamed its merged segment into place (the merged-away ones may still be there)
+        # the 64th flush merges the segments so far; kill once the merged segment is in
+        # place (the merged-away ones may still be there)
         if len(reported) >= 70 and any(".L1." in p.name for p in (run_dir / "log").iterdir()):
             break
         assert len(reported) < 2000, "no compaction happened"
@@ -107,8 +107,8 @@ def test_a_crash_between_merge_and_cleanup_leaves_nothing_twice(tmp_path: Path) 
     assert not list((run_dir / "log").glob("*.L0.arrow"))
 
 
-# The child never calls flush(): its writer writes a segment every 32 events in a background
-# thread. It reports each hand-off's last event once a later hand-off has waited for it.
+# The child never calls flush(): its writer writes a segment every 32 events on its own. It
+# reports the last event of each such segment once the append that wrote it returned.
 UNFLUSHED_CHILD = textwrap.dedent("""
     import sys
     from storage import RunWriter
@@ -118,15 +118,14 @@ UNFLUSHED_CHILD = textwrap.dedent("""
     round_id = 0
     while True:
         recorded = writer.append(round_played(round_id))
-        if recorded.seq % 32 == 0 and recorded.seq >= 64:
-            # appending seq 32k handed off seqs 32(k-1)..32k-1 after waiting for the buffer
-            # before them, so seqs up to 32(k-1)-1 are on disk now
-            print(recorded.seq - 33, flush=True)
+        if recorded.seq % 32 == 0:
+            # appending seq 32k first flushed the full buffer, seqs 32(k-1)..32k-1
+            print(recorded.seq - 1, flush=True)
         round_id += 1
 """)
 
 
-def test_sigkill_during_background_writes_keeps_every_written_segment_whole(tmp_path: Path) -> None:
+def test_sigkill_while_the_writer_flushes_on_its_own_keeps_every_written_segment_whole(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     child = subprocess.Popen([sys.executable, "-c", UNFLUSHED_CHILD, str(run_dir)], cwd=REPO,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -140,7 +139,7 @@ def test_sigkill_during_background_writes_keeps_every_written_segment_whole(tmp_
     report = verify_run(run_dir)
     assert report.ok, report.summary()
     reader = RunReader(run_dir)
-    assert reader.last_seq() >= written[-1]  # everything a finished background write held is there
+    assert reader.last_seq() >= written[-1]  # everything a finished flush held is there
     assert (reader.last_seq() + 1) % 32 == 0  # and only whole buffers: no segment is cut short
     with RunWriter.open_existing(run_dir) as writer:
         assert writer.next_seq == reader.last_seq() + 1

@@ -18,7 +18,7 @@ import pyarrow as pa
 import pytest
 
 from storage import RunReader, RunWriter, verify_run
-from storage.segments import SEGMENT_SCHEMA
+from storage.codec import SEGMENT_SCHEMA
 from tests.test_storage_contract import round_played, run_started
 
 REPO = Path(__file__).resolve().parents[1]

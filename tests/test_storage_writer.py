@@ -1,5 +1,5 @@
 """RunWriter internals that the contract tests do not pin down: the RoundPlayed fast path,
-numpy arrays as round fields and the background compaction."""
+numpy arrays as round fields, flushes of a full buffer and compaction."""
 
 from __future__ import annotations
 
@@ -8,12 +8,12 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 import pytest
 
 import storage.writer as writer_module
 from storage import RunReader, RunWriter, UserError, verify_run
-from storage.segments import SEGMENT_SCHEMA, EventBuffer, SerializeBuffer, canonical_header, encode_event, encode_round
+from storage.codec import canonical_header, encode_event, encode_round
+from storage.writer import EventBuffer
 from tests.test_storage_contract import round_played, run_started
 
 
@@ -29,7 +29,7 @@ def test_round_fast_path_encodes_exactly_as_the_generic_encoder(rlhf: bool) -> N
     assert list(packed) == list(encoded.packed.values())
 
 
-def test_a_buffer_writes_its_packed_columns_into_arrays_it_keeps_from_flush_to_flush() -> None:
+def test_a_buffer_builds_its_packed_columns_and_is_reused_after_clear() -> None:
     def fill(buffer: EventBuffer, rounds) -> None:
         for seq, event in enumerate(rounds):
             header, packed = encode_round(event)
@@ -41,7 +41,6 @@ def test_a_buffer_writes_its_packed_columns_into_arrays_it_keeps_from_flush_to_f
     batch = buffer.to_batch()
     assert batch.column("policy_token_ids").to_pylist() == [e.policy_token_ids for e in rounds]
     assert batch.column("monitor_logprobs").to_pylist() == [e.monitor_logprobs for e in rounds]
-    kept = [k.array for k in buffer._kept]
     buffer.clear()
     assert len(buffer) == 0
     fewer = [round_played(i) for i in range(7, 107)]
@@ -49,10 +48,9 @@ def test_a_buffer_writes_its_packed_columns_into_arrays_it_keeps_from_flush_to_f
     batch = buffer.to_batch()
     assert batch.column("policy_logprobs").to_pylist() == [e.policy_logprobs for e in fewer]
     assert batch.column("monitor_token_ids").to_pylist() == [e.monitor_token_ids for e in fewer]
-    assert all(k.array is array for k, array in zip(buffer._kept, kept))  # the same memory, refilled
 
 
-def test_a_failed_background_merge_is_reported_and_loses_nothing(tmp_path: Path, monkeypatch) -> None:
+def test_a_failed_merge_is_reported_and_loses_nothing(tmp_path: Path, monkeypatch) -> None:
     real_write = writer_module.write_segment_file
 
     def failing_merge(log_dir, name, batches, **kwargs):
@@ -67,11 +65,13 @@ def test_a_failed_background_merge_is_reported_and_loses_nothing(tmp_path: Path,
     with pytest.raises(UserError, match="cannot compact"):
         for round_id in range(2000):
             appended.append(writer.append(round_played(round_id)))
-            writer.flush()  # the 64th flush starts a merge; a later flush reports its failure
+            writer.flush()  # the 64th flush merges, and reports that the merge failed
+    assert len(appended) == 64  # that flush's own segment was written before the merge failed
+    assert [r.hash for r in RunReader(tmp_path / "run").rounds()] == [r.hash for r in appended]
     monkeypatch.setattr(writer_module, "write_segment_file", real_write)
     appended.append(writer.append(round_played(2000)))
     writer.flush()  # the failed group's segments are still live and merged again, now successfully
-    writer.close()  # waits for that merge
+    writer.close()
     assert any(".L1." in p.name for p in (tmp_path / "run" / "log").iterdir())
     report = verify_run(tmp_path / "run")
     assert report.ok, report.summary()
@@ -162,21 +162,22 @@ def test_round_equality_compares_values_whatever_their_form() -> None:
         hash(event)
 
 
-def test_a_full_buffer_is_written_in_the_background_and_flush_waits_for_it(tmp_path: Path) -> None:
-    writer = RunWriter.create(tmp_path / "run", "background", max_buffered=10)
+def test_a_full_buffer_is_flushed_before_the_next_append(tmp_path: Path) -> None:
+    writer = RunWriter.create(tmp_path / "run", "full-buffer", max_buffered=10)
     appended = [writer.append(run_started())] + [writer.append(as_arrays(round_played(i))) for i in range(34)]
-    # 35 events: full buffers of 10 went to the background at the 11th, 21st and 31st append
-    writer.flush()  # waits for those, then writes the last 5 itself
+    # 35 events: full buffers of 10 were flushed at the 11th, 21st and 31st append
+    assert RunReader(tmp_path / "run").last_seq() == 29  # durable before flush() is called
+    writer.flush()  # writes the last 5
     segments = sorted(p.name for p in (tmp_path / "run" / "log").glob("*.L0.arrow"))
     assert segments == ["000000000000-000000000009.L0.arrow", "000000000010-000000000019.L0.arrow",
                         "000000000020-000000000029.L0.arrow", "000000000030-000000000034.L0.arrow"]
-    read = RunReader(tmp_path / "run").events()  # another reader sees all of it once flush returned
+    read = RunReader(tmp_path / "run").events()
     assert [(r.seq, r.hash) for r in read] == [(r.seq, r.hash) for r in appended]
     writer.close()
     assert verify_run(tmp_path / "run").ok
 
 
-def test_a_failed_background_flush_is_reported_and_loses_nothing(tmp_path: Path, monkeypatch) -> None:
+def test_a_failed_flush_of_a_full_buffer_is_reported_and_loses_nothing(tmp_path: Path, monkeypatch) -> None:
     real_write = writer_module.write_segment_file
     failures = []
 
@@ -191,33 +192,12 @@ def test_a_failed_background_flush_is_reported_and_loses_nothing(tmp_path: Path,
     appended = [writer.append(run_started())]
     with pytest.raises(UserError, match="cannot write the log.*No space left on device"):
         for round_id in range(30):
-            # the first append after the failed write reports it, before buffering its own event
+            # the append that finds the buffer full flushes it, and raises before buffering its own event
             appended.append(writer.append(round_played(round_id)))
     assert failures == ["000000000000-000000000007.L0.arrow"]
+    assert writer.next_seq == 8  # the failed append appended nothing
     appended.append(writer.append(round_played(99)))
     writer.close()  # writes the failed buffer's events and everything after, in order
     read = RunReader(tmp_path / "run").events()
     assert [(r.seq, r.hash) for r in read] == [(r.seq, r.hash) for r in appended]
     assert verify_run(tmp_path / "run").ok
-
-
-def test_the_serialize_buffer_is_reused_and_a_huge_one_is_not_kept(monkeypatch) -> None:
-    def batch(rounds: int) -> pa.RecordBatch:
-        buffer = EventBuffer("run")
-        for seq in range(rounds):
-            header, packed = encode_round(round_played(seq))
-            buffer.add(seq, "ts", "RoundPlayed", "0" * 64, "0" * 64, None, header, packed)
-        return buffer.to_batch()
-
-    memory = SerializeBuffer()
-    large, small = batch(50), batch(5)
-    first = bytes(memory.serialize(SEGMENT_SCHEMA, [large]))
-    address = memory._memory.address
-    second = memory.serialize(SEGMENT_SCHEMA, [small])
-    assert memory._memory.address == address  # the smaller segment went into the same memory
-    assert pa.ipc.open_file(pa.py_buffer(first)).read_all().equals(pa.Table.from_batches([large]))
-    assert pa.ipc.open_file(pa.py_buffer(bytes(second))).read_all().equals(pa.Table.from_batches([small]))
-    monkeypatch.setattr(SerializeBuffer, "KEEP_BYTES", 1000)
-    memory = SerializeBuffer()
-    memory.serialize(SEGMENT_SCHEMA, [small])
-    assert memory._memory is None  # larger than KEEP_BYTES: used once, then released

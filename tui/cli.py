@@ -52,7 +52,7 @@ def _verify(args: argparse.Namespace) -> int:
 def _sql(args: argparse.Namespace) -> int:
     from storage import commands
 
-    return commands.run_sql(args.path, args.query, args.format, args.output)
+    return commands.run_sql(args.path, args.query, args.format, args.output, verify=args.verify)
 
 
 def _export(args: argparse.Namespace) -> int:
@@ -129,6 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="table (aligned, default), csv, json (one object per line) or parquet")
     sql.add_argument("--output", metavar="FILE", type=Path,
                      help="write to FILE (outside every run) instead of standard output; required for parquet")
+    sql.add_argument("--verify", action="store_true",
+                     help="verify every run's whole hash chain first, and refuse a run that fails")
 
     export = _command(commands, "export", "write one Parquet file per view", _export)
     export.add_argument("path", metavar="RUN_OR_DIR", help="a run directory, or a directory of runs")

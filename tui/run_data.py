@@ -29,7 +29,7 @@ from typing import Any, Literal
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from storage import RoundPlayed, RunReader, RunsQuery, RunStarted, UserError
+from storage import RoundPlayed, RunReader, RunsQuery, RunStarted, UserError, is_run_dir, run_dirs_at
 
 Outcome = Literal["all", "deceptions", "false_accusations", "missed_errors", "unparsed"]
 
@@ -407,14 +407,9 @@ def _as_optional_float(value: Any) -> float | None:
 # --- finding runs ----------------------------------------------------------------------
 
 
-def is_run_dir(path: Path) -> bool:
-    """A run directory is one that storage has given a log/ folder."""
-    return (path / "log").is_dir()
-
-
 def find_run_dirs(runs_dir: Path) -> list[Path]:
-    """The run directories directly under `runs_dir`, by name."""
-    return sorted(child for child in runs_dir.iterdir() if child.is_dir() and is_run_dir(child))
+    """The run directories under `runs_dir`, by storage's rule (storage/layout.py)."""
+    return run_dirs_at(runs_dir)
 
 
 def first_look(run_dir: Path) -> RunSummary:
@@ -478,6 +473,6 @@ def resolve_start_path(path: Path) -> tuple[Literal["run", "runs"], Path]:
     if find_run_dirs(path):
         return "runs", path
     raise UserError(
-        f"{path}: neither a run directory (it has no log/) nor a directory of runs;"
+        f"{path}: neither a run directory (it has no log/run.json) nor a directory of runs;"
         " pass runs/<run_id> or the folder that holds run directories"
     )
