@@ -54,12 +54,20 @@ class YesNoReader:
             self.pad_id = 0  # every padded position is masked out, so its id never matters
 
     def render(self, messages: Sequence[dict[str, str]]) -> list[int]:
+        return self.encode(self.render_text(messages))
+
+    def render_text(self, messages: Sequence[dict[str, str]]) -> str:
+        """The prompt as text, ending where the reply begins (what `encode` turns into ids)."""
         tokenizer = self.base.tokenizer
         if tokenizer.chat_template:
-            text = tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
-            return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+            return tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
         turns = "\n\n".join(f"{message['role']}: {message['content']}" for message in messages)
-        return list(tokenizer(turns + "\n\nassistant:", add_special_tokens=True)["input_ids"])
+        return turns + "\n\nassistant:"
+
+    def encode(self, text: str) -> list[int]:
+        tokenizer = self.base.tokenizer
+        # A chat template writes its own special tokens; plain turns get the tokenizer's.
+        return list(tokenizer(text, add_special_tokens=not tokenizer.chat_template)["input_ids"])
 
     @torch.inference_mode()
     def log_odds(self, prompts: Sequence[Sequence[int]]) -> list[float]:
