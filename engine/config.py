@@ -75,6 +75,10 @@ class TrainingConfig(BaseModel):
     # --- bookkeeping ---
     checkpoint_every: int = Field(default=1, ge=1, description="Checkpoint every N policy updates.")
     eval_every: int = Field(default=1, ge=0, description="Evaluate every N policy updates (0: never).")
+    eval_samples_per_state: int = Field(
+        default=4, ge=0,
+        description="n: answers sampled per held-out state at evaluation (play temperature), besides the greedy one.",
+    )
 
     @model_validator(mode="after")
     def _groups_fit_in_windows(self) -> TrainingConfig:
