@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from engine.data import DataConfig
 from engine.payoffs import lowest_reachable_penalty
@@ -184,6 +184,18 @@ class RunConfig(BaseModel):
         if chosen is None:
             return raw
         return {**raw, "reward": {**reward, "normalization": chosen}, "game": {**game, "reward_norm": chosen}}
+
+    @field_validator("policy", "monitor")
+    @classmethod
+    def _whole_distribution_sampled(cls, player: PlayerConfig) -> PlayerConfig:
+        # PPO's ratios divide by the recorded behaviour probability, which is the full tempered
+        # distribution's; nucleus sampling would draw from another one and bias every ratio.
+        if player.top_p < 1.0:
+            raise ValueError(
+                f"top_p = {player.top_p} would draw tokens from the nucleus while PPO trains on the full "
+                "distribution's log-probs (biased ratios); set top_p = 1.0"
+            )
+        return player
 
     def resolved(self) -> dict[str, Any]:
         """Every field, defaults included, as JSON-ready values (RunStarted.config)."""

@@ -110,6 +110,9 @@ def _write_toml(tmp_path: Path, text: str) -> Path:
         ("[lagrangian]\nlambda_init = 20.0\nlambda_max = 10.0\n", "lagrangian: lambda_init (20.0) exceeds lambda_max"),
         ('[reward]\nnormalization = "none"\n[game]\nreward_norm = "tanh"\n', "disagree; set only one"),
         ("[training\n", "x.toml: not valid TOML"),
+        ("[policy]\ntop_p = 0.9\n", "policy: top_p = 0.9 would draw tokens from the nucleus"),
+        ("[monitor]\ntop_p = 0.5\n", "monitor: top_p = 0.5 would draw tokens from the nucleus"),
+        ("[training]\neval_samples_per_state = -1\n", "training.eval_samples_per_state: must be >= 0"),
     ],
 )
 def test_bad_values_name_the_key_and_the_fix(tmp_path: Path, toml: str, message: str) -> None:
