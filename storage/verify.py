@@ -35,6 +35,7 @@ from storage.segments import (
     LOG_DIR_NAME,
     SEGMENT_SCHEMA,
     SegmentFile,
+    SegmentReader,
     live_segments,
     stored_hashes,
 )
@@ -185,7 +186,7 @@ def _read_whole(segment: SegmentFile, relative: str, report: VerifyReport) -> pa
         if source.size() < 12 or source.read_at(6, 0) != _ARROW_MAGIC or source.read_at(6, source.size() - 6) != _ARROW_MAGIC:
             _add(report, Problem("not an Arrow IPC file (its magic bytes are damaged)", segment.first_seq, relative))
             return None
-        reader = pa.ipc.open_file(source)
+        reader = SegmentReader(pa.ipc.open_file(source))  # older segments read in the current schema
         if not reader.schema.equals(SEGMENT_SCHEMA, check_metadata=False):
             _add(report, Problem("its columns are not the log's schema", segment.first_seq, relative))
             return None
