@@ -135,7 +135,7 @@ class MetricStream:
             groups.append(MetricGroup("lambda", self.rounds_played, values, event.monitor_version))
         elif isinstance(event, EvaluationCompleted):
             # Deployment is the headline "eval/"; monitored evaluation goes beside it, never mixed in.
-            prefix = "eval" if event.protocol == "deployment" else f"eval_{event.protocol}"
+            prefix = "eval_monitored" if event.protocol == "monitored" else "eval"
             values = {f"{prefix}/{name}": float(value) for name, value in event.metrics.items() if _finite(value)}
             groups.append(MetricGroup(prefix, self.rounds_played, values, event.policy_version))
         return groups

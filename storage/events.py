@@ -196,7 +196,9 @@ class EvaluationCompleted(Event):
     checkpoint: str | None
     metrics: dict[str, float]  # the GAME.md §4 metrics (rates; undefined ones left out)
     # Added after schema 1 with defaults, so older logs still load (see TRAILING_DEFAULTS).
-    protocol: Protocol = "deployment"  # logs older than the field evaluated one way only
+    # "deployment" | "monitored"; "" in logs older than the field, whose minmax evaluations let
+    # the judge read O′ and whose rlhf ones did not (RunStarted.mode tells which).
+    protocol: str = ""
     samples_per_state: int = 1  # answers per held-out state: n sampled + the greedy one
     counts: dict[str, list[int]] = field(default_factory=dict)  # metric -> [hits, eligible]
 
@@ -237,7 +239,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
 # (storage.segments.canonical_header), so events written before the fields existed verify.
 TRAILING_DEFAULTS: dict[str, tuple[tuple[str, Any], ...]] = {
     RoundPlayed.event_type: (("protocol", None), ("judge_prompt", "")),
-    EvaluationCompleted.event_type: (("protocol", "deployment"), ("samples_per_state", 1), ("counts", {})),
+    EvaluationCompleted.event_type: (("protocol", ""), ("samples_per_state", 1), ("counts", {})),
 }
 
 

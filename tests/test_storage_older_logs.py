@@ -77,7 +77,7 @@ def test_an_older_log_loads_verifies_answers_sql_and_takes_new_events(tmp_path: 
     assert [(r.protocol, r.judge_prompt) for r in rounds] == [(None, ""), (None, "")]
     evaluation = read[-1].event
     assert isinstance(evaluation, EvaluationCompleted)
-    assert (evaluation.protocol, evaluation.samples_per_state, evaluation.counts) == ("deployment", 1, {})
+    assert (evaluation.protocol, evaluation.samples_per_state, evaluation.counts) == ("", 1, {})
     assert verify_run(run_dir).ok, verify_run(run_dir).problems
 
     with RunsQuery(run_dir) as query:
