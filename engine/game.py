@@ -11,8 +11,10 @@ Read this file top to bottom to see the game. One run is:
         dual ascent on λ from window w's mean f          -> LambdaUpdated      [minmax only]
         every k-th window (and after the last one):
             policy: PPO on the last k windows            -> PolicyUpdated
-            every eval_every policy updates: greedy play of the eval split
+            every eval_every policy updates: the eval split, greedy + n sampled answers per
+            state, judged on O alone (deployment) and, minmax only, on O and O′ (monitored)
                                                          -> eval RoundPlayed…, EvaluationCompleted
+                                                            per protocol
             every checkpoint_every policy updates (and at the end)
                                                          -> CheckpointSaved
     RunFinished  (or RunFailed, then the exception goes on)
@@ -48,7 +50,7 @@ import math
 import platform
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
@@ -430,51 +432,58 @@ class Game:
             raise UserError(
                 f"dataset {self.dataset.name!r} has no eval states; raise data.eval_fraction or use more states"
             )
-        samples = self.config.training.eval_samples_per_state
-        answers_per_state = samples + 1
-        states_per_batch = max(1, self.config.training.window_size // answers_per_state)
+        answers_per_state = self.config.training.eval_samples_per_state + 1
         n_rounds = len(states) * answers_per_state
-        first_id = self.progress.next_eval_round_id
-        purpose = f"eval:policy{self.progress.policy_version}:monitor{self.progress.monitor_version}"
         deployment: list[RoundPlayed] = []
         monitored: list[RoundPlayed] = []
-        for start in range(0, len(states), states_per_batch):
-            chunk = states[start : start + states_per_batch]
-            greedy = [ScheduledRound(round_id=-1, window=-1, state=state, sample_index=0) for state in chunk]
-            sampled = [
-                ScheduledRound(round_id=-1, window=-1, state=state, sample_index=index)
-                for state in chunk
-                for index in range(1, answers_per_state)
-            ]
-            for batch, sample in ((greedy, False), (sampled, True)):
-                if not batch:
-                    continue
-                seed = derived_seed(self.config.seed, f"{purpose}:{'sampled' if sample else 'greedy'}", start)
-                settings = self.round_settings(phase="eval", sample=sample, seed=seed)
-                answered = answer_and_critique(self.table, batch, settings)
-                ids = range(first_id + len(deployment), first_id + len(deployment) + len(batch))
-                rounds = judged_rounds(
-                    self.table, answered, settings, with_critique=False, protocol="deployment", round_ids=ids
+        for scheduled, settings in self._eval_batches(states, answers_per_state):
+            answered = answer_and_critique(self.table, scheduled, settings)
+            # Each answer judged twice: on O alone, then (minmax) on O and O′. The monitored
+            # round of an answer takes the id n_rounds after its deployment round's.
+            rounds = judged_rounds(self.table, answered, settings, with_critique=False, protocol="deployment")
+            for round_ in rounds:
+                self.log.append(round_)
+            deployment.extend(rounds)
+            if self.minmax:
+                ids = [item.round_id + n_rounds for item in scheduled]
+                monitored.extend(
+                    judged_rounds(self.table, answered, settings, with_critique=True, protocol="monitored", round_ids=ids)
                 )
-                for round_ in rounds:
-                    self.log.append(round_)
-                deployment.extend(rounds)
-                if self.minmax:
-                    ids = range(first_id + n_rounds + len(monitored), first_id + n_rounds + len(monitored) + len(batch))
-                    monitored.extend(
-                        judged_rounds(self.table, answered, settings, with_critique=True, protocol="monitored", round_ids=ids)
-                    )
-        completed = [self._evaluation_completed("deployment", deployment, checkpoint, dataset_name, samples)]
+        completed = [self._evaluation_completed("deployment", deployment, checkpoint, dataset_name, answers_per_state)]
         if self.minmax:
             for round_ in monitored:
                 self.log.append(round_)
-            completed.append(self._evaluation_completed("monitored", monitored, checkpoint, dataset_name, samples))
-        self.progress.next_eval_round_id = first_id + len(deployment) + len(monitored)
+            completed.append(self._evaluation_completed("monitored", monitored, checkpoint, dataset_name, answers_per_state))
+        self.progress.next_eval_round_id += len(deployment) + len(monitored)
         self.log.flush()
         return completed
 
+    def _eval_batches(
+        self, states: Sequence[State], answers_per_state: int
+    ) -> Iterator[tuple[list[ScheduledRound], RoundSettings]]:
+        """About B answers at a time: per group of states their greedy answers, then their samples.
+        Seeds name the adapter versions and the group, never the global RNG."""
+        states_per_batch = max(1, self.config.training.window_size // answers_per_state)
+        purpose = f"eval:policy{self.progress.policy_version}:monitor{self.progress.monitor_version}"
+        next_id = self.progress.next_eval_round_id
+        for start in range(0, len(states), states_per_batch):
+            group = states[start : start + states_per_batch]
+            greedy = [(state, 0) for state in group]
+            sampled = [(state, index) for state in group for index in range(1, answers_per_state)]
+            for pairs, sample in ((greedy, False), (sampled, True)):
+                if not pairs:
+                    continue
+                scheduled = [
+                    ScheduledRound(round_id=next_id + offset, window=-1, state=state, sample_index=index)
+                    for offset, (state, index) in enumerate(pairs)
+                ]
+                next_id += len(scheduled)
+                seed = derived_seed(self.config.seed, f"{purpose}:{'sampled' if sample else 'greedy'}", start)
+                yield scheduled, self.round_settings(phase="eval", sample=sample, seed=seed)
+
     def _evaluation_completed(
-        self, protocol: Protocol, rounds: list[RoundPlayed], checkpoint: str | None, dataset_name: str | None, samples: int
+        self, protocol: Protocol, rounds: list[RoundPlayed], checkpoint: str | None, dataset_name: str | None,
+        answers_per_state: int,
     ) -> EvaluationCompleted:
         # The constraint is the monitor's: only the monitored protocol has f.
         delta = self.config.lagrangian.delta if protocol == "monitored" else None
@@ -490,7 +499,7 @@ class Game:
             # that every value is a float.
             metrics={name: float(value) for name, value in metrics.items() if value is not None},
             protocol=protocol,
-            samples_per_state=samples + 1,
+            samples_per_state=answers_per_state,
             counts={name: [hits, eligible] for name, (hits, eligible) in window_counts(rounds).items()},
         )
         self.log.append(completed)
