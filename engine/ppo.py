@@ -36,8 +36,9 @@ PPO implementation details adopted, and where each lives in the code:
     The saddle-point diagnostic ‖∇θ U‖ of GAME.md §3 is a separate pass (payoff_grad_norm): the
     norm of ∇θ of the player's mean *raw* payoff over the update's rollouts, at the adapters
     before the update, estimated by the score function (1/N)·Σ_i r_i·∇θ log π_θ(y_i|x_i): no
-    whitening, no baseline, no clipping, no KL, so it tends to 0 at a stationary point of the
-    game, where grad_norm (whitened advantages) keeps its scale [payoff_gradient_norm]
+    whitening, no baseline, no clipping, no KL. Its expectation is 0 at a stationary point of
+    the game (what is left is sampling noise, shrinking as 1/√N), where grad_norm, on whitened
+    advantages, keeps its scale whatever the payoffs are [payoff_gradient_norm]
 10. Log-probs at the player's sampling temperature: log_softmax(logits / T), as generation
     recorded them [_token_logprobs]
 11. Logits only at response positions: the decoder's hidden states are gathered at the
