@@ -105,9 +105,10 @@ def parse_answer(text: str, choices: Sequence[str]) -> int | None:
         if match is None or not _letter_is_intended(match.group("letter"), bool(match.group("open")), match.group("after")):
             continue
         index = _index_of(match.group("letter"), len(choices))
-        # "Answer: A) the farmer" where the farmer is B names two choices.
+        # The choice text after the letter must agree with it: "Answer: A) the farmer", the
+        # farmer being B, names two choices; "Answer: C) the farmer" with two choices, one.
         named = _choice_named_by(_line_rest(plain, match.end("letter")).lstrip(" )].:-–"), choices)
-        stated.append(index if named is None or named == index else None)
+        stated.append(named if index is None else index if named in (None, index) else None)
     if stated:
         return _one_choice(stated)
     # No marker: accept bold letters ("**B**") that agree, or a final line that is only a

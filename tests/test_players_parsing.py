@@ -39,6 +39,7 @@ def choices(n: int) -> list[str]:
         ("The answer is: THE MILLER!", 4, 3),
         ("answer - miller", 4, 3),
         ("The story says so.\nThe baker", 4, 2),
+        ("Answer: C) the farmer", 2, 1),  # no choice C: the text names the one choice
         # A bare letter as the whole reply, or as its last line.
         ("C", 4, 2),
         ("The baker left early.\n(B).", 2, 1),
