@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from engine.data import DataConfig
 from engine.payoffs import lowest_reachable_penalty
@@ -73,10 +73,10 @@ class TrainingConfig(BaseModel):
         default=0.2, gt=0.0, lt=1.0, description="ε: probability ratios outside [1 − ε, 1 + ε] stop pulling."
     )
     kl_coef_policy: float = Field(
-        default=0.05, ge=0.0, description="β_L: weight of the policy's per-token k3 KL to its reference, in the loss."
+        default=0.05, ge=0.0, description="β_L: weight of the policy's per-token KL penalty (k2) to its reference, in the loss."
     )
     kl_coef_monitor: float = Field(
-        default=0.05, ge=0.0, description="β_M: weight of the monitor's per-token k3 KL to its reference, in the loss."
+        default=0.05, ge=0.0, description="β_M: weight of the monitor's per-token KL penalty (k2) to its reference, in the loss."
     )
     advantage: Literal["whiten", "group", "gae"] = Field(
         default="whiten",
@@ -91,6 +91,10 @@ class TrainingConfig(BaseModel):
     # --- bookkeeping ---
     checkpoint_every: int = Field(default=1, ge=1, description="Checkpoint every N policy updates.")
     eval_every: int = Field(default=1, ge=0, description="Evaluate every N policy updates (0: never).")
+    eval_samples_per_state: int = Field(
+        default=4, ge=0,
+        description="n: answers sampled per held-out state at evaluation (play temperature), besides the greedy one.",
+    )
 
     @model_validator(mode="after")
     def _groups_fit_in_windows(self) -> TrainingConfig:
@@ -203,6 +207,18 @@ class RunConfig(BaseModel):
         if chosen is None:
             return raw
         return {**raw, "reward": {**reward, "normalization": chosen}, "game": {**game, "reward_norm": chosen}}
+
+    @field_validator("policy", "monitor")
+    @classmethod
+    def _whole_distribution_sampled(cls, player: PlayerConfig) -> PlayerConfig:
+        # PPO's ratios divide by the recorded behaviour probability, which is the full tempered
+        # distribution's; nucleus sampling would draw from another one and bias every ratio.
+        if player.top_p < 1.0:
+            raise ValueError(
+                f"top_p = {player.top_p} would draw tokens from the nucleus while PPO trains on the full "
+                "distribution's log-probs (biased ratios); set top_p = 1.0"
+            )
+        return player
 
     def resolved(self) -> dict[str, Any]:
         """Every field, defaults included, as JSON-ready values (RunStarted.config)."""

@@ -11,8 +11,10 @@ Read this file top to bottom to see the game. One run is:
         dual ascent on λ from window w's mean f          -> LambdaUpdated      [minmax only]
         every k-th window (and after the last one):
             policy: PPO on the last k windows            -> PolicyUpdated
-            every eval_every policy updates: greedy play of the eval split
+            every eval_every policy updates: the eval split, greedy + n sampled answers per
+            state, judged on O alone (deployment) and, minmax only, on O and O′ (monitored)
                                                          -> eval RoundPlayed…, EvaluationCompleted
+                                                            per protocol
             every checkpoint_every policy updates (and at the end)
                                                          -> CheckpointSaved
     RunFinished  (or RunFailed, then the exception goes on)
@@ -54,7 +56,7 @@ import math
 import platform
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
@@ -66,10 +68,10 @@ from engine.config import RunConfig, recorded_config
 from engine.data import Dataset, State, load_dataset
 from engine.devices import resolve_placements
 from engine.lagrangian import DualAscent
-from engine.metrics import window_metrics
+from engine.metrics import window_counts, window_metrics
 from engine.payoffs import monitor_rollouts, policy_rollouts
 from engine.ppo import PPOLearner, PPOSettings
-from engine.round import RoundSettings, ScheduledRound, Table, play_rounds
+from engine.round import RoundSettings, ScheduledRound, Table, answer_and_critique, judged_rounds, play_rounds
 from engine.trackers import Trackers, open_trackers
 from players import ModelPool, Player
 from referees import Judge, RewardModel
@@ -82,6 +84,7 @@ from storage.events import (
     LambdaUpdated,
     MonitorUpdated,
     PolicyUpdated,
+    Protocol,
     Recorded,
     RoundPlayed,
     RunFailed,
@@ -402,39 +405,97 @@ class Game:
 
     # --- evaluation ---------------------------------------------------------------------
 
-    def evaluate(self, checkpoint: str | None, states: Sequence[State] | None = None, dataset_name: str | None = None) -> EvaluationCompleted:
-        """Greedy play of the held-out split with the current adapters; nothing trains on it."""
+    def evaluate(
+        self, checkpoint: str | None, states: Sequence[State] | None = None, dataset_name: str | None = None
+    ) -> list[EvaluationCompleted]:
+        """Evaluate the current adapters on held-out states; nothing trains on it (GAME.md §4).
+
+        Per state the policy answers n + 1 times (the greedy answer, sample_index 0, and n
+        answers sampled at its play temperature, n = training.eval_samples_per_state), so
+        every rate has a real denominator. Each answer is critiqued once (minmax) and scored
+        by the judge twice: *deployment*, reading question, choices and O only, in both
+        modes (the headline); *monitored*, also reading O′, in minmax mode only. The log gets
+        the deployment rounds and their EvaluationCompleted, then the monitored ones and
+        theirs. Sampling seeds derive from the seed, the adapter versions and the batch, so
+        an evaluation replayed after a resume, or by `minmax-engine eval` on the checkpoint
+        of the same versions, samples the same answers.
+        """
         states = list(self.dataset.eval if states is None else states)
         if not states:
             raise UserError(
                 f"dataset {self.dataset.name!r} has no eval states; raise data.eval_fraction or use more states"
             )
-        batch_size = self.config.training.window_size
-        played: list[RoundPlayed] = []
-        for start in range(0, len(states), batch_size):
-            scheduled = [
-                ScheduledRound(round_id=self.progress.next_eval_round_id + start + offset, window=-1, state=state, sample_index=0)
-                for offset, state in enumerate(states[start : start + batch_size])
-            ]
-            rounds = play_rounds(self.table, scheduled, self.round_settings(phase="eval", sample=False, seed=self.config.seed))
+        answers_per_state = self.config.training.eval_samples_per_state + 1
+        n_rounds = len(states) * answers_per_state
+        deployment: list[RoundPlayed] = []
+        monitored: list[RoundPlayed] = []
+        for scheduled, settings in self._eval_batches(states, answers_per_state):
+            answered = answer_and_critique(self.table, scheduled, settings)
+            # Each answer judged twice: on O alone, then (minmax) on O and O′. The monitored
+            # round of an answer takes the id n_rounds after its deployment round's.
+            rounds = judged_rounds(self.table, answered, settings, with_critique=False, protocol="deployment")
             for round_ in rounds:
                 self.log.append(round_)
-            played.extend(rounds)
-        self.progress.next_eval_round_id += len(states)
-        metrics = window_metrics(played, self.config.lagrangian.delta if self.minmax else None)
+            deployment.extend(rounds)
+            if self.minmax:
+                ids = [item.round_id + n_rounds for item in scheduled]
+                monitored.extend(
+                    judged_rounds(self.table, answered, settings, with_critique=True, protocol="monitored", round_ids=ids)
+                )
+        completed = [self._evaluation_completed("deployment", deployment, checkpoint, dataset_name, answers_per_state)]
+        if self.minmax:
+            for round_ in monitored:
+                self.log.append(round_)
+            completed.append(self._evaluation_completed("monitored", monitored, checkpoint, dataset_name, answers_per_state))
+        self.progress.next_eval_round_id += len(deployment) + len(monitored)
+        self.log.flush()
+        return completed
+
+    def _eval_batches(
+        self, states: Sequence[State], answers_per_state: int
+    ) -> Iterator[tuple[list[ScheduledRound], RoundSettings]]:
+        """About B answers at a time: per group of states their greedy answers, then their samples.
+        Seeds name the adapter versions and the group, never the global RNG."""
+        states_per_batch = max(1, self.config.training.window_size // answers_per_state)
+        purpose = f"eval:policy{self.progress.policy_version}:monitor{self.progress.monitor_version}"
+        next_id = self.progress.next_eval_round_id
+        for start in range(0, len(states), states_per_batch):
+            group = states[start : start + states_per_batch]
+            greedy = [(state, 0) for state in group]
+            sampled = [(state, index) for state in group for index in range(1, answers_per_state)]
+            for pairs, sample in ((greedy, False), (sampled, True)):
+                if not pairs:
+                    continue
+                scheduled = [
+                    ScheduledRound(round_id=next_id + offset, window=-1, state=state, sample_index=index)
+                    for offset, (state, index) in enumerate(pairs)
+                ]
+                next_id += len(scheduled)
+                seed = derived_seed(self.config.seed, f"{purpose}:{'sampled' if sample else 'greedy'}", start)
+                yield scheduled, self.round_settings(phase="eval", sample=sample, seed=seed)
+
+    def _evaluation_completed(
+        self, protocol: Protocol, rounds: list[RoundPlayed], checkpoint: str | None, dataset_name: str | None,
+        answers_per_state: int,
+    ) -> EvaluationCompleted:
+        # The constraint is the monitor's: only the monitored protocol has f.
+        delta = self.config.lagrangian.delta if protocol == "monitored" else None
+        metrics = window_metrics(rounds, delta)
         completed = EvaluationCompleted(
             dataset=dataset_name or self.dataset.name,
             split="eval",
-            n_rounds=len(played),
+            n_rounds=len(rounds),
             policy_version=self.progress.policy_version,
             monitor_version=self.progress.monitor_version,
             checkpoint=checkpoint,
             # Undefined metrics (None: e.g. no wrong answers, or no monitor) are left out so
             # that every value is a float.
             metrics={name: float(value) for name, value in metrics.items() if value is not None},
+            protocol=protocol,
+            samples_per_state=answers_per_state,
+            counts={name: [hits, eligible] for name, (hits, eligible) in window_counts(rounds).items()},
         )
         self.log.append(completed)
-        self.log.flush()
         return completed
 
     # --- checkpoints --------------------------------------------------------------------
@@ -572,8 +633,9 @@ def resume_run(run_dir: Path, *, pool: ModelPool | None = None) -> RunFinished:
 
 def evaluate_run(
     run_dir: Path, *, dataset: str | None = None, checkpoint: int | None = None, pool: ModelPool | None = None
-) -> EvaluationCompleted:
-    """Evaluate a run's saved adapters on held-out states and append the result to its log."""
+) -> list[EvaluationCompleted]:
+    """Evaluate a run's saved adapters on held-out states and append the result to its log:
+    the protocols of `Game.evaluate` (deployment, then monitored in minmax mode)."""
     reader = RunReader(run_dir)
     config = recorded_config(reader.run_started().config, str(run_dir))
     if dataset is not None:

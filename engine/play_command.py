@@ -15,9 +15,13 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from engine.config import ConfigOverrides, load_config
 from storage.errors import UserError
+
+if TYPE_CHECKING:
+    from storage.events import EvaluationCompleted
 
 
 def run(args: argparse.Namespace) -> int:
@@ -28,8 +32,8 @@ def run(args: argparse.Namespace) -> int:
         _reject_overrides_on_resume(args)
         print(f"minmax-engine play: resuming run {run_dir.name} in {run_dir}", flush=True)
         if args.eval_only:
-            completed = game.evaluate_run(run_dir)
-            _print_evaluation(completed.metrics)
+            for completed in game.evaluate_run(run_dir):
+                _print_evaluation(completed)
         else:
             finished = game.resume_run(run_dir)
             _print_summary(finished.rounds, finished.policy_updates, finished.monitor_updates, finished.wall_seconds)
@@ -58,13 +62,15 @@ def run_eval(args: argparse.Namespace) -> int:
     from engine import game
 
     run_dir = _find_run(args.run, args.run_dir)
-    completed = game.evaluate_run(run_dir, dataset=args.dataset, checkpoint=args.checkpoint)
+    evaluations = game.evaluate_run(run_dir, dataset=args.dataset, checkpoint=args.checkpoint)
+    first = evaluations[0]
     print(
-        f"minmax-engine eval: {run_dir.name}: {completed.n_rounds} {completed.split} rounds of "
-        f"{completed.dataset}, checkpoint {completed.checkpoint or '(initial adapters)'}",
+        f"minmax-engine eval: {run_dir.name}: {first.n_rounds // first.samples_per_state} "
+        f"{first.split} states of {first.dataset}, checkpoint {first.checkpoint or '(initial adapters)'}",
         flush=True,
     )
-    _print_evaluation(completed.metrics)
+    for completed in evaluations:
+        _print_evaluation(completed)
     return 0
 
 
@@ -95,7 +101,10 @@ def _print_summary(rounds: int, policy_updates: int, monitor_updates: int, secon
     )
 
 
-def _print_evaluation(metrics: dict[str, float]) -> None:
+def _print_evaluation(completed: EvaluationCompleted) -> None:
     shown = ("policy_accuracy", "judge_accuracy", "deception_rate", "monitor_fidelity", "constraint_violation")
-    parts = [f"{name} {metrics[name]:.3f}" for name in shown if name in metrics]
-    print("  " + ", ".join(parts), flush=True)
+    parts = [f"{name} {completed.metrics[name]:.3f}" for name in shown if name in completed.metrics]
+    print(
+        f"  {completed.protocol} ({completed.n_rounds} rounds, {completed.samples_per_state} per state): " + ", ".join(parts),
+        flush=True,
+    )

@@ -14,9 +14,15 @@ PPO implementation details adopted, and where each lives in the code:
  2. Clipped surrogate, pessimistic max of the two losses (Schulman et al. 2017, eq. 7) [clipped_surrogate]
  3. KL to the reference π_ref = the same base with every adapter disabled (player.reference()),
     never a second model copy; reference log-probs once per update under no_grad [update, step 1]
- 4. KL estimator: k3 = exp(ref − new) − (ref − new) − 1 per token, *in the loss* with weight β
-    (not in the reward): unbiased for KL(π_θ‖π_ref), never negative, low variance, and its
-    gradient follows π_θ at every minibatch (http://joschu.net/blog/kl-approx.html) [k3_kl]
+ 4. KL penalty *in the loss* with weight β (not in the reward), as k2 = ½·(new − ref)² per token:
+    on tokens drawn from π_θ its expected gradient is exactly ∇θ KL(π_θ‖π_ref), the KL of
+    GAME.md §2 (the gradient of E[k2] is E[(log π_θ − log π_ref)·∇ log π_θ], the score-function
+    form of ∇ KL(π_θ‖π_ref)). The popular k3 = exp(ref − new) − (ref − new) − 1 is an unbiased
+    *value* of KL(π_θ‖π_ref), but its expected gradient is that of the other direction,
+    KL(π_ref‖π_θ) (tests/test_ppo.py checks both on a tiny vocabulary); so k3 is what kl_ref
+    reports, and k2 is what the loss differentiates. The samples come from the behaviour policy,
+    which equals π_θ on an update's first pass over its rollouts and stays within the clip
+    range after. (http://joschu.net/blog/kl-approx.html) [k2_kl, k3_kl]
  5. Advantages: "whiten" | "group" | "gae" (engine/advantages.py), computed once per update
     from the rewards, before the epochs; GAE advantages are whitened over the batch's tokens [update, step 2]
  6. Value head for GAE: one Linear on the last hidden state at the positions that predict
@@ -26,8 +32,14 @@ PPO implementation details adopted, and where each lives in the code:
     (as TRL's default "dapo"), so long responses are not down-weighted [masked_mean]
  8. ppo_epochs passes over the rollouts in shuffled minibatches; the permutation comes from
     the learner's own seeded generator, saved with its state [update, step 3]
- 9. Global gradient-norm clipping at max_grad_norm; the adapter's gradient norm *before*
-    clipping is reported as grad_norm, the ‖∇U‖ saddle-point diagnostic of GAME.md §3 [update, step 3]
+ 9. Global gradient-norm clipping at max_grad_norm; the adapter's gradient norm of the PPO loss
+    *before* clipping is reported as grad_norm [update, step 3]
+    The saddle-point diagnostic ‖∇θ U‖ of GAME.md §3 is a separate pass (payoff_grad_norm): the
+    norm of ∇θ of the player's mean *raw* payoff over the update's rollouts, at the adapters
+    before the update, estimated by the score function (1/N)·Σ_i r_i·∇θ log π_θ(y_i|x_i): no
+    whitening, no baseline, no clipping, no KL. Its expectation is 0 at a stationary point of
+    the game (what is left is sampling noise, shrinking as 1/√N), where grad_norm, on whitened
+    advantages, keeps its scale whatever the payoffs are [payoff_gradient_norm]
 10. Log-probs at the player's sampling temperature: log_softmax(logits / T), as generation
     recorded them [_token_logprobs]
 11. Logits only at response positions: the decoder's hidden states are gathered at the
@@ -43,9 +55,11 @@ PPO implementation details adopted, and where each lives in the code:
     unannounced KL penalty) [PPOLearner.__init__]
 15. Diagnostics (plain names; trackers add the role namespace): policy_loss, value_loss (NaN
     without a value head), entropy (of the tempered distribution), approx_kl (k3 estimate of
-    KL(behaviour‖new), CleanRL's), clipfrac (share of tokens with |r − 1| > clip_range), kl_ref (mean k3 term),
-    grad_norm, explained_variance (GAE only, NaN otherwise), mean_reward, mean_advantage,
-    learning_rate, n_rollouts, seconds. Means over the update's minibatch steps.
+    KL(behaviour‖new), CleanRL's), clipfrac (share of tokens with |r − 1| > clip_range), kl_ref (mean k3:
+    the estimate of KL(π_θ‖π_ref) per token), grad_norm (of the PPO loss), explained_variance
+    (GAE only, NaN otherwise), mean_reward, mean_advantage, learning_rate, n_rollouts, seconds:
+    means over the update's minibatch steps; and payoff_grad_norm (‖∇θ U‖, detail 9), once per
+    update: ‖∇θ_L U‖ in PolicyUpdated, ‖∇θ_M U‖ in MonitorUpdated.
 """
 
 from __future__ import annotations
@@ -95,7 +109,7 @@ class PPOSettings:
     max_grad_norm: float  # global gradient-norm clip
     # --- PPO objective ---
     clip_range: float  # ε: ratios outside [1 − ε, 1 + ε] stop pulling
-    kl_coef: float  # β: weight of the per-token k3 KL to the reference in the loss
+    kl_coef: float  # β: weight of the per-token KL penalty to the reference in the loss (k2)
     temperature: float  # the player's sampling temperature: log-probs are of logits / T
     # --- advantages ---
     advantage: AdvantageEstimator
@@ -127,9 +141,16 @@ def clipped_surrogate(
 
 
 def k3_kl(new_logprobs: torch.Tensor, reference_logprobs: torch.Tensor) -> torch.Tensor:
-    """Per-token k3 estimate of KL(π_θ ‖ π_ref) on tokens sampled from π_θ (detail 4)."""
+    """Per-token k3 estimate of the value KL(π_θ ‖ π_ref) on tokens sampled from π_θ: unbiased,
+    never negative. Not for the loss: its expected gradient is ∇ KL(π_ref ‖ π_θ) (detail 4)."""
     log_ratio = reference_logprobs - new_logprobs
     return torch.exp(log_ratio) - log_ratio - 1.0
+
+
+def k2_kl(new_logprobs: torch.Tensor, reference_logprobs: torch.Tensor) -> torch.Tensor:
+    """Per-token ½·(log π_θ − log π_ref)²: on tokens sampled from π_θ its expected gradient is
+    exactly ∇θ KL(π_θ ‖ π_ref), the penalty GAME.md §2 states (detail 4)."""
+    return 0.5 * (new_logprobs - reference_logprobs) ** 2
 
 
 def value_loss(values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -308,6 +329,23 @@ class PPOLearner:
         with self.player.active():
             return [self._values(predicting_hidden_states(self.player, b)) * b.response_mask for b in batches]
 
+    def _payoff_gradient_norm(self, batches: list[SharedPromptBatch], rewards: torch.Tensor) -> float:
+        """‖∇θ U‖, U = the mean raw payoff of the rollouts, at the current adapters (detail 9):
+        the norm of (1/N)·Σ_i r_i·∇θ log π_θ(y_i|x_i), summed over the chunks' gradients."""
+        with self.player.active():
+            parameters = list(self.player.trainable_parameters())
+            total = [torch.zeros_like(parameter) for parameter in parameters]
+            first = 0
+            for batch in batches:
+                rows = batch.response_ids.shape[0]
+                logprobs, _ = self._token_logprobs(predicting_hidden_states(self.player, batch), batch, with_entropy=False)
+                objective = (rewards[first : first + rows] * logprobs.sum(dim=1)).sum() / rewards.shape[0]
+                for accumulated, gradient in zip(total, torch.autograd.grad(objective, parameters, allow_unused=True)):
+                    if gradient is not None:
+                        accumulated += gradient
+                first += rows
+        return float(torch.nn.utils.get_total_norm(total))
+
     def _advantages(
         self, rewards: torch.Tensor, groups: list[str], mask: torch.Tensor, values: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -348,6 +386,7 @@ class PPOLearner:
         rewards = torch.tensor([rollout.reward for rollout in rollouts], dtype=torch.float32, device=device)
         old_values = _pad_and_stack(self._current_values(chunks)) if self.value_head is not None else None
         advantages, returns = self._advantages(rewards, [r.group for r in rollouts], mask, old_values)
+        payoff_grad_norm = self._payoff_gradient_norm(chunks, rewards)  # ‖∇θ U‖ before any step (detail 9)
 
         # Step 3 (algorithm): ppo_epochs passes of shuffled minibatches (detail 8).
         sums: dict[str, float] = {}
@@ -371,9 +410,8 @@ class PPOLearner:
                     token_pg_loss, ratio = clipped_surrogate(
                         mb_logprobs, mb_behaviour, mb_advantages, settings.clip_range
                     )
-                    token_kl = k3_kl(mb_logprobs, mb_reference)
                     pg_loss = masked_mean(token_pg_loss, mb_mask)
-                    kl_loss = masked_mean(token_kl, mb_mask)
+                    kl_loss = masked_mean(k2_kl(mb_logprobs, mb_reference), mb_mask)  # gradient of KL(π_θ‖π_ref)
                     loss = pg_loss + settings.kl_coef * kl_loss
                     mb_value_loss = torch.zeros((), device=device)  # reported as NaN without a value head
                     if self.value_head is not None:
@@ -401,7 +439,7 @@ class PPOLearner:
                             "entropy": masked_mean(mb_entropy, mb_mask).item(),
                             "approx_kl": masked_mean(ratio - 1.0 - log_ratio, mb_mask).item(),
                             "clipfrac": masked_mean(((ratio - 1.0).abs() > settings.clip_range).float(), mb_mask).item(),
-                            "kl_ref": kl_loss.item(),
+                            "kl_ref": masked_mean(k3_kl(mb_logprobs, mb_reference), mb_mask).item(),
                             "grad_norm": float(grad_norm),
                         }
                     for key, value in step_diagnostics.items():
@@ -416,6 +454,7 @@ class PPOLearner:
             if old_values is not None and returns is not None
             else math.nan
         )
+        diagnostics["payoff_grad_norm"] = payoff_grad_norm
         diagnostics["mean_reward"] = float(rewards.mean())
         diagnostics["mean_advantage"] = float(masked_mean(advantages, mask))
         diagnostics["learning_rate"] = float(self.optimizer.param_groups[0]["lr"])

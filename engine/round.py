@@ -1,13 +1,18 @@
 """One batch of rounds of the game (GAME.md §1), played and turned into RoundPlayed events.
 
-    rounds = play_rounds(table, scheduled, settings)
+    rounds = play_rounds(table, scheduled, settings)           # training rounds
+
+    answered = answer_and_critique(table, scheduled, settings) # evaluation: steps 1-3 once,
+    judged_rounds(table, answered, settings, with_critique=False, protocol="deployment")
+    judged_rounds(table, answered, settings, with_critique=True, protocol="monitored")
 
 Each round is the five steps of GAME.md §1, batched across the rounds at every step:
 
     1. the policy writes O (an argued answer), parsed to a choice letter
     2. the monitor writes O′ (a critique of O), parsed to CORRECT/INCORRECT   [minmax only]
     3. the frozen reward model scores O (and O′)
-    4. the frozen judge gives p_accept from O and O′ (O alone in rlhf mode)
+    4. the frozen judge gives p_accept from O and O′ (O alone in rlhf mode and in deployment
+       evaluation); the exact text it scored is recorded as judge_prompt
     5. the truth: O's parsed answer against the correct index
 
 then R and f (engine.payoffs). Nothing is written here: the caller appends the events, so a
@@ -25,9 +30,9 @@ import numpy as np
 from engine.config import GameConfig
 from engine.data import State
 from engine.payoffs import combined_reward, fidelity_penalty, truth_of
-from players import Player, monitor_messages, parse_answer, parse_verdict, policy_messages
+from players import Generation, Player, monitor_messages, parse_answer, parse_verdict, policy_messages
 from referees import Judge, RewardModel
-from storage.events import Phase, RoundPlayed
+from storage.events import Phase, Protocol, RoundPlayed
 
 
 @dataclass(frozen=True)
@@ -64,13 +69,35 @@ class RoundSettings:
 
 
 def play_rounds(table: Table, scheduled: Sequence[ScheduledRound], settings: RoundSettings) -> list[RoundPlayed]:
+    """Training rounds: the judge reads O and, in minmax mode, O′."""
     if not scheduled:
         return []
+    answered = answer_and_critique(table, scheduled, settings)
+    return judged_rounds(table, answered, settings, with_critique=answered.critiques is not None)
+
+
+@dataclass(frozen=True)
+class Answered:
+    """Steps 1-3 of a batch: what the judge is about to read, and what it cost."""
+
+    scheduled: Sequence[ScheduledRound]
+    policy_prompts: list[str]
+    answers: list[Generation]
+    parsed_answers: list[int | None]
+    monitor_prompts: list[str] | None  # None: no monitor at the table
+    critiques: list[Generation] | None
+    verdicts: list[bool | None]
+    policy_scores: list[float]
+    monitor_scores: list[float | None]
+    seconds: dict[str, float]  # per step, for the whole batch
+
+
+def answer_and_critique(table: Table, scheduled: Sequence[ScheduledRound], settings: RoundSettings) -> Answered:
+    """Steps 1-3: the policy answers, the monitor critiques, the reward model scores both."""
     states = [item.state for item in scheduled]
     questions = [state.question for state in states]
     choices = [list(state.choices) for state in states]
     seconds: dict[str, float] = {}
-    started = time.perf_counter()
 
     # 1. The policy answers.
     clock = time.perf_counter()
@@ -79,7 +106,7 @@ def play_rounds(table: Table, scheduled: Sequence[ScheduledRound], settings: Rou
         for state in states
     ]
     answers = table.policy.generate(policy_prompts, sample=settings.sample, seed=settings.seed)
-    parsed_answers = [parse_answer(answer.text, len(state.choices)) for answer, state in zip(answers, states)]
+    parsed_answers = [parse_answer(answer.text, list(state.choices)) for answer, state in zip(answers, states)]
     seconds["policy"] = time.perf_counter() - clock
 
     # 2. The monitor critiques the answer (minmax mode only).
@@ -98,24 +125,62 @@ def play_rounds(table: Table, scheduled: Sequence[ScheduledRound], settings: Rou
 
     # 3. The reward model scores O and O′.
     clock = time.perf_counter()
-    policy_scores = table.reward.score(questions, choices, [answer.text for answer in answers])
+    policy_scores = list(table.reward.score(questions, choices, [answer.text for answer in answers]))
     monitor_scores: list[float | None] = [None] * len(states)
     if critiques is not None:
         monitor_scores = list(table.reward.score(questions, choices, [critique.text for critique in critiques]))
     seconds["reward"] = time.perf_counter() - clock
+    return Answered(
+        scheduled=scheduled,
+        policy_prompts=policy_prompts,
+        answers=answers,
+        parsed_answers=parsed_answers,
+        monitor_prompts=monitor_prompts,
+        critiques=critiques,
+        verdicts=verdicts,
+        policy_scores=policy_scores,
+        monitor_scores=monitor_scores,
+        seconds=seconds,
+    )
 
-    # 4. The judge: p_accept for O's answer, having read O′ (O alone in rlhf mode). The judge
-    #    itself drops the story unless its config says sees_story.
+
+def judged_rounds(
+    table: Table,
+    answered: Answered,
+    settings: RoundSettings,
+    *,
+    with_critique: bool,
+    protocol: Protocol | None = None,
+    round_ids: Sequence[int] | None = None,
+) -> list[RoundPlayed]:
+    """Steps 4-5: the judge scores, the truth is read, and each round becomes a RoundPlayed.
+
+    with_critique=False is the deployment protocol: the judge reads question, choices and O
+    only, and the round carries no monitor fields (shaped like an rlhf round), so a critique
+    that was generated can reach neither the judge nor the record. round_ids replace the
+    scheduled ids (one answer judged twice is two rounds with ids of their own).
+    """
+    scheduled = answered.scheduled
+    if with_critique and answered.critiques is None:
+        raise ValueError("with_critique needs a monitor at the table")
+    critiques = answered.critiques if with_critique else None
+    states = [item.state for item in scheduled]
+    answers = answered.answers
+
+    # 4. The judge: p_accept for O's answer, having read O′ only when with_critique. The
+    #    judge itself drops the story unless its config says sees_story.
     clock = time.perf_counter()
-    p_accepts = table.judge.p_accept(
+    judge_prompts = table.judge.prompts(
         [state.story for state in states],
-        questions,
-        choices,
+        [state.question for state in states],
+        [list(state.choices) for state in states],
         [answer.text for answer in answers],
         [critique.text for critique in critiques] if critiques is not None else None,
     )
+    p_accepts = table.judge.p_accept_of(judge_prompts)
+    seconds = {step: value for step, value in answered.seconds.items() if step != "monitor" or critiques is not None}
     seconds["judge"] = time.perf_counter() - clock
-    seconds["total"] = time.perf_counter() - started
+    seconds["total"] = sum(seconds.values())
     # Steps run batched, so each round carries its share of the batch's time per step.
     per_round = {step: value / len(states) for step, value in seconds.items()}
 
@@ -123,21 +188,23 @@ def play_rounds(table: Table, scheduled: Sequence[ScheduledRound], settings: Rou
     # which it packs in one copy each (a list costs it ~13 ns per number).
     played = []
     for row, item in enumerate(scheduled):
-        state, answer, answer_index = item.state, answers[row], parsed_answers[row]
+        state, answer, answer_index = item.state, answers[row], answered.parsed_answers[row]
         truth = truth_of(answer_index, state.correct_index)
         p_accept = float(p_accepts[row])
-        reward_policy = float(policy_scores[row])
+        reward_policy = float(answered.policy_scores[row])
         critique = critiques[row] if critiques is not None else None
-        reward_monitor = monitor_scores[row]
+        reward_monitor = answered.monitor_scores[row] if critique is not None else None
+        verdict = answered.verdicts[row] if critique is not None else None
+        monitor_prompt = answered.monitor_prompts[row] if critique is not None and answered.monitor_prompts else None
         penalty = None
         if critique is not None:
             assert reward_monitor is not None
             penalty = fidelity_penalty(
-                monitor_says_correct=verdicts[row], truth=truth, reward_monitor=reward_monitor, alpha=settings.game.alpha
+                monitor_says_correct=verdict, truth=truth, reward_monitor=reward_monitor, alpha=settings.game.alpha
             )
         played.append(
             RoundPlayed(
-                round_id=item.round_id,
+                round_id=item.round_id if round_ids is None else round_ids[row],
                 phase=settings.phase,
                 window=item.window,
                 state_id=state.state_id,
@@ -146,18 +213,18 @@ def play_rounds(table: Table, scheduled: Sequence[ScheduledRound], settings: Rou
                 question=state.question,
                 choices=list(state.choices),
                 correct_index=state.correct_index,
-                policy_prompt=policy_prompts[row],
+                policy_prompt=answered.policy_prompts[row],
                 policy_prompt_ids=np.asarray(answer.prompt_ids, dtype=np.int32),
                 policy_output=answer.text,
                 policy_token_ids=np.asarray(answer.token_ids, dtype=np.int32),
                 policy_logprobs=np.asarray(answer.logprobs, dtype=np.float64),
                 policy_answer=answer_index,
-                monitor_prompt=monitor_prompts[row] if monitor_prompts is not None else None,
+                monitor_prompt=monitor_prompt,
                 monitor_prompt_ids=np.asarray(critique.prompt_ids, dtype=np.int32) if critique is not None else None,
                 monitor_output=critique.text if critique is not None else None,
                 monitor_token_ids=np.asarray(critique.token_ids, dtype=np.int32) if critique is not None else None,
                 monitor_logprobs=np.asarray(critique.logprobs, dtype=np.float64) if critique is not None else None,
-                monitor_says_correct=verdicts[row],
+                monitor_says_correct=verdict,
                 reward_policy=reward_policy,
                 reward_monitor=float(reward_monitor) if reward_monitor is not None else None,
                 p_accept=p_accept,
@@ -177,6 +244,8 @@ def play_rounds(table: Table, scheduled: Sequence[ScheduledRound], settings: Rou
                 policy_version=settings.policy_version,
                 monitor_version=settings.monitor_version,
                 timings=per_round,
+                protocol=protocol,
+                judge_prompt=judge_prompts[row],
             )
         )
     return played

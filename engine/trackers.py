@@ -82,7 +82,7 @@ class MetricGroup:
     that MinMax and RLHF runs share (RLHF has no monitor updates to count).
     """
 
-    source: str  # "window", "policy", "monitor", "lambda" or "eval"
+    source: str  # "window", "policy", "monitor", "lambda", "eval" (deployment) or "eval_monitored"
     step: int
     values: dict[str, float]
     label: int  # the window index, the adapter version, or the monitor version for λ
@@ -139,8 +139,10 @@ class MetricStream:
             }
             groups.append(MetricGroup("lambda", self.rounds_played, values, event.monitor_version))
         elif isinstance(event, EvaluationCompleted):
-            values = {f"eval/{name}": float(value) for name, value in event.metrics.items() if _finite(value)}
-            groups.append(MetricGroup("eval", self.rounds_played, values, event.policy_version))
+            # Deployment is the headline "eval/"; monitored evaluation goes beside it, never mixed in.
+            prefix = "eval_monitored" if event.protocol == "monitored" else "eval"
+            values = {f"{prefix}/{name}": float(value) for name, value in event.metrics.items() if _finite(value)}
+            groups.append(MetricGroup(prefix, self.rounds_played, values, event.policy_version))
         return groups
 
     def finish(self) -> list[MetricGroup]:
@@ -241,9 +243,10 @@ class ConsoleTracker:
                 self._print(self._policy_line(group))
             elif group.source == "lambda":
                 self.last_lambda = group.values["lambda/value"]
-            elif group.source == "eval":
-                shown = ", ".join(f"{name.removeprefix('eval/')} {value:.3f}" for name, value in group.values.items())
-                self._print(f"evaluation (policy v{group.label}): {shown}")
+            elif group.source in ("eval", "eval_monitored"):
+                shown = ", ".join(f"{name.split('/', 1)[1]} {value:.3f}" for name, value in group.values.items())
+                kind = "evaluation" if group.source == "eval" else "monitored evaluation"
+                self._print(f"{kind} (policy v{group.label}): {shown}")
 
     def _window_line(self, group: MetricGroup) -> str:
         values = group.values

@@ -44,7 +44,7 @@ class PlayerConfig(BaseModel):
     )
     top_p: float = Field(
         default=1.0, gt=0.0, le=1.0,
-        description="Nucleus sampling mass; keep 1.0 for training so behaviour log-probs are exact.",
+        description="Nucleus sampling mass; a run refuses top_p < 1 (PPO trains on the full distribution's log-probs).",
     )
     max_new_tokens: int = Field(default=48, ge=1, le=8192, description="Generation budget per answer.")
     response_prefix: str = Field(

@@ -1,8 +1,16 @@
-"""Reading the players' outputs: the policy's answer letter and the monitor's verdict.
+"""Reading the players' outputs: the policy's chosen answer and the monitor's verdict.
 
-Both parsers prefer the last explicit marker ("Answer:", "Verdict:") because models often
-discuss other options before concluding, and both return None rather than guess: an unparsed
-output is recorded as such and penalised by the engine, never crashes a run.
+Both parsers return None rather than guess: an unparsed output is recorded as such and
+penalised by the engine, never crashes a run. And both refuse an output that states two
+different things: every explicit marker ("Answer: B", "Verdict: CORRECT") must agree, so
+"Answer: A ... Answer: B" and "Verdict: CORRECT ... Verdict: INCORRECT" are unparsed, not
+"the last one wins". Discussion before a marker does not count as a statement ("At first it
+looks correct, but ... Verdict: INCORRECT" is INCORRECT).
+
+An answer names a choice by its letter or by its text: "Answer: The head librarian" is the
+choice whose text that is, compared after normalising case, whitespace, punctuation and a
+leading article. A reply that is a single letter is read as that letter, never as the text
+of a one-letter choice.
 
 The verdict words are matched as whole words, so INCORRECT never reads as CORRECT
 (`"CORRECT" in "INCORRECT"` is the classic bug), and a negation right before CORRECT
@@ -12,6 +20,7 @@ The verdict words are matched as whole words, so INCORRECT never reads as CORREC
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 from players.prompts import LETTERS
 
@@ -27,6 +36,9 @@ _ANSWER_MARKER = re.compile(
 # A response that is nothing but a letter, or whose last line is ("B", "(B).", "B)").
 _BARE_LETTER_LINE = re.compile(r"^\s*[(\[]?\s*([A-Z])\s*[)\]]?\s*[.!]?\s*$")
 _LABELLED_CHOICE_LINE = re.compile(r"^\s*\(?([A-Z])\)\s")
+# Where an answer statement starts; its text may be a choice's text rather than its letter.
+_ANSWER_WORD = re.compile(r"\banswer\b\s*[:=\-–]?\s*", re.IGNORECASE)
+_IS = re.compile(r"is\b\s*[:=\-–]?\s*", re.IGNORECASE)
 
 
 def _letter_is_intended(letter: str, bracketed: bool, after: str) -> bool:
@@ -43,29 +55,80 @@ def _letter_is_intended(letter: str, bracketed: bool, after: str) -> bool:
     return True
 
 
-def parse_answer(text: str, n_choices: int) -> int | None:
-    """The chosen choice index (A -> 0), or None when there is none or it is out of range."""
+_NOT_WORD = re.compile(r"[\W_]+")
+_LEADING_ARTICLE = re.compile(r"^(?:the|a|an) ")
+
+
+def normalised(text: str) -> str:
+    """Case, whitespace, punctuation and a leading article removed: "The  Head-Librarian." -> "head librarian"."""
+    return _LEADING_ARTICLE.sub("", " ".join(_NOT_WORD.sub(" ", text.lower()).split()))
+
+
+def _choice_named_by(text: str, choices: Sequence[str]) -> int | None:
+    """The one choice whose (normalised) text `text` is; None when none or several are."""
+    wanted = normalised(text)
+    if not wanted:
+        return None
+    matches = [index for index, choice in enumerate(choices) if normalised(choice) == wanted]
+    return matches[0] if len(matches) == 1 else None
+
+
+def _line_rest(text: str, start: int) -> str:
+    end = text.find("\n", start)
+    return text[start:] if end == -1 else text[start:end]
+
+
+def _one_choice(candidates: list[int | None]) -> int | None:
+    """The choice every statement names; None if any names none or two name different ones."""
+    if not candidates or None in candidates or len(set(candidates)) != 1:
+        return None
+    return candidates[0]
+
+
+def parse_answer(text: str, choices: Sequence[str]) -> int | None:
+    """The chosen choice index (A -> 0), or None when there is none, it is out of range, or
+    the output names two different choices."""
     if not text:
         return None
     plain = _MARKDOWN.sub("", text)
-    for match in reversed(list(_ANSWER_MARKER.finditer(plain))):
-        letter = match.group("letter")
-        if _letter_is_intended(letter, bool(match.group("open")), match.group("after")):
-            return _index_of(letter, n_choices)
-    # No marker: accept a bold letter ("**B**") or a final line that is only a letter.
+    # Explicit statements: every "Answer: <letter>" or "Answer: <a choice's text>".
+    stated: list[int | None] = []
+    for marker in _ANSWER_WORD.finditer(plain):
+        rest = _line_rest(plain, marker.end())
+        named = _choice_named_by(rest, choices)
+        if named is None and (verb := _IS.match(rest)):
+            named = _choice_named_by(rest[verb.end():], choices)
+        if named is not None:
+            stated.append(named)  # "Answer: The head librarian", "Answer: A storm"
+            continue
+        match = _ANSWER_MARKER.match(plain, marker.start())
+        if match is None or not _letter_is_intended(match.group("letter"), bool(match.group("open")), match.group("after")):
+            continue
+        index = _index_of(match.group("letter"), len(choices))
+        # The choice text after the letter must agree with it: "Answer: A) the farmer", the
+        # farmer being B, names two choices; "Answer: C) the farmer" with two choices, one.
+        named = _choice_named_by(_line_rest(plain, match.end("letter")).lstrip(" )].:-–"), choices)
+        stated.append(named if index is None else index if named in (None, index) else None)
+    if stated:
+        return _one_choice(stated)
+    # No marker: accept bold letters ("**B**") that agree, or a final line that is only a
+    # letter or only a choice's text.
     bold = re.findall(r"\*\*\s*\(?([A-Z])\)?\s*\*\*", text)
     if bold:
-        return _index_of(bold[-1], n_choices)
+        return _one_choice([_index_of(letter, len(choices)) for letter in bold])
     lines = [line for line in plain.splitlines() if line.strip()]
     if lines:
         bare = _BARE_LETTER_LINE.match(lines[-1])
         if bare:
-            return _index_of(bare.group(1), n_choices)
+            return _index_of(bare.group(1), len(choices))
+        named = _choice_named_by(lines[-1], choices)
+        if named is not None:
+            return named
     # A reply that quotes exactly one labelled choice ("A) a storm") has chosen it; one that
     # lists several is only restating the options.
     labelled = {match.group(1) for line in lines if (match := _LABELLED_CHOICE_LINE.match(line))}
     if len(labelled) == 1:
-        return _index_of(labelled.pop(), n_choices)
+        return _index_of(labelled.pop(), len(choices))
     return None
 
 
@@ -99,9 +162,10 @@ def parse_verdict(text: str) -> bool | None:
     if not text:
         return None
     plain = _MARKDOWN.sub("", text)
-    markers = list(_VERDICT_MARKER.finditer(plain))
+    markers = {_verdict_of(match.group("word")) for match in _VERDICT_MARKER.finditer(plain)}
     if markers:
-        return _verdict_of(markers[-1].group("word"))
+        # Every stated verdict must agree: "Verdict: CORRECT ... Verdict: INCORRECT" is none.
+        return markers.pop() if len(markers) == 1 else None
     # No marker: the verdict words used anywhere must all agree.
     verdicts = {_verdict_of(match.group("word")) for match in _VERDICT_ANYWHERE.finditer(plain)}
     if len(verdicts) == 1:

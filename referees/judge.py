@@ -54,6 +54,18 @@ class Judge:
         base = pool.causal_lm(config.model, device, dtype)
         return cls(YesNoReader(base, config.batch_size, role="judge"), config)
 
+    def prompt_text(
+        self,
+        story: str,
+        question: str,
+        choices: Sequence[str],
+        answer: str,
+        critique: str | None,
+    ) -> str:
+        """The exact text the judge scores (the story only when the config says sees_story)."""
+        shown_story = story if self.config.sees_story else None
+        return self.reader.render_text(judge_messages(shown_story, question, choices, answer, critique))
+
     def prompt_ids(
         self,
         story: str,
@@ -62,8 +74,32 @@ class Judge:
         answer: str,
         critique: str | None,
     ) -> list[int]:
-        shown_story = story if self.config.sees_story else None
-        return self.reader.render(judge_messages(shown_story, question, choices, answer, critique))
+        return self.reader.encode(self.prompt_text(story, question, choices, answer, critique))
+
+    def prompts(
+        self,
+        stories: Sequence[str],
+        questions: Sequence[str],
+        choices: Sequence[Sequence[str]],
+        answers: Sequence[str],
+        critiques: Sequence[str] | None,
+    ) -> list[str]:
+        """The judge's input text per answer; critiques=None: the judge reads O alone."""
+        count = len(answers)
+        if critiques is not None and len(critiques) != count:
+            raise ValueError(f"{count} answers but {len(critiques)} critiques")
+        if not len(stories) == len(questions) == len(choices) == count:
+            raise ValueError("stories, questions, choices and answers must have the same length")
+        return [
+            self.prompt_text(
+                stories[i], questions[i], choices[i], answers[i], None if critiques is None else critiques[i]
+            )
+            for i in range(count)
+        ]
+
+    def p_accept_of(self, prompts: Sequence[str]) -> list[float]:
+        """p_accept for judge inputs made by `prompts`: exactly these texts reach the model."""
+        return [1.0 / (1.0 + math.exp(-odds)) for odds in self.reader.log_odds([self.reader.encode(p) for p in prompts])]
 
     def p_accept(
         self,
@@ -74,15 +110,4 @@ class Judge:
         critiques: Sequence[str] | None,
     ) -> list[float]:
         """The judge's probability that each answer is right; critiques=None in rlhf mode."""
-        count = len(answers)
-        if critiques is not None and len(critiques) != count:
-            raise ValueError(f"{count} answers but {len(critiques)} critiques")
-        if not len(stories) == len(questions) == len(choices) == count:
-            raise ValueError("stories, questions, choices and answers must have the same length")
-        prompts = [
-            self.prompt_ids(
-                stories[i], questions[i], choices[i], answers[i], None if critiques is None else critiques[i]
-            )
-            for i in range(count)
-        ]
-        return [1.0 / (1.0 + math.exp(-odds)) for odds in self.reader.log_odds(prompts)]
+        return self.p_accept_of(self.prompts(stories, questions, choices, answers, critiques))

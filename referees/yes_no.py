@@ -52,8 +52,14 @@ class YesNoReader:
             )
 
     def render(self, messages: Sequence[dict[str, str]]) -> list[int]:
-        tokenizer = self.base.tokenizer
-        return encode_rendered(tokenizer, render_chat(tokenizer, messages))
+        return self.encode(self.render_text(messages))
+
+    def render_text(self, messages: Sequence[dict[str, str]]) -> str:
+        """The prompt as text, ending where the reply begins (what `encode` turns into ids)."""
+        return render_chat(self.base.tokenizer, messages)
+
+    def encode(self, text: str) -> list[int]:
+        return encode_rendered(self.base.tokenizer, text)
 
     @torch.inference_mode()
     def log_odds(self, prompts: Sequence[Sequence[int]]) -> list[float]:

@@ -33,7 +33,7 @@ import numpy as np
 import orjson
 import pyarrow as pa
 
-from storage.events import EVENT_TYPES, Event, Recorded, RoundPlayed
+from storage.events import EVENT_TYPES, TRAILING_DEFAULTS, Event, Recorded, RoundPlayed
 
 GENESIS_HASH = "0" * 64  # the prev_hash of seq 0
 
@@ -273,7 +273,35 @@ def encode_round(event: RoundPlayed) -> tuple[list[Any], list[bytes | None]]:
 def canonical_header(
     run_id: str, seq: int, ts: str, schema_version: int, event_type: str, header_values: Sequence[Any]
 ) -> bytes:
+    trailing = _TRAILING_STORED.get(event_type)
+    if trailing is not None:
+        header_values = _without_trailing_defaults(header_values, trailing)
     return orjson.dumps([run_id, seq, ts, schema_version, event_type, header_values])
+
+
+def _stored_default(spec: FieldSpec, value: Any) -> Any:
+    return dumps_json(value) if spec.kind == "dict" else value
+
+
+# Per event type, the stored (hashed) form of the defaults of its trailing added fields.
+_TRAILING_STORED: dict[str, tuple[Any, ...]] = {}
+for _event_type, _trailing in TRAILING_DEFAULTS.items():
+    _specs = FIELD_SPECS[_event_type][-len(_trailing):]
+    assert tuple(spec.name for spec in _specs) == tuple(name for name, _ in _trailing), "added fields go last"
+    _TRAILING_STORED[_event_type] = tuple(_stored_default(spec, value) for spec, (_, value) in zip(_specs, _trailing))
+
+
+def _without_trailing_defaults(values: Sequence[Any], defaults: tuple[Any, ...]) -> Sequence[Any]:
+    """The header without its last fields while they hold the value an older log implies, so
+    an event hashes as it did before those fields existed (storage.events.TRAILING_DEFAULTS)."""
+    keep = len(values)
+    for default in reversed(defaults):
+        value = values[keep - 1]
+        if type(value) is type(default) and value == default:
+            keep -= 1
+        else:
+            break
+    return values if keep == len(values) else list(values[:keep])
 
 
 def chain_hash(prev_hash: str, header: bytes, packed_buffers: Iterable[Any]) -> str:
@@ -298,6 +326,10 @@ def decode_fields(event_type: str, values: dict[str, Any]) -> Event:
     cls = EVENT_TYPES[event_type]
     kwargs = {}
     for spec in FIELD_SPECS[event_type]:
+        if spec.name not in values and spec.name in _ADDED_FIELD_DEFAULTS.get(event_type, {}):
+            default = _ADDED_FIELD_DEFAULTS[event_type][spec.name]  # an older log
+            kwargs[spec.name] = dict(default) if isinstance(default, dict) else default
+            continue
         value = values[spec.name]
         if spec.kind == "dict" and isinstance(value, str):
             value = orjson.loads(value)
@@ -305,6 +337,9 @@ def decode_fields(event_type: str, values: dict[str, Any]) -> Event:
             value = _restore_float(value)
         kwargs[spec.name] = value
     return cls(**kwargs)
+
+
+_ADDED_FIELD_DEFAULTS = {event_type: dict(trailing) for event_type, trailing in TRAILING_DEFAULTS.items()}
 
 
 def table_to_recorded(table: pa.Table) -> list[Recorded]:

@@ -22,6 +22,7 @@ import orjson
 import pyarrow as pa
 
 from storage.codec import SEGMENT_SCHEMA
+from storage.events import TRAILING_DEFAULTS, RoundPlayed
 from storage.errors import UserError
 from storage.layout import SegmentFile, write_file_atomically
 
@@ -44,10 +45,10 @@ def write_segment_file(log_dir: Path, final_name: str, batches: Sequence[pa.Reco
     return write_file_atomically(log_dir, final_name, sink.getvalue(), sync_directory=sync_directory)
 
 
-def open_segment(segment: SegmentFile) -> pa.ipc.RecordBatchFileReader:
+def open_segment(segment: SegmentFile) -> SegmentReader:
     """Memory-map a segment; a damaged file is the user's to repair, not a traceback."""
     try:
-        return pa.ipc.open_file(pa.memory_map(str(segment.path), "r"))
+        return SegmentReader(pa.ipc.open_file(pa.memory_map(str(segment.path), "r")))
     except FileNotFoundError:
         raise
     except (pa.ArrowInvalid, OSError) as error:
@@ -55,6 +56,49 @@ def open_segment(segment: SegmentFile) -> pa.ipc.RecordBatchFileReader:
             f"{segment.path}: not a readable log segment ({first_line(error)}); "
             f"run `minmax-engine verify {segment.path.parent.parent}`"
         ) from None
+
+
+# Round columns added after schema 1 (storage.events.TRAILING_DEFAULTS), last in the schema.
+_ADDED_ROUND_COLUMNS = tuple(name for name, _ in TRAILING_DEFAULTS[RoundPlayed.event_type])
+_SCHEMA_BEFORE_ADDED = pa.schema(list(SEGMENT_SCHEMA)[: len(SEGMENT_SCHEMA) - len(_ADDED_ROUND_COLUMNS)])
+
+
+def _written_before_added_columns(schema: pa.Schema) -> bool:
+    return schema.equals(_SCHEMA_BEFORE_ADDED, check_metadata=False)
+
+
+def with_added_columns(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """A batch of a segment written before the added round columns, with them at the value an
+    older round implies (a round's judge_prompt "", protocol None; NULL on other events)."""
+    is_round = [event_type == RoundPlayed.event_type for event_type in batch.column(4).to_pylist()]
+    columns = list(batch.columns)
+    for name, default in TRAILING_DEFAULTS[RoundPlayed.event_type]:
+        columns.append(pa.array([default if round_row else None for round_row in is_round],
+                                SEGMENT_SCHEMA.field(name).type))
+    return pa.RecordBatch.from_arrays(columns, schema=SEGMENT_SCHEMA)
+
+
+class SegmentReader:
+    """An open segment file whose rows always come in the current schema: a segment written
+    before the added round columns existed reads with them filled in (with_added_columns)."""
+
+    def __init__(self, reader: pa.ipc.RecordBatchFileReader) -> None:
+        self._reader = reader
+        self._upgrade = _written_before_added_columns(reader.schema)
+        self.schema = SEGMENT_SCHEMA.with_metadata(reader.schema.metadata) if self._upgrade else reader.schema
+
+    @property
+    def num_record_batches(self) -> int:
+        return self._reader.num_record_batches
+
+    def get_batch(self, index: int) -> pa.RecordBatch:
+        batch = self._reader.get_batch(index)
+        return with_added_columns(batch) if self._upgrade else batch
+
+    def read_all(self) -> pa.Table:
+        if not self._upgrade:
+            return self._reader.read_all()
+        return pa.Table.from_batches([self.get_batch(i) for i in range(self.num_record_batches)], schema=self.schema)
 
 
 def read_segment_range(segment: SegmentFile, first_seq: int, last_seq: int) -> pa.Table:

@@ -57,6 +57,7 @@ from storage.layout import (
     read_manifest,
     run_dirs_at,
 )
+from storage.segments import SegmentReader
 
 # A finished run may still be evaluated (`minmax-engine eval RUN`): its eval rounds and the
 # EvaluationCompleted summary are the only events allowed after RunFinished.
@@ -270,7 +271,7 @@ def _read_whole(segment: SegmentFile, relative: str, report: VerifyReport) -> pa
         if source.size() < 12 or source.read_at(6, 0) != _ARROW_MAGIC or source.read_at(6, source.size() - 6) != _ARROW_MAGIC:
             _add(report, Problem("not an Arrow IPC file (its magic bytes are damaged)", segment.first_seq, relative))
             return None
-        reader = pa.ipc.open_file(source)
+        reader = SegmentReader(pa.ipc.open_file(source))  # older segments read in the current schema
         if not reader.schema.equals(SEGMENT_SCHEMA, check_metadata=False):
             _add(report, Problem("its columns are not the log's schema", segment.first_seq, relative))
             return None

@@ -120,6 +120,9 @@ def _write_toml(tmp_path: Path, text: str) -> Path:
         ("[judge]\nsees_story = 1\n", "judge.sees_story: must be true or false (got 1)"),
         ("[policy]\nmodel = 7\n", "policy.model: must be a string (got 7)"),
         ("[data]\nmax_states = 2.0\n", "data.max_states: must be an integer (got 2.0)"),
+        ("[policy]\ntop_p = 0.9\n", "policy: top_p = 0.9 would draw tokens from the nucleus"),
+        ("[monitor]\ntop_p = 0.5\n", "monitor: top_p = 0.5 would draw tokens from the nucleus"),
+        ("[training]\neval_samples_per_state = -1\n", "training.eval_samples_per_state: must be >= 0"),
     ],
 )
 def test_bad_values_name_the_key_and_the_fix(tmp_path: Path, toml: str, message: str) -> None:

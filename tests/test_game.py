@@ -40,7 +40,7 @@ def tiny_config(model_dir: Path, run_dir: Path, **tables: dict) -> RunConfig:
         "training": {
             "policy_learning_rate": 1e-2, "monitor_learning_rate": 4e-2, "monitor_updates_per_policy": 2,
             "window_size": 2, "num_epochs": 2, "ppo_epochs": 1, "minibatch_size": 2,
-            "checkpoint_every": 1, "eval_every": 2,
+            "checkpoint_every": 1, "eval_every": 2, "eval_samples_per_state": 1,
         },
         "lagrangian": {"lambda_init": 1.0, "delta": -0.2, "step_size": 0.5, "lambda_max": 5.0},
         "logging": {"backends": []},
@@ -101,7 +101,7 @@ def test_event_order_and_lambda_in_force(minmax_run: Path) -> None:
     for policy_version in (1, 2, 3):
         expected += window + window + ["PolicyUpdated"]
         if policy_version % 2 == 0:
-            expected += ["EvaluationCompleted"]
+            expected += ["EvaluationCompleted", "EvaluationCompleted"]  # deployment, then monitored
         expected += ["CheckpointSaved"]
     expected += ["RunFinished"]
     assert kinds == expected
@@ -124,10 +124,21 @@ def test_event_order_and_lambda_in_force(minmax_run: Path) -> None:
 def test_evaluation_and_checkpoints_are_logged(minmax_run: Path) -> None:
     events = payloads(minmax_run)
     evaluations = [e for e in events if isinstance(e, EvaluationCompleted)]
-    assert len(evaluations) == 1 and evaluations[0].policy_version == 2 and evaluations[0].n_rounds == 2
+    # 2 eval states × (the greedy answer + 1 sample), judged once per protocol
+    assert [e.protocol for e in evaluations] == ["deployment", "monitored"]
+    assert {(e.policy_version, e.n_rounds, e.samples_per_state) for e in evaluations} == {(2, 4, 2)}
     eval_rounds = [e for e in events if isinstance(e, RoundPlayed) and e.phase == "eval"]
-    assert [r.round_id for r in eval_rounds] == [0, 1] and {r.window for r in eval_rounds} == {-1}
-    assert 0.0 <= evaluations[0].metrics["policy_accuracy"] <= 1.0
+    assert [r.round_id for r in eval_rounds] == list(range(8)) and {r.window for r in eval_rounds} == {-1}
+    assert [r.protocol for r in eval_rounds] == ["deployment"] * 4 + ["monitored"] * 4
+    # B = 2 rounds per batch: one state at a time, its greedy answer, then its sample
+    assert [r.sample_index for r in eval_rounds] == [0, 1, 0, 1] * 2
+    for evaluation in evaluations:
+        assert 0.0 <= evaluation.metrics["policy_accuracy"] <= 1.0
+        hits, eligible = evaluation.counts["policy_accuracy"]
+        assert eligible == 4 and evaluation.metrics["policy_accuracy"] == hits / eligible
+    deployment, monitored = evaluations
+    assert "monitor_fidelity" not in deployment.metrics and "monitor_fidelity" not in deployment.counts
+    assert "monitor_fidelity" in monitored.metrics and "constraint_violation" in monitored.metrics
     checkpoints = [e for e in events if isinstance(e, CheckpointSaved)]
     assert [c.policy_version for c in checkpoints] == [1, 2, 3]
     assert checkpoints[-1].next_round_id == 12

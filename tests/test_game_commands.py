@@ -52,9 +52,10 @@ def test_play_prints_the_run_id_and_eval_appends_to_the_run(
     assert cli.main(["eval", str(run_dir), "--checkpoint", "9"]) == 2
     assert "--checkpoint 9: no such checkpoint; the run saved [1, 2]" in capsys.readouterr().err
     events = [item.event for item in RunReader(run_dir).events()]
-    (completed,) = [e for e in events if isinstance(e, EvaluationCompleted)]
+    (completed,) = [e for e in events if isinstance(e, EvaluationCompleted)]  # rlhf: deployment only
     assert completed.checkpoint == "checkpoints/1" and completed.policy_version == 1
-    assert completed.n_rounds == 2 == sum(isinstance(e, RoundPlayed) and e.phase == "eval" for e in events)
+    assert completed.protocol == "deployment" and completed.samples_per_state == 2
+    assert completed.n_rounds == 4 == sum(isinstance(e, RoundPlayed) and e.phase == "eval" for e in events)
     assert "monitor_fidelity" not in completed.metrics  # rlhf: no monitor metrics
 
 
@@ -63,14 +64,22 @@ def test_eval_only_evaluates_the_initial_adapters_and_finishes(tiny_lm_dir: Path
     finished = start_run(config, tmp_path / "run", eval_only=True, pool=ModelPool(cache_dir=tmp_path / "cache"))
     assert (finished.rounds, finished.policy_updates) == (0, 0)
     events = [item.event for item in RunReader(tmp_path / "run").events()]
-    assert [type(e).__name__ for e in events] == ["RunStarted", "RoundPlayed", "RoundPlayed", "EvaluationCompleted", "RunFinished"]
-    completed = events[3]
-    assert isinstance(completed, EvaluationCompleted) and completed.policy_version == 0
-    assert {"policy_accuracy", "monitor_fidelity", "constraint_violation"} <= set(completed.metrics)
+    assert [type(e).__name__ for e in events] == (
+        ["RunStarted"] + ["RoundPlayed"] * 4 + ["EvaluationCompleted"] + ["RoundPlayed"] * 4 + ["EvaluationCompleted", "RunFinished"]
+    )
+    deployment, monitored = events[5], events[10]
+    assert isinstance(deployment, EvaluationCompleted) and isinstance(monitored, EvaluationCompleted)
+    assert (deployment.protocol, monitored.protocol) == ("deployment", "monitored")
+    assert deployment.policy_version == 0 and "monitor_fidelity" not in deployment.metrics
+    assert {"policy_accuracy", "monitor_fidelity", "constraint_violation"} <= set(monitored.metrics)
     again = evaluate_run(tmp_path / "run", pool=ModelPool(cache_dir=tmp_path / "cache"))  # no checkpoint: initial adapters
-    assert again.checkpoint is None and again.n_rounds == 2
-    ids = [e.round_id for e in (item.event for item in RunReader(tmp_path / "run").rounds(phase="eval"))]
-    assert ids == [0, 1, 2, 3]
+    assert [e.checkpoint for e in again] == [None, None] and [e.n_rounds for e in again] == [4, 4]
+    rounds = [item.event for item in RunReader(tmp_path / "run").rounds(phase="eval")]
+    assert [r.round_id for r in rounds] == list(range(16))
+    # Same adapters and versions: the evaluation samples the same answers and scores them alike.
+    first, second = rounds[:8], rounds[8:]
+    assert [r.policy_output for r in first] == [r.policy_output for r in second]
+    assert [r.p_accept for r in first] == pytest.approx([r.p_accept for r in second], abs=1e-6)
     assert isinstance(events[-1], RunFinished)
 
 

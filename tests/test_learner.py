@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from engine.payoffs import policy_rollouts
-from engine.ppo import PPOLearner, Rollout, SharedPromptBatch, predicting_hidden_states
+from engine.ppo import PPOLearner, Rollout, SharedPromptBatch, k2_kl, masked_mean, predicting_hidden_states
 from players import ModelPool, Player, PlayerConfig
 from storage import RoundPlayed, RunReader, RunWriter
 from tests.learner_settings import learner_settings
@@ -157,12 +157,70 @@ def test_update_reports_every_documented_diagnostic(tiny_lm_dir: Path, model_cac
         sample_rollouts(policy, ["Yes or no?"], samples=5, seed=4)
     )
     documented = {
-        "policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac", "kl_ref", "grad_norm",
+        "policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac", "kl_ref", "grad_norm", "payoff_grad_norm",
         "explained_variance", "mean_reward", "mean_advantage", "learning_rate", "n_rollouts", "seconds",
     }  # docs/ARCHITECTURE.md
     assert set(diagnostics) == documented
     assert diagnostics["n_rollouts"] == 5.0
     assert diagnostics["entropy"] > 0.0 and diagnostics["grad_norm"] > 0.0
+
+
+def with_rewards(rollouts: list[Rollout], rewards: list[float]) -> list[Rollout]:
+    return [Rollout(r.prompt_ids, r.response_ids, r.behaviour_logprobs, reward, r.group) for r, reward in zip(rollouts, rewards)]
+
+
+def test_payoff_grad_norm_is_the_gradient_of_the_raw_mean_payoff(tiny_lm_dir: Path, model_cache_dir: Path) -> None:
+    """‖∇θ U‖ (GAME.md §3) on the unwhitened objective: by hand from full forwards, and it
+    scales with the payoff where the whitened PPO gradient does not."""
+    policy, _ = make_players(tiny_lm_dir, model_cache_dir)
+    perturb_adapters(policy, seed=5)
+    rollouts = truncated(sample_rollouts(policy, ["Who went to the market?", "Yes or no?"], samples=3, seed=6))
+    rewards = [0.5, -1.0, 2.0, 0.0, 1.5, -0.25]
+    rollouts = with_rewards(rollouts, rewards)
+
+    # By hand, at the adapters before the update: ∇ (1/N) Σ_i r_i log π(y_i|x_i), full forwards.
+    with policy.active():
+        sequence_logprobs = []
+        for rollout in rollouts:  # every rollout alone, unpadded, through the whole model
+            ids = torch.tensor([list(rollout.prompt_ids) + list(rollout.response_ids)])
+            logits = policy.model(input_ids=ids).logits[0, len(rollout.prompt_ids) - 1 : -1].float()
+            picked = torch.log_softmax(logits, dim=-1).gather(-1, torch.tensor(rollout.response_ids).unsqueeze(-1))
+            sequence_logprobs.append(picked.sum())
+        objective = (torch.tensor(rewards) * torch.stack(sequence_logprobs)).mean()
+        by_hand = float(torch.nn.utils.get_total_norm(torch.autograd.grad(objective, list(policy.trainable_parameters()))))
+    state = policy.adapter_state()
+
+    def update(scaled: list[Rollout]) -> dict[str, float]:
+        with torch.no_grad():  # every update starts from the same adapters
+            for name, parameter in policy.model.named_parameters():
+                if name in state:
+                    parameter.copy_(state[name])
+        return PPOLearner(policy, learner_settings(minibatch_size=4, learning_rate=1e-3, ppo_epochs=1)).update(scaled)
+
+    plain = update(rollouts)
+    assert plain["payoff_grad_norm"] == pytest.approx(by_hand, rel=1e-4)
+    tripled = update(with_rewards(rollouts, [3.0 * r for r in rewards]))
+    assert tripled["payoff_grad_norm"] == pytest.approx(3.0 * by_hand, rel=1e-4)
+    assert tripled["grad_norm"] == pytest.approx(plain["grad_norm"], rel=1e-3)  # whitened: scale-free
+    assert update(with_rewards(rollouts, [0.0] * len(rollouts)))["payoff_grad_norm"] == 0.0
+
+
+def test_the_kl_term_of_the_loss_is_k2(tiny_lm_dir: Path, model_cache_dir: Path) -> None:
+    """Equal rewards whiten to zero advantages, so the loss is β·mean k2 alone: its gradient
+    norm, by hand, is the update's grad_norm (the term whose gradient is ∇ KL(π_θ‖π_ref))."""
+    policy, _ = make_players(tiny_lm_dir, model_cache_dir)
+    perturb_adapters(policy, seed=7)
+    rollouts = with_rewards(sample_rollouts(policy, ["Once upon a time"], samples=4, seed=8), [1.0] * 4)
+    batch = SharedPromptBatch.build(rollouts, policy.pad_token_id, policy.device)
+    learner = PPOLearner(policy, learner_settings(minibatch_size=4, kl_coef=1.0, ppo_epochs=1))
+    with torch.no_grad(), policy.reference():
+        reference, _ = learner._token_logprobs(predicting_hidden_states(policy, batch), batch, with_entropy=False)
+    with policy.active():
+        logprobs, _ = learner._token_logprobs(predicting_hidden_states(policy, batch), batch, with_entropy=False)
+        kl_term = masked_mean(k2_kl(logprobs, reference), batch.response_mask)
+        by_hand = float(torch.nn.utils.get_total_norm(torch.autograd.grad(kl_term, list(policy.trainable_parameters()))))
+    assert by_hand > 0.0
+    assert learner.update(rollouts)["grad_norm"] == pytest.approx(by_hand, rel=1e-4)
 
 
 def test_gae_value_head_learns_the_returns(tiny_lm_dir: Path, model_cache_dir: Path) -> None:

@@ -36,7 +36,7 @@ def test_embedded_smollm2_plays_and_is_scored(model_cache_dir: Path) -> None:
     [generation] = policy.generate([prompt], sample=False)
     assert 0 < len(generation.token_ids) <= 24
     assert generation.text and all(math.isfinite(lp) and lp <= 0 for lp in generation.logprobs)
-    assert parse_answer(generation.text, 2) in (0, 1, None)
+    assert parse_answer(generation.text, CHOICES) in (0, 1, None)
 
     judge = Judge.create(pool, JudgeConfig())
     reward = RewardModel.create(pool, RewardConfig())

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from engine.config import TrainingConfig
-from engine.ppo import clipped_surrogate, explained_variance, k3_kl, masked_mean
+from engine.ppo import clipped_surrogate, explained_variance, k2_kl, k3_kl, masked_mean
 
 
 def test_clipped_surrogate_by_hand() -> None:
@@ -48,6 +48,46 @@ def test_k3_expectation_is_the_exact_kl() -> None:
     expectation = float((policy * k3_kl(policy.log(), reference.log())).sum())
     assert expectation == pytest.approx(exact, abs=1e-12)
     assert (k3_kl(policy.log(), reference.log()) >= 0).all()
+
+
+# --- which KL the loss's gradient follows (detail 4), exactly, on a five-token vocabulary ---
+
+LOGITS = [0.3, -1.2, 0.8, 0.0, 2.0]
+REFERENCE_LOGITS = [1.0, 0.4, -0.5, 0.2, -1.0]
+
+
+def expected_gradient(estimator: object) -> torch.Tensor:
+    """∇θ E_{a~π_θ}[estimator(a)] as a sampled loss sees it: the tokens are drawn from π_θ
+    (their probabilities are weights, not differentiated), the estimator is differentiated."""
+    logits = torch.tensor(LOGITS, dtype=torch.float64, requires_grad=True)
+    logprobs = torch.log_softmax(logits, dim=0)
+    reference = torch.log_softmax(torch.tensor(REFERENCE_LOGITS, dtype=torch.float64), dim=0)
+    expectation = (logprobs.exp().detach() * estimator(logprobs, reference)).sum()  # type: ignore[operator]
+    (gradient,) = torch.autograd.grad(expectation, logits)
+    return gradient
+
+
+def exact_gradient(direction: str) -> torch.Tensor:
+    logits = torch.tensor(LOGITS, dtype=torch.float64, requires_grad=True)
+    logprobs = torch.log_softmax(logits, dim=0)
+    reference = torch.log_softmax(torch.tensor(REFERENCE_LOGITS, dtype=torch.float64), dim=0)
+    if direction == "policy||reference":
+        kl = (logprobs.exp() * (logprobs - reference)).sum()
+    else:
+        kl = (reference.exp() * (reference - logprobs)).sum()
+    (gradient,) = torch.autograd.grad(kl, logits)
+    return gradient
+
+
+def test_the_loss_kl_term_has_the_gradient_of_kl_policy_to_reference() -> None:
+    # GAME.md §2 penalises KL(π_θ ‖ π_ref); the loss's k2 term follows exactly that gradient.
+    assert torch.allclose(expected_gradient(k2_kl), exact_gradient("policy||reference"), atol=1e-12)
+
+
+def test_k3_has_the_gradient_of_the_other_kl_direction() -> None:
+    # Why k3 only reports the value: its expected gradient is that of KL(π_ref ‖ π_θ).
+    assert torch.allclose(expected_gradient(k3_kl), exact_gradient("reference||policy"), atol=1e-12)
+    assert not torch.allclose(expected_gradient(k3_kl), exact_gradient("policy||reference"), atol=1e-3)
 
 
 def test_masked_mean_weighs_every_real_token_equally() -> None:

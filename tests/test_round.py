@@ -58,7 +58,7 @@ def test_rounds_record_every_part_and_payoffs_match_hand_computation(table: Tabl
         assert (r.state_id, r.correct_index, r.choices, r.window, r.phase) == (
             state.state_id, state.correct_index, list(state.choices), 4, "train")
         assert (r.lambda_value, r.policy_version, r.monitor_version) == (2.5, 3, 7)
-        assert r.policy_answer == parse_answer(r.policy_output, 2)
+        assert r.policy_answer == parse_answer(r.policy_output, r.choices)
         assert r.monitor_says_correct == parse_verdict(r.monitor_output or "")
         expected_truth = "unparsed" if r.policy_answer is None else ("correct" if r.policy_answer == state.correct_index else "wrong")
         assert r.truth == expected_truth

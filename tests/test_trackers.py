@@ -407,6 +407,23 @@ def test_evaluations_are_published_under_eval(synthetic_minmax_tensorboard: tupl
 
 
 
+def test_monitored_evaluation_is_published_beside_the_deployment_headline() -> None:
+    from engine.trackers import MetricStream
+    from storage import EvaluationCompleted, Recorded
+
+    def recorded(protocol: str, accuracy: float) -> Recorded:
+        event = EvaluationCompleted(dataset="builtin", split="eval", n_rounds=4, policy_version=2, monitor_version=4,
+                                    checkpoint=None, metrics={"policy_accuracy": accuracy}, protocol=protocol,
+                                    samples_per_state=2, counts={"policy_accuracy": [int(4 * accuracy), 4]})
+        return Recorded(run_id="r", seq=0, ts="", schema_version=1, prev_hash="", hash="", event=event)
+
+    stream = MetricStream()
+    (deployment,) = stream.observe(recorded("deployment", 0.5))
+    (monitored,) = stream.observe(recorded("monitored", 0.75))
+    assert (deployment.source, deployment.values) == ("eval", {"eval/policy_accuracy": 0.5})
+    assert (monitored.source, monitored.values) == ("eval_monitored", {"eval_monitored/policy_accuracy": 0.75})
+
+
 def test_a_resume_drops_the_unfinished_window_and_restarts_the_step_at_the_checkpoint(tmp_path: Path) -> None:
     from storage import CheckpointSaved, RunResumed
 
