@@ -208,7 +208,7 @@ class ModelPool:
             )
         return UserError(
             f"model {spec!r} is not available offline and minmax-engine never downloads: run "
-            f"`huggingface-cli download {spec}` on a machine with network (into the HF cache), "
+            f"`hf download {spec}` on a machine with network (into the HF cache), "
             "or set the config's model key to a local checkpoint directory"
         )
 
