@@ -559,7 +559,18 @@ def add_log_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--force",
         action="store_true",
-        help="replace <run>/tensorboard when it already holds event files (e.g. from live logging)",
+        help="log even when the run already holds that tracker's files (live logging or an earlier "
+        "backfill): replaces <run>/tensorboard; adds another W&B run beside those in <run>/wandb",
+    )
+
+
+def wandb_runs_in(wandb_dir: Path) -> list[Path]:
+    """The W&B runs wandb wrote under `wandb_dir` (offline-run-* or, online, run-*), oldest first."""
+    if not wandb_dir.is_dir():
+        return []
+    return sorted(
+        (path for path in wandb_dir.iterdir() if path.is_dir() and path.name.startswith(("offline-run-", "run-"))),
+        key=lambda path: path.name.removeprefix("offline-"),
     )
 
 
@@ -574,6 +585,14 @@ def run_log(args: argparse.Namespace) -> int:
                     f"{tensorboard_dir} already holds TensorBoard files; pass --force to replace them"
                 )
             shutil.rmtree(tensorboard_dir)
+    if args.to == "wandb" and not args.force:
+        # A second W&B run of the same log would be synced as a duplicate, so it is opt-in.
+        earlier = wandb_runs_in(run_dir / "wandb")
+        if earlier:
+            raise UserError(
+                f"{run_dir / 'wandb'} already holds {len(earlier)} W&B run(s) ({earlier[-1].name}); "
+                "pass --force to log another one beside them"
+            )
     events = reader.events()
     if not any(isinstance(recorded.event, RunFinished | RunFailed) for recorded in events):
         print(f"minmax-engine log: {run_dir} has not finished; logging its {len(events)} events so far", file=sys.stderr)
