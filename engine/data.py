@@ -90,9 +90,11 @@ class DataConfig(BaseModel):
     dataset: str = Field(
         default=BUILTIN_DATASET,
         min_length=1,
-        description="'builtin' (the stories shipped with minmax-engine) or a path to a "
-        "QA-simple .json or QuALITY .jsonl file; relative paths resolve against the "
-        "current directory.",
+        description="'builtin' (the stories shipped with minmax-engine), 'qa_simple' (the "
+        "original MinMax project's dataset/qa_simple/data), a path (a QA-simple .json file or "
+        "directory with train.json and val.json, a QuALITY .jsonl, .parquet or "
+        "datasets.save_to_disk directory), or a Hugging Face dataset id in the local cache; "
+        "relative paths resolve against the current directory.",
     )
     format: Literal["auto", "qa-simple", "quality"] = Field(
         default="auto",
@@ -108,14 +110,16 @@ class DataConfig(BaseModel):
         default=None,
         ge=1,
         description="Cut longer stories to this many tokens (start kept, cut marked with "
-        f"{TRUNCATION_MARKER.strip()!r}); counted with the tokenizer given to load_dataset, "
-        f"else as {CHARS_PER_TOKEN} characters per token. None keeps whole stories.",
+        f"{TRUNCATION_MARKER.strip()!r}), counted with the policy's tokenizer. Unset: what "
+        "the story-reading models' context leaves after prompt and generation (the value "
+        "used is recorded in the run's config); whole stories when no model states a context.",
     )
     eval_fraction: float = Field(
         default=0.2,
         gt=0.0,
         lt=1.0,
-        description="Expected share of stories (with all their questions) held out for evaluation.",
+        description="Expected share of stories (with all their questions) held out for "
+        "evaluation; unused when the dataset has its own split (val.json, a validation split).",
     )
     split_seed: int = Field(
         default=0,
@@ -124,7 +128,8 @@ class DataConfig(BaseModel):
     max_states: int | None = Field(
         default=None,
         ge=1,
-        description="Keep only the first N states in file order (tiny runs); None keeps all.",
+        description="Keep only the first N states in file order (tiny runs), of each split "
+        "when the dataset has its own; None keeps all.",
     )
 
 
