@@ -97,3 +97,22 @@ def test_an_explicit_max_story_tokens_is_kept_and_named(tiny_lm_dir: Path, tmp_p
               announce=lines.append)
     assert "6 of 6 stories cut to 40 tokens (data.max_story_tokens)" in lines
     assert RunReader(tmp_path / "runs" / "r1").run_started().config["data"]["max_story_tokens"] == 40
+
+
+def test_the_original_projects_qa_simple_directory_plays_with_val_as_the_eval_split(
+    tiny_lm_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.test_data_sources import write_qa_simple_layout
+
+    write_qa_simple_layout(tmp_path, n_train=4, n_val=2)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MINMAX_ENGINE_CACHE", str(tmp_path / "cache"))
+    config = tiny_config(tiny_lm_dir, tmp_path / "runs", training={"num_epochs": 1, "eval_every": 1})
+    (tmp_path / "config.json").write_text(config.model_dump_json())
+    assert cli.main(["play", "--config", "config.json", "--dataset", "qa_simple"]) == 0
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    started = RunReader(run_dir).run_started()
+    assert (started.dataset_name, started.n_train_states, started.n_eval_states) == ("qa_simple", 4, 2)
+    eval_states = {item.event.state_id for item in RunReader(run_dir).rounds(phase="eval")}
+    assert eval_states == {"qa_simple-val-0000", "qa_simple-val-0001"}
+    assert f"minmax-engine play: run {run_dir.name} in {run_dir}" in capsys.readouterr().out
