@@ -645,11 +645,14 @@ def evaluate_run(
             raise UserError(f"{run_dir}: --checkpoint {checkpoint}: no such checkpoint; the run saved {versions or 'none'}")
     eval_ids = [item.event.round_id for item in events if isinstance(item.event, RoundPlayed) and item.event.phase == "eval"]
 
+    data = read_dataset(config.data)  # a bad --dataset fails before the lock and the models
     writer = RunWriter.open_existing(run_dir)  # fails fast if another process is writing the run
     log = RunLog(run_dir, writer, open_trackers([], run_dir, writer.run_id))
     try:
         table = set_table(config, pool or ModelPool())
-        game = Game(config, table, load_dataset(config.data, table.policy.tokenizer), log, run_dir)
+        if config.data.max_story_tokens is not None:
+            data, _cut = fit_stories(data, config.data.max_story_tokens, table.policy.tokenizer)
+        game = Game(config, table, data, log, run_dir)
         checkpoint_path = None
         if saved:
             assert isinstance(saved[-1], CheckpointSaved)

@@ -116,3 +116,17 @@ def test_the_original_projects_qa_simple_directory_plays_with_val_as_the_eval_sp
     eval_states = {item.event.state_id for item in RunReader(run_dir).rounds(phase="eval")}
     assert eval_states == {"qa_simple-val-0000", "qa_simple-val-0001"}
     assert f"minmax-engine play: run {run_dir.name} in {run_dir}" in capsys.readouterr().out
+
+
+def test_eval_with_a_bad_dataset_fails_before_any_model_loads(
+    tiny_lm_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run_dir = tmp_path / "runs" / "r1"
+    start_run(tiny_config(tiny_lm_dir, tmp_path / "runs"), run_dir, eval_only=True,
+              pool=ModelPool(cache_dir=tmp_path / "cache"))
+    before = (run_dir / "log" / "head.json").read_bytes()
+    capsys.readouterr()  # the models' loading bars so far
+    assert cli.main(["eval", str(run_dir), "--dataset", str(tmp_path / "missing.json")]) == 2
+    error = capsys.readouterr().err
+    assert "missing.json: file not found" in error and error.count("\n") == 1
+    assert (run_dir / "log" / "head.json").read_bytes() == before
