@@ -43,9 +43,9 @@ import hashlib
 import json
 import re
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -210,7 +210,7 @@ def read_dataset(config: DataConfig) -> Dataset:
 def fit_stories(
     dataset: Dataset, max_tokens: int, tokenizer: PreTrainedTokenizerBase | None
 ) -> tuple[Dataset, int]:
-    """Cut every story longer than `max_tokens` (see _truncate_stories); returns the new
+    """Cut every story longer than `max_tokens` (see truncate_by_tokens); returns the new
     dataset and how many distinct stories were cut."""
     cut = _cut_stories(dataset.states, max_tokens, tokenizer, dataset.source or dataset.name)
     if not any(cut[story] != story for story in cut):
