@@ -458,9 +458,9 @@ def _saved_dataset_dict_source(path: Path, name: str, config: DataConfig) -> _So
 
 
 def _split_of(file: Path) -> str:
-    """The split a hub file belongs to: train-00000-of-00001.parquet, data/validation/x.arrow,
-    validation/data-00000-of-00001.arrow (save_to_disk); "" when the name says none."""
-    candidates = [re.split(r"[-_.]", file.name, maxsplit=1)[0], file.parent.name]
+    """The split a hub file belongs to: train-00000-of-00001.parquet, quality_validation.parquet,
+    validation/data-00000-of-00001.arrow (save_to_disk); "" when the names say none."""
+    candidates = [*re.split(r"[-_.]", file.name), file.parent.name]
     for candidate in candidates:
         if candidate.lower() in HUB_SPLIT_SIDES:
             return candidate.lower()
