@@ -6,7 +6,9 @@ sees the story) must hold its whole prompt plus what is generated into it: the p
 answer, and for the monitor its own critique too. The budget is the smallest room any of
 them has left, measured with each model's own tokenizer and chat template on the longest
 question and choices of the dataset, less a small margin (a story tokenised inside a prompt
-can take a token or two more than alone, at its seams).
+can take a token or two more than alone, at its seams). Stories are cut in the policy's
+tokens, so a model with another tokenizer has its room converted at the rate the two count
+the dataset's longest story.
 
     budget = story_budget(table, config, dataset.states)   # None: no context length known
 """
@@ -22,8 +24,11 @@ from players.prompts import monitor_messages, policy_messages
 from storage.errors import UserError
 
 if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
     from engine.config import RunConfig
     from engine.round import Table
+    from players.models import SharedBase
 
 SEAM_MARGIN = 8  # tokens
 # Config attributes that name a model's context length, in the order transformers models use them.
@@ -48,6 +53,10 @@ def context_length(model: object) -> int | None:
     return None
 
 
+def _count(tokenizer: PreTrainedTokenizerBase, text: str) -> int:
+    return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
 def story_budget(table: Table, config: RunConfig, states: Sequence[State]) -> StoryBudget | None:
     """The smallest story room any story-reading model has; None when no model states its
     context length (stories are then kept whole)."""
@@ -57,25 +66,33 @@ def story_budget(table: Table, config: RunConfig, states: Sequence[State]) -> St
     question, choices = longest.question, longest.choices
     answer_tokens = config.policy.max_new_tokens
     rooms: list[tuple[str, str, int, int]] = []  # role, model, context, tokens left for the story
-
-    def measure(role: str, spec: str, model: object, prompt_tokens: int, generated: int) -> None:
-        context = context_length(model)
-        if context is not None:
-            rooms.append((role, spec, context, context - prompt_tokens - generated - SEAM_MARGIN))
-
     policy = table.policy
+    # Stories are cut in the policy's tokens; a model with another tokenizer has its room
+    # converted at the rate the two tokenizers count the longest story.
+    sample = max((state.story for state in states), key=len)
+    policy_count = max(_count(policy.tokenizer, sample), 1)
+
+    def measure(role: str, spec: str, base: SharedBase, prompt_tokens: int, generated: int) -> None:
+        context = context_length(base.model)
+        if context is None:
+            return
+        room = context - prompt_tokens - generated - SEAM_MARGIN
+        if base.tokenizer is not policy.tokenizer and room > 0:
+            room = room * policy_count // max(_count(base.tokenizer, sample), 1)
+        rooms.append((role, spec, context, room))
+
     policy_prompt = policy.encode_prompt(policy.render_prompt(policy_messages("", question, choices)))
-    measure("policy", config.policy.model, policy.base.model, len(policy_prompt), answer_tokens)
+    measure("policy", config.policy.model, policy.base, len(policy_prompt), answer_tokens)
     if table.monitor is not None:
         monitor = table.monitor
         monitor_prompt = monitor.encode_prompt(monitor.render_prompt(monitor_messages("", question, choices, "")))
-        measure("monitor", config.monitor.model, monitor.base.model, len(monitor_prompt),
+        measure("monitor", config.monitor.model, monitor.base, len(monitor_prompt),
                 answer_tokens + config.monitor.max_new_tokens)
     if config.judge.sees_story:
         critique = "" if table.monitor is not None else None
         judge_prompt = table.judge.prompt_ids("", question, choices, "", critique)
         critique_tokens = config.monitor.max_new_tokens if table.monitor is not None else 0
-        measure("judge", config.judge.model, table.judge.reader.base.model, len(judge_prompt),
+        measure("judge", config.judge.model, table.judge.reader.base, len(judge_prompt),
                 answer_tokens + critique_tokens)
     if not rooms:
         return None
