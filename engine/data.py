@@ -423,9 +423,9 @@ def _hub_cache_source(repo_id: str, config: DataConfig) -> _Source:
         )
     main_ref = folder / "refs" / "main"
     revision = main_ref.read_text().strip() if main_ref.is_file() else ""
-    snapshot = folder / "snapshots" / revision if revision else max(snapshots, key=lambda p: p.stat().st_mtime)
-    if not snapshot.is_dir():
-        snapshot = max(snapshots, key=lambda p: p.stat().st_mtime)
+    snapshot = folder / "snapshots" / revision
+    if not revision or not snapshot.is_dir():
+        snapshot = max(snapshots, key=lambda path: path.stat().st_mtime)  # no usable main ref: the newest
     source = _directory_source(snapshot, repo_id.rsplit("/", 1)[-1], config)
     return _Source(source.name, f"{repo_id} ({snapshot})", source.parts)
 
@@ -449,10 +449,11 @@ def _saved_dataset_dict_source(path: Path, name: str, config: DataConfig) -> _So
     index = path / "dataset_dict.json"
     try:
         splits = json.loads(index.read_text(encoding="utf-8"))["splits"]
-        assert isinstance(splits, list) and all(isinstance(split, str) for split in splits)
-    except (OSError, ValueError, KeyError, TypeError, AssertionError):
+    except (OSError, ValueError, KeyError, TypeError):
+        splits = None
+    if not isinstance(splits, list) or not all(isinstance(split, str) for split in splits):
         raise UserError(f"{index}: not a datasets.save_to_disk index (expected "
-                        '{"splits": [...]}); save the dataset again') from None
+                        '{"splits": [...]}); save the dataset again')
     files = [file for split in splits for file in _saved_dataset_files(path / split)]
     return _arrow_files_source(files, str(path), name, config)
 
@@ -491,6 +492,7 @@ def _arrow_files_source(files: list[Path], shown: str, name: str, config: DataCo
         raise UserError(f"{shown}: is QuALITY from Arrow/Parquet files, not QA-simple; remove "
                         "data.format or set it to 'quality'")
     by_split: dict[str, list[State]] = {}
+    rows_before: Counter[str] = Counter()  # a split's shards number their rows on from the last
     for file in files:
         split = _split_of(file)
         if split == "test":
@@ -498,8 +500,10 @@ def _arrow_files_source(files: list[Path], shown: str, name: str, config: DataCo
         table = _read_arrow_table(file)
         label = split or file.stem
         by_split.setdefault(HUB_SPLIT_SIDES.get(split, "all"), []).extend(
-            _quality_table_states(table, str(file), f"{name}-{label}", config.n_choices, config.split_seed)
+            _quality_table_states(table, str(file), f"{name}-{label}", rows_before[label],
+                                  config.n_choices, config.split_seed)
         )
+        rows_before[label] += table.num_rows
     if by_split.get("train") and by_split.get("eval") and not by_split.get("all"):
         return _Source(name, shown, {"train": by_split["train"], "eval": by_split["eval"]})
     pooled = [state for side in ("train", "eval", "all") for state in by_split.get(side, [])]
@@ -507,7 +511,7 @@ def _arrow_files_source(files: list[Path], shown: str, name: str, config: DataCo
 
 
 def _quality_table_states(
-    table: pa.Table, shown: str, name: str, n_choices: int, split_seed: int
+    table: pa.Table, shown: str, name: str, first_row: int, n_choices: int, split_seed: int
 ) -> list[State]:
     columns = set(table.column_names)
     flat = {"article", "question", "options"} <= columns
@@ -518,9 +522,10 @@ def _quality_table_states(
     for index, row in enumerate(table.to_pylist()):
         where = _Where(f"{shown}: [{index}]")
         if flat:
-            states.append(_quality_flat_state(row, where, f"{name}-{index:05d}", n_choices, split_seed))
+            fallback_id = f"{name}-{first_row + index:05d}"
+            states.append(_quality_flat_state(row, where, fallback_id, n_choices, split_seed))
         else:
-            states.extend(_quality_article_states(row, where, name, index + 1, n_choices, split_seed))
+            states.extend(_quality_article_states(row, where, name, first_row + index + 1, n_choices, split_seed))
     return states
 
 

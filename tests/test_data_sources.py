@@ -308,3 +308,14 @@ def test_fit_stories_counts_distinct_cut_stories_and_refingerprints(tmp_path: Pa
     assert fitted.fingerprint == load_dataset(DataConfig(dataset=str(path), max_story_tokens=20)).fingerprint
     unchanged, none_cut = fit_stories(read, max_tokens=10_000, tokenizer=None)
     assert none_cut == 0 and unchanged.fingerprint == read.fingerprint
+
+
+def test_shards_of_one_split_number_rows_on_without_clashing_ids(tmp_path: Path) -> None:
+    data = tmp_path / "sharded"
+    data.mkdir()
+    pq.write_table(emozilla_table(range(2)), data / "train-00000-of-00002.parquet")
+    pq.write_table(emozilla_table(range(2, 4)), data / "train-00001-of-00002.parquet")
+    dataset = load_dataset(DataConfig(dataset=str(data), n_choices=4))
+    ids = sorted(state.state_id for state in dataset.train + dataset.eval)
+    assert ids == [f"sharded-train-{row:05d}" for row in range(4)]
+    assert gold_texts(dataset) == expected_gold(range(4))
