@@ -130,3 +130,23 @@ def test_eval_with_a_bad_dataset_fails_before_any_model_loads(
     error = capsys.readouterr().err
     assert "missing.json: file not found" in error and error.count("\n") == 1
     assert (run_dir / "log" / "head.json").read_bytes() == before
+
+
+def test_a_judge_that_sees_the_story_with_a_shorter_context_sets_the_budget(tiny_lm_dir: Path, tmp_path: Path) -> None:
+    import shutil
+
+    short = tmp_path / "short-context-lm"
+    shutil.copytree(tiny_lm_dir, short)
+    settings = json.loads((short / "config.json").read_text())
+    settings["max_position_embeddings"] = 512  # rotary positions: the weights do not change
+    (short / "config.json").write_text(json.dumps(settings))
+    dataset = write_long_stories(tmp_path / "long.json")
+    config = tiny_config(tiny_lm_dir, tmp_path / "runs", data={"dataset": str(dataset), "max_states": None, "eval_fraction": 0.3},
+                         judge={"model": str(short), "sees_story": True})
+    lines: list[str] = []
+    start_run(config, tmp_path / "runs" / "r1", eval_only=True, pool=ModelPool(cache_dir=tmp_path / "cache"),
+              announce=lines.append)
+    (cut_line,) = [line for line in lines if "stories cut to" in line]
+    assert "the judge model's 512-token context" in cut_line
+    recorded = RunReader(tmp_path / "runs" / "r1").run_started().config["data"]["max_story_tokens"]
+    assert 0 < recorded < 512 - 2 * 6
