@@ -389,6 +389,16 @@ def _directory_source(path: Path, name: str, config: DataConfig) -> _Source:
             text = _read_text(file, str(file))
             parts[side] = _parse_qa_simple(text, str(file), f"{name}-{label}")
         return _Source(name, shown, parts)
+    official = _official_quality_files(path)
+    if official is not None:
+        if config.format == "qa-simple":
+            raise UserError(f"{shown}: holds QuALITY's .train/.dev files, not QA-simple; remove "
+                            "data.format or set it to 'quality'")
+        parts = {}
+        for side, file in zip(("train", "eval"), official):
+            text = _read_text(file, str(file))
+            parts[side] = _parse_quality(text, str(file), name, config.n_choices, config.split_seed)
+        return _Source(name, shown, parts)
     if (path / "dataset_dict.json").is_file():
         return _saved_dataset_dict_source(path, name, config)
     if (path / "state.json").is_file():
@@ -398,9 +408,32 @@ def _directory_source(path: Path, name: str, config: DataConfig) -> _Source:
         return _arrow_files_source(parquet_files, shown, name, config)
     raise UserError(
         f"{shown}: is a directory without a dataset in it (looked for train.json + val.json, "
-        "a datasets.save_to_disk dataset_dict.json or state.json, and *.parquet files); "
+        "QuALITY's *.train + *.dev, a datasets.save_to_disk dataset_dict.json or state.json, "
+        "and *.parquet files); "
         "set data.dataset to one of those or to a .json/.jsonl file"
     )
+
+
+def _official_quality_files(path: Path) -> tuple[Path, Path] | None:
+    """The train and dev files of QuALITY's own release (QuALITY.v1.0.1.htmlstripped.train,
+    .dev) in `path`, the HTML-stripped ones when both kinds are there; None without them."""
+    chosen = []
+    for suffix in (".train", ".dev"):
+        files = sorted(file for file in path.glob(f"*{suffix}") if file.is_file())
+        stripped = [file for file in files if "htmlstripped" in file.name]
+        files = stripped or files
+        if len(files) > 1:
+            names = ", ".join(file.name for file in files)
+            raise UserError(f"{path}: several QuALITY {suffix} files ({names}); set data.dataset "
+                            "to the directory of one release or to one file")
+        chosen.extend(files)
+    if len(chosen) == 2:
+        return chosen[0], chosen[1]
+    if chosen:
+        raise UserError(f"{path}: holds {chosen[0].name} but not its "
+                        f"{'.dev' if chosen[0].suffix == '.train' else '.train'} partner; "
+                        "add it or set data.dataset to the one file")
+    return None
 
 
 # ---------------------------------------------------------------------------------------

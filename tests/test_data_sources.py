@@ -319,3 +319,24 @@ def test_shards_of_one_split_number_rows_on_without_clashing_ids(tmp_path: Path)
     ids = sorted(state.state_id for state in dataset.train + dataset.eval)
     assert ids == [f"sharded-train-{row:05d}" for row in range(4)]
     assert gold_texts(dataset) == expected_gold(range(4))
+
+
+def test_quality_release_directory_uses_train_and_dev_preferring_html_stripped(tmp_path: Path) -> None:
+    release = tmp_path / "QuALITY.v1.0.1"
+    release.mkdir()
+    fixture = Path(__file__).parent / "fixtures" / "data" / "quality.jsonl"
+    lines = fixture.read_text().splitlines()
+    (release / "QuALITY.v1.0.1.htmlstripped.train").write_text("\n".join(lines[:-1]) + "\n")
+    (release / "QuALITY.v1.0.1.htmlstripped.dev").write_text(lines[-1] + "\n")
+    (release / "QuALITY.v1.0.1.train").write_text("not read: the HTML version\n")
+    (release / "QuALITY.v1.0.1.dev").write_text("not read: the HTML version\n")
+    (release / "QuALITY.v1.0.1.htmlstripped.test").write_text("not read: no labels\n")
+    dataset = load_dataset(DataConfig(dataset=str(release), n_choices=4))
+    assert dataset.split_given and dataset.name == "QuALITY.v1.0.1"
+    last_article = json.loads(lines[-1])
+    assert [state.question for state in dataset.eval] == [q["question"] for q in last_article["questions"]]
+    assert len(dataset.train) == sum(len(json.loads(line)["questions"]) for line in lines[:-1])
+
+    (release / "QuALITY.v1.0.1.htmlstripped.dev").unlink()
+    (release / "QuALITY.v1.0.1.dev").unlink()
+    assert "but not its .dev partner" in one_line_error(DataConfig(dataset=str(release)))
