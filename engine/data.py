@@ -5,6 +5,8 @@ stories to a token budget and split it into train and eval, deterministically.
     dataset = load_dataset(DataConfig(dataset="builtin"))          # the stories shipped here
     dataset = load_dataset(DataConfig(dataset="QuALITY.v1.0.1.htmlstripped.dev",
                                       n_choices=2, max_story_tokens=1024), tokenizer)
+    dataset = read_dataset(config)                         # all but the cut: no model needed
+    dataset, n_cut = fit_stories(dataset, 1024, tokenizer)  # the cut, once a tokenizer is known
 
 Two file formats are read (GAME.md §1: a state is story, question, choices, correct index):
 
@@ -20,8 +22,9 @@ The same two layouts arrive in other containers, read by the same field checks:
 
 - A QA-simple directory with train.json and val.json (the original MinMax project's
   `dataset/qa_simple/data/`; the name `qa_simple` finds it under the current directory).
-  val.json is the evaluation split.
-- QuALITY from the Hugging Face hub (docs/datasets.md has the column mapping): a Parquet file
+  val.json is the evaluation split. Likewise QuALITY's release directory (.train, .dev).
+- QuALITY from the Hugging Face hub, one question per row with a 1-based gold_label or a
+  0-based answer (docs/datasets.md has the column mapping of each copy): a Parquet file
   or a directory of them, a `datasets.save_to_disk` directory (Arrow files, read here with
   pyarrow), or a hub id such as `tasksource/QuALITY` already in the local Hugging Face cache
   (never downloaded). Files named by split (train-*, validation-*) keep the hub's split.
