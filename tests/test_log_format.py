@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 
 from storage.events import LambdaUpdated, RoundPlayed, RunFailed, RunFinished, RunStarted
@@ -194,7 +195,7 @@ def test_edge_values_hash_as_the_page_says(tmp_path: Path) -> None:
     writer.close()
 
     table = assert_intact(run_dir)
-    rounds = table.filter(pa.compute.equal(table.column("event_type"), "RoundPlayed")).to_pylist()
+    rounds = table.filter(pc.equal(table.column("event_type"), "RoundPlayed")).to_pylist()
     assert rounds[0]["policy_token_ids"] == [7, 2_000_000_000, 9] and rounds[0]["monitor_token_ids"] is None
     assert rounds[1]["monitor_prompt_ids"] == [] and json.loads(rounds[0]["timings"])["odd"] == "Infinity"
 
@@ -210,3 +211,21 @@ def test_the_float_rule_matches_what_the_writer_stores(tmp_path: Path, value: fl
     assert f'"wall_seconds":{float_text(value)}' in payload
     assert_intact(run_dir)
     shutil.rmtree(run_dir)
+
+
+def test_the_pages_reading_example_runs_and_polars_reads_the_same_rows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import polars as pl
+
+    run_dir = write_synthetic_run(tmp_path / "runs" / "r1", n_rounds=32, window_size=8, k=2, text_bytes=200,
+                                  n_tokens=8, flush_every=8)
+    page = (Path(__file__).resolve().parent.parent / "docs" / "log-format.md").read_text()
+    example = re.search(r"```python\n(.*?)```", page, re.DOTALL)
+    assert example is not None
+    monkeypatch.chdir(tmp_path)
+    namespace: dict[str, Any] = {}
+    exec(example.group(1).replace("runs/<run_id>/log", "runs/r1/log"), namespace)  # noqa: S102 - our own page
+    assert namespace["table"].num_rows == read_log(run_dir).num_rows
+    assert namespace["rounds"].num_rows == read_log(run_dir).column("event_type").to_pylist().count("RoundPlayed") >= 32
+    assert namespace["lambdas"] and {"old", "new", "mean_f"} <= set(namespace["lambdas"][0])
+    frame = pl.concat([pl.read_ipc(path) for path in namespace["live_segments"](run_dir / "log")])
+    assert frame["seq"].to_list() == list(range(namespace["table"].num_rows))
