@@ -53,10 +53,11 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 import platform
 import random
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
@@ -65,13 +66,14 @@ import torch
 
 from engine.checkpoints import load_checkpoint, save_checkpoint
 from engine.config import RunConfig, recorded_config
-from engine.data import Dataset, State, load_dataset
+from engine.data import Dataset, State, fit_stories, load_dataset, read_dataset
 from engine.devices import resolve_placements
 from engine.lagrangian import DualAscent
 from engine.metrics import window_counts, window_metrics
 from engine.payoffs import monitor_rollouts, policy_rollouts
 from engine.ppo import PPOLearner, PPOSettings
 from engine.round import RoundSettings, ScheduledRound, Table, answer_and_critique, judged_rounds, play_rounds
+from engine.story_budget import story_budget
 from engine.trackers import Trackers, open_trackers
 from players import ModelPool, Player
 from referees import Judge, RewardModel
@@ -94,6 +96,7 @@ from storage.events import (
 )
 
 CHECKPOINTS_DIR = "checkpoints"
+Announce = Callable[[str], None]  # one line for the user (the play command prints it)
 PACKAGES_RECORDED = ("torch", "transformers", "peft", "trl", "duckdb", "pyarrow", "pydantic", "minmax-engine")
 
 
@@ -558,12 +561,22 @@ def new_run_id(config: RunConfig) -> str:
     return f"{stamp}-{config.mode}-{random.SystemRandom().randrange(16**4):04x}"
 
 
-def open_run(config: RunConfig, run_dir: Path, *, pool: ModelPool | None = None) -> Game:
-    """Load the models and the data, create `run_dir`'s log and record RunStarted."""
+def open_run(config: RunConfig, run_dir: Path, *, pool: ModelPool | None = None, announce: Announce | None = None) -> Game:
+    """Check every input, load the models, cut the stories, create `run_dir`'s log and record
+    RunStarted. What a user can get wrong (the dataset, the models' presence, the run
+    directory) fails before any model loads; the directory is created, and `announce`d, only
+    once the models are loaded, so a failure never leaves or names a run that does not exist."""
+    pool = pool or ModelPool()
+    dataset = read_dataset(config.data)  # no tokenizer needed: stories are cut further down
+    for spec in sorted(set(_models_in_play(config))):
+        pool.check_available(spec)
+    _check_run_dir_can_be_created(run_dir)
     seed_everything(config.seed)
-    table = set_table(config, pool or ModelPool())
-    dataset = load_dataset(config.data, table.policy.tokenizer)
+    table = set_table(config, pool)
+    config, dataset = _fit_stories(config, dataset, table, announce)
     writer = RunWriter.create(run_dir, run_dir.name)
+    if announce is not None:
+        announce(f"run {run_dir.name} in {run_dir}")
     log = RunLog(run_dir, writer, open_trackers(config.logging.backends, run_dir, writer.run_id))
     game = Game(config, table, dataset, log, run_dir)
     log.append(
@@ -582,9 +595,47 @@ def open_run(config: RunConfig, run_dir: Path, *, pool: ModelPool | None = None)
     return game
 
 
-def start_run(config: RunConfig, run_dir: Path, *, eval_only: bool = False, pool: ModelPool | None = None) -> RunFinished:
+def _models_in_play(config: RunConfig) -> list[str]:
+    players = [config.policy.model] + ([config.monitor.model] if config.mode == "minmax" else [])
+    return players + [config.reward.model, config.judge.model]
+
+
+def _check_run_dir_can_be_created(run_dir: Path) -> None:
+    """A run directory that cannot be made fails now, not after the models have loaded."""
+    existing = run_dir
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UserError(f"{run_dir}: cannot be created, {existing} is a file; point run_dir (--run-dir) at a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"{run_dir}: cannot be created, {existing} is not writable; point run_dir (--run-dir) elsewhere")
+
+
+def _fit_stories(config: RunConfig, dataset: Dataset, table: Table, announce: Announce | None) -> tuple[RunConfig, Dataset]:
+    """Cut stories to data.max_story_tokens, or when unset to what the models' contexts leave
+    (recorded in the config, so a resume cuts the same); the count is announced once."""
+    limit = config.data.max_story_tokens
+    budget = None
+    if limit is None:
+        budget = story_budget(table, config, dataset.states)
+        if budget is None:
+            return config, dataset  # no model states its context length: stories stay whole
+        limit = budget.tokens
+        config = config.model_copy(update={"data": config.data.model_copy(update={"max_story_tokens": limit})})
+    dataset, n_cut = fit_stories(dataset, limit, table.policy.tokenizer)
+    if n_cut and announce is not None:
+        n_stories = len({state.story for state in dataset.states})
+        origin = (f"what the {budget.role} model's {budget.context}-token context leaves after prompt and generation"
+                  if budget is not None else "data.max_story_tokens")
+        announce(f"{n_cut} of {n_stories} stories cut to {limit} tokens ({origin})")
+    return config, dataset
+
+
+def start_run(
+    config: RunConfig, run_dir: Path, *, eval_only: bool = False, pool: ModelPool | None = None, announce: Announce | None = None
+) -> RunFinished:
     """A new run: play the whole schedule (or only evaluate) and finish it."""
-    game = open_run(config, run_dir, pool=pool)
+    game = open_run(config, run_dir, pool=pool, announce=announce)
     with _failures_recorded(game.log):
         if eval_only:
             game.evaluate(checkpoint=None)
@@ -649,11 +700,14 @@ def evaluate_run(
             raise UserError(f"{run_dir}: --checkpoint {checkpoint}: no such checkpoint; the run saved {versions or 'none'}")
     eval_ids = [item.event.round_id for item in events if isinstance(item.event, RoundPlayed) and item.event.phase == "eval"]
 
+    data = read_dataset(config.data)  # a bad --dataset fails before the lock and the models
     writer = RunWriter.open_existing(run_dir)  # fails fast if another process is writing the run
     log = RunLog(run_dir, writer, open_trackers([], run_dir, writer.run_id))
     try:
         table = set_table(config, pool or ModelPool())
-        game = Game(config, table, load_dataset(config.data, table.policy.tokenizer), log, run_dir)
+        if config.data.max_story_tokens is not None:
+            data, _cut = fit_stories(data, config.data.max_story_tokens, table.policy.tokenizer)
+        game = Game(config, table, data, log, run_dir)
         checkpoint_path = None
         if saved:
             assert isinstance(saved[-1], CheckpointSaved)

@@ -5,9 +5,10 @@
     minmax-engine play --resume runs/<run_id>
     minmax-engine eval runs/<run_id> [--checkpoint N] [--dataset NAME|PATH]
 
-`play` itself prints only the run id and directory at the start and the end (and a short
-final summary when the console tracker, which prints the progress bar, the per-window lines
-and the summary, is not among the backends).
+`play` itself prints the run id and directory at the start (once the directory exists) and
+at the end, how many stories were cut to fit the models' context (once, when any were), and
+a short final summary when the console tracker (which prints the progress bar, the
+per-window lines and the summary) is not among the backends.
 """
 
 from __future__ import annotations
@@ -50,12 +51,17 @@ def run(args: argparse.Namespace) -> int:
         print(f"minmax-engine play: warning: {warning}", file=sys.stderr)
     run_id = game.new_run_id(config)
     run_dir = Path(config.run_dir) / run_id
-    print(f"minmax-engine play: run {run_id} in {run_dir}", flush=True)
-    finished = game.start_run(config, run_dir, eval_only=args.eval_only)
+    # Announced from inside: the run's line comes once its directory exists, after every
+    # input was checked and the models loaded.
+    finished = game.start_run(config, run_dir, eval_only=args.eval_only, announce=_announce)
     if "console" not in config.logging.backends:  # the console tracker already printed it
         _print_summary(finished.rounds, finished.policy_updates, finished.monitor_updates, finished.wall_seconds)
     print(f"minmax-engine play: run {run_id} done: {run_dir}", flush=True)
     return 0
+
+
+def _announce(line: str) -> None:
+    print(f"minmax-engine play: {line}", flush=True)
 
 
 def run_eval(args: argparse.Namespace) -> int:

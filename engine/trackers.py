@@ -560,6 +560,16 @@ def open_trackers(
 # ---------------------------------------------------------------------------------------
 
 
+def wandb_runs_in(wandb_dir: Path) -> list[Path]:
+    """The W&B runs wandb wrote under `wandb_dir` (offline-run-* or, online, run-*), oldest first."""
+    if not wandb_dir.is_dir():
+        return []
+    return sorted(
+        (path for path in wandb_dir.iterdir() if path.is_dir() and path.name.startswith(("offline-run-", "run-"))),
+        key=lambda path: path.name.removeprefix("offline-"),
+    )
+
+
 def run_log(run_dir: Path, to: str, force: bool) -> int:
     """Publish every event of a finished (or stopped) run to one tracker, as play would have."""
     reader = RunReader(run_dir)  # UserError for a missing or non-run directory
@@ -571,6 +581,14 @@ def run_log(run_dir: Path, to: str, force: bool) -> int:
                     f"{tensorboard_dir} already holds TensorBoard files; pass --force to replace them"
                 )
             shutil.rmtree(tensorboard_dir)
+    if to == "wandb" and not force:
+        # A second W&B run of the same log would be synced as a duplicate, so it is opt-in.
+        earlier = wandb_runs_in(run_dir / "wandb")
+        if earlier:
+            raise UserError(
+                f"{run_dir / 'wandb'} already holds {len(earlier)} W&B run(s) ({earlier[-1].name}); "
+                "pass --force to log another one beside them"
+            )
     events = reader.events()
     if not any(isinstance(recorded.event, RunFinished | RunFailed) for recorded in events):
         print(f"minmax-engine log: {run_dir} has not finished; logging its {len(events)} events so far", file=sys.stderr)

