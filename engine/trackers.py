@@ -110,13 +110,14 @@ class MetricStream:
             groups = self._close_window() if event.window != self.open_window else []
             self.open_window = event.window
             self.window_rounds.append(event)
-            self.rounds_played = max(self.rounds_played, event.round_id + 1)
+            # Counted, not read off round ids: after a resume new ids continue past the superseded ones.
+            self.rounds_played += 1
             return groups
         if isinstance(event, RunResumed):
             # Rounds logged after the checkpoint were not trained on and are played again with
             # the same ids: their unfinished window is dropped and the step restarts there.
             self.window_rounds, self.open_window = [], None
-            self.rounds_played = event.next_round_id
+            self.rounds_played = _rounds_at_resume(event)
             return []
         # Learners run between windows, so any other event ends the window in progress.
         groups = self._close_window()
@@ -150,6 +151,11 @@ class MetricStream:
         group = MetricGroup("window", self.rounds_played, values, self.window_rounds[-1].window)
         self.window_rounds = []
         return [group]
+
+
+def _rounds_at_resume(event: RunResumed) -> int:
+    # Logs older than RunResumed.rounds_played: round ids are the best estimate they hold.
+    return event.rounds_played if event.rounds_played is not None else event.next_round_id
 
 
 def _lagrangian_delta(run_started: RunStarted) -> float | None:
@@ -272,14 +278,15 @@ class ConsoleTracker:
         elif isinstance(event, RoundPlayed) and event.phase == "train":
             if self.started_at is None:
                 self.started_at, self.rounds_at_start = time.monotonic(), self.rounds_played
-            self.rounds_played = max(self.rounds_played, event.round_id + 1)
+            self.rounds_played += 1
             self.lambda_in_force = event.lambda_value
             if self.progress is not None:
                 self.progress.update(self.task_id, completed=self.rounds_played)
         elif isinstance(event, RunResumed):
-            self.rounds_played = event.next_round_id
+            self.rounds_played = _rounds_at_resume(event)
             of_total = f" of {self.total_rounds}" if self.total_rounds else ""
-            self._print(f"resumed from the checkpoint at seq {event.checkpoint_seq}, next round {event.next_round_id}{of_total}")
+            self._print(f"resumed from the checkpoint at seq {event.checkpoint_seq}: "
+                        f"{self.rounds_played}{of_total} rounds played")
             self._start_progress()
         elif isinstance(event, CheckpointSaved):
             self._print(f"checkpoint saved: {event.path}")

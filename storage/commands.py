@@ -48,6 +48,7 @@ def run_sql(args: argparse.Namespace) -> int:
         raise UserError("--format parquet writes a binary file: add --output FILE.parquet")
     _check_output_path(args.output)
     with RunsQuery(args.path) as query:
+        _say_skipped("sql", query)
         table = query.arrow(args.query)
     if args.format == "parquet":
         pq.write_table(table, args.output)
@@ -63,6 +64,11 @@ def run_sql(args: argparse.Namespace) -> int:
     with open(args.output, "w", newline="", encoding="utf-8") as handle:
         _write_text(table, args.format, handle)
     return 0
+
+
+def _say_skipped(command: str, query: RunsQuery) -> None:
+    for run_dir, reason in query.skipped:
+        print(f"minmax-engine {command}: skipped {run_dir}: {reason}", file=sys.stderr)
 
 
 def _check_output_path(output: Path | None) -> None:
@@ -156,6 +162,7 @@ def run_export(args: argparse.Namespace) -> int:
 def export_views(path: str | Path, to: Path) -> list[Path]:
     """One Parquet file per view (events, rounds, updates, lambda, metrics) in `to`."""
     with RunsQuery(path) as query:
+        _say_skipped("export", query)
         inside_a_run = any(to.resolve().is_relative_to(run.resolve()) for run in query.run_dirs)
         if inside_a_run:
             raise UserError(f"--to {to}: inside a run directory; export somewhere else so the run stays as written")

@@ -65,6 +65,9 @@ class RunStarted(Event):
     dataset_name: str
     n_train_states: int
     n_eval_states: int
+    # torch's CPU thread count: kernels split their sums by thread, so a resume uses the same
+    # count to stay bit-identical (None in logs older than the field)
+    num_threads: int | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -74,6 +77,7 @@ class RunResumed(Event):
     checkpoint_seq: int  # seq of the CheckpointSaved event resumed from
     next_round_id: int
     discarded_after_seq: int  # rounds logged after the checkpoint were not trained on
+    rounds_played: int | None = None  # schedule rounds the checkpoint covers (None in older logs)
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)

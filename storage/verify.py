@@ -11,7 +11,8 @@ What is checked, from what is stored (nothing is trusted from the writer's memor
   edited byte in Arrow metadata or magic as an unreadable segment; bytes that hold no value,
   such as alignment padding, are not read by anyone and not checked);
 - the tail: `head.json` records the last flushed seq and hash, so deleting the newest
-  segment(s) is detected; the log starts with RunStarted and nothing but a later evaluation follows RunFinished.
+  segment(s) is detected; the log starts with RunStarted and nothing but a later evaluation
+  (its eval rounds and EvaluationCompleted) follows RunFinished.
 
 What cannot be detected: someone who rewrites the segments *and* head.json consistently
 (recomputing every hash) — a hash chain without a signature detects damage and naive edits,
@@ -38,6 +39,7 @@ from storage.segments import (
     live_segments,
     stored_hashes,
 )
+from storage.status import run_status
 from storage.writer import list_segment_files, read_manifest
 
 # A finished run may still be evaluated (`minmax-engine eval RUN`): its eval rounds and the
@@ -71,6 +73,7 @@ class VerifyReport:
     last_seq: int = -1
     n_segments: int = 0
     finished: bool = False
+    status: str = "still running, or stopped"  # storage/status.py's words when it can tell
     problems: list[Problem] = field(default_factory=list)
 
     @property
@@ -79,7 +82,7 @@ class VerifyReport:
 
     def summary(self) -> str:
         if self.ok:
-            end = "ends with RunFinished" if self.finished else "not finished (still running, or stopped)"
+            end = "ends with RunFinished" if self.finished else f"not finished ({self.status})"
             return (f"ok: {self.run_dir}: {self.n_events} events (seq 0..{self.last_seq}) in "
                     f"{self.n_segments} segments, hash chain intact, {end}")
         more = f" (+{len(self.problems) - 1} more problems)" if len(self.problems) > 1 else ""
@@ -164,6 +167,8 @@ def verify_run(run_dir: str | os.PathLike) -> VerifyReport:
         _add(report, Problem(f"{HEAD_NAME} is missing, so a missing tail cannot be ruled out", None,
                              f"{LOG_DIR_NAME}/{HEAD_NAME}"))
     report.finished = finished_seen
+    if report.ok and not finished_seen:
+        report.status = run_status(run_dir).describe()
     return report
 
 

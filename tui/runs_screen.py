@@ -16,7 +16,7 @@ from tui.deliver import deliver
 from tui.formatting import number
 from tui.run_data import RunSummary, find_run_dirs, first_look, summarize_run_dir
 
-STATUS_STYLES = {"running": "bold yellow", "finished": "green", "failed": "bold red"}
+STATUS_STYLES = {"running": "bold yellow", "finished": "green", "failed": "bold red", "stopped": "magenta"}
 
 # A running run changes under us; finished and failed ones are summarised once.
 POLL_SECONDS = 2.0
@@ -134,4 +134,4 @@ def status_text(summary: RunSummary) -> Text:
         return Text("unreadable", style=STATUS_STYLES["failed"])
     if summary.status is None:
         return Text("reading…", style="dim")
-    return Text(summary.status, style=STATUS_STYLES[summary.status])
+    return Text(summary.status, style=STATUS_STYLES[summary.status.split()[0]])  # "stopped (resumable …)"
