@@ -783,7 +783,7 @@ class _failures_recorded:  # noqa: N801 - used as a `with` statement, reads as a
             self.log.close()
         except UserError as not_logged:
             if isinstance(exc, UserError):
-                raise UserError(f"{exc} (not recorded in the log: {not_logged})") from None
+                raise UserError(f"{exc} (not recorded in the log, which cannot be written either)") from None
             print(f"minmax-engine: the failure below is not recorded in the log: {not_logged}",
                   file=sys.stderr, flush=True)
         return False

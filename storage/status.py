@@ -7,7 +7,8 @@ RunFailed could not be flushed, leaves no terminal event. The writer's lock can:
 releases it when the writer's process dies (storage/writer.py `writer_alive`). So:
 
 - finished  RunFinished is in the log (a later `eval` may follow it; the run stays finished)
-- failed    the last RunFailed after the last RunResumed, for any error but Ctrl-C
+- failed    the last RunFailed after the last RunResumed, for any error but Ctrl-C (a failed
+            run resumes too, once its cause is fixed)
 - running   no terminal event since the last (re)start, and a writer holds the lock
 - stopped   no terminal event and no live writer (killed), or Ctrl-C recorded
             (RunFailed error_type "KeyboardInterrupt"); `play --resume` continues it from
@@ -36,11 +37,11 @@ class RunStatus:
     failure: str | None = None  # "error_type: message" of the last RunFailed
 
     def describe(self) -> str:
-        if self.state != "stopped":
+        if self.state in ("running", "finished"):
             return self.state
         if self.resumable_from is None:
-            return "stopped (no checkpoint logged: start it again)"
-        return f"stopped (resumable from checkpoint {self.resumable_from})"
+            return f"{self.state} (no checkpoint logged: start it again)"
+        return f"{self.state} (resumable from checkpoint {self.resumable_from})"
 
 
 def run_status(run_dir: str | os.PathLike) -> RunStatus:
