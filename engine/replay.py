@@ -43,6 +43,7 @@ from storage import (
     RunStarted,
     UserError,
 )
+from storage.status import run_status
 
 LAGRANGIAN_KEYS = ("lambda_init", "delta", "step_size", "lambda_max", "variant", "update_delay")
 
@@ -210,8 +211,7 @@ def _format(value: float | None) -> str:
     return f"{value:.3f}"
 
 
-def _summary(state: RunState) -> list[str]:
-    status = "finished" if state.finished else "failed" if state.failed else "in progress or stopped"
+def _summary(state: RunState, status: str) -> list[str]:
     lines = [
         f"run {state.run_id} ({state.mode}, {status}): last seq {state.last_seq}",
         f"  rounds: {state.train_rounds} train, {state.eval_rounds} eval; next round id {state.next_round_id}",
@@ -238,7 +238,7 @@ def run(args: argparse.Namespace) -> int:
         payload["last_checkpoint"] = None if state.last_checkpoint is None else state.last_checkpoint.to_dict()
         print(json.dumps(payload, indent=2, default=str))
     else:
-        print("\n".join(_summary(state)))
+        print("\n".join(_summary(state, run_status(args.run).describe())))
     if state.mode != "minmax":
         print("rlhf run: no λ to re-check")
         return 0
