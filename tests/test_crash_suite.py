@@ -226,6 +226,9 @@ def test_sigkill_at_each_moment_then_verify_views_and_resume_equal_the_uninterru
     # nothing on the console that the log does not hold
     logged = [item.event.policy_version for item in events if isinstance(item.event, CheckpointSaved)]
     assert out.count("checkpoint saved:") == len(logged) and logged[-1] == checkpoint
+    stored_windows = {item.event.window for item in events if isinstance(item.event, RoundPlayed)}
+    printed_windows = {int(line.split("|")[0].split()[1]) for line in out.splitlines() if line.startswith("window")}
+    assert printed_windows <= stored_windows
     if moment.startswith("checkpoint-renamed"):
         assert (run_dir / "checkpoints" / "1").is_dir() and 1 not in logged  # whole on disk, never logged
     check_stopped_run(run_dir, checkpoint, capsys)
