@@ -46,6 +46,7 @@ from storage import (
     RunStarted,
     UserError,
 )
+from storage.status import run_status
 
 BACKEND_NAMES: tuple[str, ...] = ("console", "tensorboard", "wandb")
 
@@ -582,8 +583,10 @@ def run_log(args: argparse.Namespace) -> int:
                 )
             shutil.rmtree(tensorboard_dir)
     events = reader.events()
-    if not any(isinstance(recorded.event, RunFinished | RunFailed) for recorded in events):
-        print(f"minmax-engine log: {run_dir} has not finished; logging its {len(events)} events so far", file=sys.stderr)
+    status = run_status(run_dir)
+    if status.state != "finished":
+        print(f"minmax-engine log: {run_dir} is {status.describe()}; logging its {len(events)} events so far",
+              file=sys.stderr)
     trackers = open_trackers([args.to], run_dir, reader.run_id, job_type="backfill")
     if not trackers.backends:
         raise UserError(f"the {args.to} tracker could not start (reason above); nothing was logged")

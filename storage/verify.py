@@ -82,7 +82,7 @@ class VerifyReport:
 
     def summary(self) -> str:
         if self.ok:
-            end = "ends with RunFinished" if self.finished else f"not finished ({self.status})"
+            end = "ends with RunFinished" if self.finished else f"not finished: {self.status}"
             return (f"ok: {self.run_dir}: {self.n_events} events (seq 0..{self.last_seq}) in "
                     f"{self.n_segments} segments, hash chain intact, {end}")
         more = f" (+{len(self.problems) - 1} more problems)" if len(self.problems) > 1 else ""

@@ -172,7 +172,7 @@ def check_stopped_run(run_dir: Path, resumable_from: int, capsys: pytest.Capture
     capsys.readouterr()
     assert cli.main(["verify", str(run_dir)]) == 0
     said = capsys.readouterr().out
-    assert said.startswith("ok:") and f"not finished (stopped (resumable from checkpoint {resumable_from}))" in said
+    assert said.startswith("ok:") and f"not finished: stopped (resumable from checkpoint {resumable_from})" in said
     assert summarize_run_dir(run_dir).status == f"stopped (resumable from checkpoint {resumable_from})"
     with RunsQuery(run_dir) as query:
         for view in ("events", "rounds", "updates", "lambda", "metrics"):

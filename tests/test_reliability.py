@@ -64,7 +64,7 @@ def test_a_run_that_died_shows_stopped_not_running_and_resume_checks_the_lock_fi
     assert run_status(run_dir).describe() == "stopped (resumable from checkpoint 0)"
     assert summarize_run_dir(run_dir).status == "stopped (resumable from checkpoint 0)"
     assert cli.main(["verify", str(run_dir)]) == 0
-    assert "not finished (stopped (resumable from checkpoint 0))" in capsys.readouterr().out
+    assert "not finished: stopped (resumable from checkpoint 0)" in capsys.readouterr().out
 
     with RunWriter.open_existing(run_dir):  # another process writing the run
         assert summarize_run_dir(run_dir).status == "running"
