@@ -29,19 +29,20 @@ Resume (`play --resume RUN`). Checkpoints are taken when the run starts (checkpo
 initial adapters, optimisers and RNG states) and right after a policy update, when every
 round logged so far has been trained on. A checkpoint counts once its CheckpointSaved is
 flushed: its directory is written under a temporary name, fsynced and renamed first, so a
-directory the log names is always whole (README "What survives what"). Events a killed run logged after its last
-CheckpointSaved (rounds, monitor and λ updates that the checkpoint does not contain) are
-*superseded*: the resumed run appends RunResumed(checkpoint_seq, discarded_after_seq =
-checkpoint_seq, next_round_id) and plays the same schedule positions again from the
-checkpoint. The superseded rounds keep their round ids, and new rounds take ids after the
-highest id ever logged, so round ids stay unique across the log; folds skip every event with
-discarded_after_seq < seq < RunResumed.seq. Sequence numbers simply continue. Each window's
-generation seed derives from its schedule position, so the replayed windows sample from the
-same seeds as the lost ones: with the adapters, optimisers and RNG states restored, the
-resumed run replays exactly what an uninterrupted run plays (tests/test_game_resume.py).
-Checkpoints live in checkpoints/<policy version>, and in checkpoints/<version>-resumed<seq>
-after a resume (a killed run may have left a directory it never logged). A finished run is
-never resumed, whatever was appended after RunFinished (a later `eval`).
+directory the log names is always whole (README "What survives what"). Events a killed run
+logged after its last CheckpointSaved (rounds, monitor and λ updates that the checkpoint
+does not contain) are *superseded*: the resumed run appends RunResumed(checkpoint_seq,
+discarded_after_seq = checkpoint_seq, next_round_id) and plays the same schedule positions
+again from the checkpoint. The superseded rounds keep their round ids, and new rounds take
+ids after the highest id ever logged, so round ids stay unique across the log; folds skip
+every event with discarded_after_seq < seq < RunResumed.seq. Sequence numbers simply
+continue. Each window's generation seed derives from its schedule position, so the replayed
+windows sample from the same seeds as the lost ones: with the adapters, optimisers and RNG
+states restored, the resumed run replays exactly what an uninterrupted run plays
+(tests/test_game_resume.py, tests/test_crash_suite.py). Checkpoints live in checkpoints/<policy version>, and in
+checkpoints/<version>-resumed<seq> after a resume (a killed run may have left a directory it
+never logged). A finished run is never resumed, whatever was appended after RunFinished (a
+later `eval`).
 """
 
 from __future__ import annotations
@@ -145,7 +146,7 @@ def derived_seed(seed: int, purpose: str, number: int) -> int:
 
 
 # ---------------------------------------------------------------------------------------
-# The log: every event goes to the run's log and then to the trackers, in order.
+# The log: every event goes to the run's log and, once flushed, to the trackers, in order.
 # ---------------------------------------------------------------------------------------
 
 
@@ -214,7 +215,7 @@ class _interrupt_deferred:  # noqa: N801 - used as a `with` statement, reads as 
 # Crash-suite hook (tests/test_crash_suite.py): MINMAX_ENGINE_TEST_KILL_AT=<moment>[:<n>]
 # kills this process with SIGKILL the n-th time (default 1st) it reaches `moment`;
 # MINMAX_ENGINE_TEST_STOP_AT stops it with SIGSTOP there instead (the test continues it).
-# Unset, as in every real run, it costs one dictionary lookup per moment.
+# Unset, as in every real run, a moment costs one test of an empty dict.
 _TEST_HOOKS = {
     name: os.environ[name].rpartition(":") if ":" in os.environ[name] else (os.environ[name], ":", "1")
     for name in ("MINMAX_ENGINE_TEST_KILL_AT", "MINMAX_ENGINE_TEST_STOP_AT")
@@ -779,8 +780,10 @@ class _failures_recorded:  # noqa: N801 - used as a `with` statement, reads as a
         else:
             failed = RunFailed(error_type=type(exc).__name__, message=str(exc) or type(exc).__name__)
         try:
-            self.log.append(failed)
-            self.log.close()
+            try:
+                self.log.append(failed)  # raises first when an earlier background flush failed
+            finally:
+                self.log.close()
         except UserError as not_logged:
             if isinstance(exc, UserError):
                 raise UserError(f"{exc} (not recorded in the log, which cannot be written either)") from None
