@@ -196,17 +196,18 @@ class _interrupt_deferred:  # noqa: N801 - used as a `with` statement, reads as 
 
     def __enter__(self) -> None:
         self.received = False
-        self.previous: Any = None
-        if threading.current_thread() is threading.main_thread():
-            self.previous = signal.signal(signal.SIGINT, self._note)
+        self.installed = threading.current_thread() is threading.main_thread()
+        if self.installed:
+            self.previous: Any = signal.signal(signal.SIGINT, self._note)
         return None
 
     def _note(self, signum: int, frame: object) -> None:
         self.received = True
 
     def __exit__(self, *exc_info: object) -> bool:
-        if self.previous is not None:
-            signal.signal(signal.SIGINT, self.previous)
+        if self.installed:
+            # None: the handler was not set from Python; the default one is what it was
+            signal.signal(signal.SIGINT, signal.SIG_DFL if self.previous is None else self.previous)
         if self.received and exc_info[0] is None:
             raise KeyboardInterrupt
         return False
