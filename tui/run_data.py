@@ -45,7 +45,7 @@ OUTCOME_LABELS: dict[Outcome, str] = {
 # rounds have their own round_id count and would interleave confusingly with the steps.
 _TRAIN_ONLY = "phase = 'train'"
 
-# "running", "finished", "failed", or "stopped (resumable from checkpoint N)": storage/status.py
+# "running", "finished", or "failed" / "stopped" with "(resumable from checkpoint N)" (storage/status.py)
 RunStatus = str
 
 # The columns the table and its filters need; the rest of a round stays unread in the map.
