@@ -9,14 +9,16 @@ A checkpoint directory holds:
     state.pt                  the dual ascent state and the torch / numpy / python RNG states
     checkpoint.json           roles, λ and the caller's `extra` (written last)
 
-It is written under a temporary name beside its final one and renamed into place, so a
-directory with the final name is always complete: a run killed half-way through a save
-leaves only a `.partial` directory, which `load_checkpoint` never reads and the next save
-of the same checkpoint removes.
+It is written under a temporary name beside its final one, every file fsynced, and renamed
+into place (the rename fsynced too), so a directory with the final name is always complete
+and on disk: a run killed half-way through a save leaves only a `.partial` directory, which
+`load_checkpoint` never reads and a resume removes. A save that fails (a full disk) removes
+its `.partial` itself and raises a one-line UserError naming the disk problem.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import random
@@ -37,6 +39,8 @@ from storage.layout import fsync_directory as _fsync_directory
 MANIFEST = "checkpoint.json"
 STATE_FILE = "state.pt"
 PARTIAL_SUFFIX = ".partial"
+# Less than this free after a failed save: the disk was full, whatever the library said.
+_NEARLY_FULL_BYTES = 1 << 20
 
 
 def _rng_states() -> dict[str, Any]:
@@ -76,8 +80,29 @@ def save_checkpoint(
     partial = directory.with_name(directory.name + PARTIAL_SUFFIX)
     if partial.exists():
         shutil.rmtree(partial)  # left by a save that was killed: never complete, never read
-    partial.mkdir(parents=True)
+    try:
+        partial.mkdir(parents=True)
+        _write_contents(partial, players, learners, dual, extra)
+        _fsync_tree(partial)
+    except Exception as error:  # noqa: BLE001 - a disk problem becomes a UserError below
+        shutil.rmtree(partial, ignore_errors=True)  # frees the space it took, too
+        problem = _disk_problem(directory, error)
+        if problem is None:
+            raise
+        raise problem from None
 
+    os.replace(partial, directory)  # atomic on one filesystem: the checkpoint appears whole
+    _fsync_directory(directory.parent)
+    return directory
+
+
+def _write_contents(
+    partial: Path,
+    players: Mapping[str, Player],
+    learners: Mapping[str, PPOLearner],
+    dual: DualAscent | None,
+    extra: Mapping[str, Any],
+) -> None:
     for role, player in players.items():
         player.save_adapter(partial / "adapters" / role)
     (partial / "learners").mkdir()
@@ -95,9 +120,33 @@ def save_checkpoint(
     }
     (partial / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
 
-    os.replace(partial, directory)  # atomic on one filesystem: the checkpoint appears whole
-    _fsync_directory(directory.parent)
-    return directory
+
+def _fsync_tree(root: Path) -> None:
+    """Every file and directory under root on disk before the rename publishes it."""
+    for directory, _, files in os.walk(root):
+        for name in files:
+            descriptor = os.open(Path(directory) / name, os.O_RDONLY)
+            try:
+                os.fsync(descriptor)
+            finally:
+                os.close(descriptor)
+        _fsync_directory(Path(directory))
+
+
+def _disk_problem(directory: Path, error: Exception) -> UserError | None:
+    """A UserError for an error that the disk caused; None for any other error (a bug).
+
+    torch and safetensors report a full disk in their own words (torch: "unexpected pos
+    416512 vs 416404"), so the free space decides, not the message."""
+    free = shutil.disk_usage(directory.parent).free
+    if isinstance(error, OSError) and error.errno == errno.ENOSPC or free < _NEARLY_FULL_BYTES:
+        problem = f"the disk is full ({free // 1024} kB free on its filesystem); free disk space"
+    elif isinstance(error, OSError):
+        problem = f"{error.strerror or error}; fix the path or its permissions"
+    else:
+        return None
+    return UserError(f"{directory}: cannot write the checkpoint: {problem}, then "
+                     f"continue with `minmax-engine play --resume {directory.parent.parent}`")
 
 
 def load_checkpoint(

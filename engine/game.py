@@ -27,20 +27,24 @@ is the same loop without the monitor and λ, so its rows line up with a minmax r
 Learners never train on in-memory rounds: they read the window back through RunReader, so a
 learner in another process reading the same log computes the same update.
 
-Resume (`play --resume RUN`). Checkpoints are taken only right after a policy update, when
-every round logged so far has been trained on. Events a killed run logged after its last
-CheckpointSaved (rounds, monitor and λ updates that the checkpoint does not contain) are
-*superseded*: the resumed run appends RunResumed(checkpoint_seq, discarded_after_seq =
-checkpoint_seq, next_round_id) and plays the same schedule positions again from the
-checkpoint. The superseded rounds keep their round ids, and new rounds take ids after the
-highest id ever logged, so round ids stay unique across the log; folds skip every event with
-discarded_after_seq < seq < RunResumed.seq. Sequence numbers simply continue. Each window's
-generation seed derives from its schedule position, so the replayed windows sample from the
-same seeds as the lost ones: with the adapters, optimisers and RNG states restored, the
-resumed run replays exactly what an uninterrupted run plays (tests/test_game_resume.py).
-Checkpoints live in checkpoints/<policy version>, and in checkpoints/<version>-resumed<seq>
-after a resume (a killed run may have left a directory it never logged). A run stopped
-before its first checkpoint cannot be resumed; start it again.
+Resume (`play --resume RUN`). Checkpoints are taken when the run starts (checkpoint 0: the
+initial adapters, optimisers and RNG states) and right after a policy update, when every
+round logged so far has been trained on. A checkpoint counts once its CheckpointSaved is
+flushed: its directory is written under a temporary name, fsynced and renamed first, so a
+directory the log names is always whole (README "What survives what"). Events a killed run
+logged after its last CheckpointSaved (rounds, monitor and λ updates that the checkpoint
+does not contain) are *superseded*: the resumed run appends RunResumed(checkpoint_seq,
+discarded_after_seq = checkpoint_seq, next_round_id) and plays the same schedule positions
+again from the checkpoint. The superseded rounds keep their round ids, and new rounds take
+ids after the highest id ever logged, so round ids stay unique across the log; folds skip
+every event with discarded_after_seq < seq < RunResumed.seq. Sequence numbers simply
+continue. Each window's generation seed derives from its schedule position, so the replayed
+windows sample from the same seeds as the lost ones: with the adapters, optimisers and RNG
+states restored, the resumed run replays exactly what an uninterrupted run plays
+(tests/test_game_resume.py, tests/test_crash_suite.py). Checkpoints live in checkpoints/<policy version>, and in
+checkpoints/<version>-resumed<seq> after a resume (a killed run may have left a directory it
+never logged). A finished run is never resumed, whatever was appended after RunFinished (a
+later `eval`).
 
 Why one file over 500 lines: the game loop is meant to be read in one place, top to bottom
 (the schedule, the loop, evaluation, checkpoints, then the entry points that open, resume and
@@ -56,15 +60,20 @@ import math
 import os
 import platform
 import random
+import shutil
+import signal
+import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 import torch
 
-from engine.checkpoints import load_checkpoint, save_checkpoint
+from engine.checkpoints import PARTIAL_SUFFIX, load_checkpoint, save_checkpoint
 from engine.config import RunConfig, recorded_config
 from engine.data import Dataset, State, fit_stories, load_dataset, read_dataset
 from engine.devices import resolve_placements
@@ -148,27 +157,92 @@ def derived_seed(seed: int, purpose: str, number: int) -> int:
 
 
 # ---------------------------------------------------------------------------------------
-# The log: every event goes to the run's log and then to the trackers, in order.
+# The log: every event goes to the run's log and, once flushed, to the trackers, in order.
 # ---------------------------------------------------------------------------------------
 
 
 class RunLog:
+    """The run's writer and trackers. Trackers see an event only once it is durable: `append`
+    buffers it, `flush` writes the log and then publishes what it wrote, so no console line
+    ever reports a window, checkpoint or failure that a crash could still take back."""
+
     def __init__(self, run_dir: Path, writer: RunWriter, trackers: Trackers) -> None:
         self.writer = writer
         self.trackers = trackers
         self.reader = RunReader(run_dir)
+        self.unpublished: list[Recorded] = []
 
     def append(self, event: Event) -> Recorded:
         recorded = self.writer.append(event)
-        self.trackers.publish(recorded)
+        self.unpublished.append(recorded)
         return recorded
 
     def flush(self) -> None:
-        self.writer.flush()
+        with _interrupt_deferred():  # a Ctrl-C mid-flush would leave a segment half-renamed
+            self.writer.flush()
+        self._publish()
 
     def close(self) -> None:
-        self.writer.close()
-        self.trackers.close()
+        """Flush, release the run and close the trackers; events that could not be flushed
+        are never published."""
+        try:
+            with _interrupt_deferred():
+                self.writer.close()
+            self._publish()
+        finally:
+            self.unpublished = []
+            self.trackers.close()
+
+    def _publish(self) -> None:
+        published, self.unpublished = self.unpublished, []
+        for recorded in published:
+            self.trackers.publish(recorded)
+
+
+class _interrupt_deferred:  # noqa: N801 - used as a `with` statement, reads as a phrase
+    """Ctrl-C (SIGINT) waits until the block is done, then raises KeyboardInterrupt as usual.
+
+    Only the main thread can handle signals; elsewhere the block runs as it is.
+    """
+
+    def __enter__(self) -> None:
+        self.received = False
+        self.installed = threading.current_thread() is threading.main_thread()
+        if self.installed:
+            self.previous: Any = signal.signal(signal.SIGINT, self._note)
+        return None
+
+    def _note(self, signum: int, frame: object) -> None:
+        self.received = True
+
+    def __exit__(self, *exc_info: object) -> bool:
+        if self.installed:
+            # None: the handler was not set from Python; the default one is what it was
+            signal.signal(signal.SIGINT, signal.SIG_DFL if self.previous is None else self.previous)
+        if self.received and exc_info[0] is None:
+            raise KeyboardInterrupt
+        return False
+
+
+# Crash-suite hook (tests/test_crash_suite.py): MINMAX_ENGINE_TEST_KILL_AT=<moment>[:<n>]
+# kills this process with SIGKILL the n-th time (default 1st) it reaches `moment`;
+# MINMAX_ENGINE_TEST_STOP_AT stops it with SIGSTOP there instead (the test continues it).
+# Unset, as in every real run, a moment costs one test of an empty dict.
+_TEST_HOOKS = {
+    name: os.environ[name].rpartition(":") if ":" in os.environ[name] else (os.environ[name], ":", "1")
+    for name in ("MINMAX_ENGINE_TEST_KILL_AT", "MINMAX_ENGINE_TEST_STOP_AT")
+    if os.environ.get(name)
+}
+_moments_reached: dict[str, int] = {}
+
+
+def _test_moment(moment: str) -> None:
+    if not _TEST_HOOKS:
+        return
+    _moments_reached[moment] = _moments_reached.get(moment, 0) + 1
+    for name, (wanted, _, count) in _TEST_HOOKS.items():
+        if wanted == moment and _moments_reached[moment] == int(count):
+            os.kill(os.getpid(), signal.SIGKILL if name == "MINMAX_ENGINE_TEST_KILL_AT" else signal.SIGSTOP)
 
 
 # ---------------------------------------------------------------------------------------
@@ -304,6 +378,7 @@ class Game:
             wall_seconds=time.perf_counter() - self.started,
         )
         self.log.append(finished)
+        _test_moment("run-finished-appended")
         self.log.flush()
         return finished
 
@@ -327,6 +402,7 @@ class Game:
             self.round_settings(phase="train", sample=True, seed=derived_seed(self.config.seed, "window", positions.start)),
         )
         recorded = [self.log.append(round_) for round_ in rounds]
+        _test_moment("window-appended")
         self.log.flush()  # durable and visible to the learners' reader
         self.progress.position = positions.stop
         self.progress.next_round_id += len(rounds)
@@ -339,6 +415,7 @@ class Game:
         diagnostics = self.monitor_learner.update(
             monitor_rollouts(rounds, unparsed_penalty=self.config.game.unparsed_penalty)
         )
+        _test_moment("monitor-updated")
         self.progress.monitor_version += 1
         self.log.append(
             MonitorUpdated(
@@ -439,6 +516,7 @@ class Game:
             rounds = judged_rounds(self.table, answered, settings, with_critique=False, protocol="deployment")
             for round_ in rounds:
                 self.log.append(round_)
+            _test_moment("eval-rounds-appended")
             deployment.extend(rounds)
             if self.minmax:
                 ids = [item.round_id + n_rounds for item in scheduled]
@@ -508,6 +586,7 @@ class Game:
         # because a killed run may have left one for the same version without logging it.
         relative = Path(CHECKPOINTS_DIR) / f"{self.progress.policy_version}{self.checkpoint_suffix}"
         progress = {**asdict(self.progress), "policy_first_seq": None}
+        _test_moment("checkpoint-writing")
         save_checkpoint(
             self.run_dir / relative,
             self.players(),
@@ -515,6 +594,7 @@ class Game:
             self.dual if self.minmax else None,
             extra={"progress": progress},
         )
+        _test_moment("checkpoint-renamed")  # complete on disk, not yet in the log
         saved = CheckpointSaved(
             path=str(relative),
             policy_version=self.progress.policy_version,
@@ -524,7 +604,8 @@ class Game:
             last_round_seq=self.progress.last_trained_seq,
         )
         self.log.append(saved)
-        self.log.flush()
+        self.log.flush()  # only now is it a checkpoint: resume reads CheckpointSaved, not the directory
+        _test_moment("checkpoint-logged")
         return saved
 
     def restore_checkpoint(self, saved: CheckpointSaved) -> None:
@@ -589,6 +670,7 @@ def open_run(config: RunConfig, run_dir: Path, *, pool: ModelPool | None = None,
             dataset_name=dataset.name,
             n_train_states=len(dataset.train),
             n_eval_states=len(dataset.eval),
+            num_threads=torch.get_num_threads(),
         )
     )
     log.flush()
@@ -640,6 +722,9 @@ def start_run(
         if eval_only:
             game.evaluate(checkpoint=None)
             return _finish_without_training(game)
+        # Checkpoint 0 (initial adapters, optimisers, RNG states): a run killed in its first
+        # window resumes from here instead of having to start again.
+        game.save_checkpoint()
         return game.train()
 
 
@@ -647,21 +732,31 @@ def resume_run(run_dir: Path, *, pool: ModelPool | None = None) -> RunFinished:
     """Continue a run from its last checkpoint (see the module docstring for what is redone)."""
     reader = RunReader(run_dir)
     config = recorded_config(reader.run_started().config, str(run_dir))
-    events = reader.events()
-    if any(isinstance(item.event, RunFinished) for item in events[-1:]):
-        raise UserError(f"{run_dir}: the run already finished; start a new run or evaluate it with `minmax-engine eval`")
-    checkpoints = [item for item in events if isinstance(item.event, CheckpointSaved)]
-    if not checkpoints:
-        raise UserError(f"{run_dir}: no checkpoint to resume from (none was saved before it stopped); start a new run")
+    # The lock first: a run another process is writing is refused before any model loads.
+    writer = RunWriter.open_existing(run_dir)
+    try:
+        events = reader.events()
+        finished = [item.seq for item in events if isinstance(item.event, RunFinished)]
+        if finished:
+            # Whatever followed (a later `eval`): the run's training is over for good.
+            raise UserError(f"{run_dir}: the run already finished (RunFinished at seq {finished[-1]}); start a new run, "
+                            "or evaluate it with `minmax-engine eval`")
+        checkpoints = [item for item in events if isinstance(item.event, CheckpointSaved)]
+        if not checkpoints:
+            raise UserError(f"{run_dir}: no checkpoint to resume from (it stopped before checkpoint 0 "
+                            "was logged); start a new run")
+        _remove_partial_checkpoints(run_dir)
+        _use_recorded_threads(reader.run_started(), run_dir)
+        seed_everything(config.seed)
+        table = set_table(config, pool or ModelPool())
+        dataset = load_dataset(config.data, table.policy.tokenizer)
+        _check_same_data(reader, dataset, run_dir)
+    except BaseException:
+        writer.close()
+        raise
     checkpoint = checkpoints[-1]
     train_ids = [item.event.round_id for item in events if isinstance(item.event, RoundPlayed) and item.event.phase == "train"]
     eval_ids = [item.event.round_id for item in events if isinstance(item.event, RoundPlayed) and item.event.phase == "eval"]
-
-    seed_everything(config.seed)
-    table = set_table(config, pool or ModelPool())
-    dataset = load_dataset(config.data, table.policy.tokenizer)
-    _check_same_data(reader, dataset, run_dir)
-    writer = RunWriter.open_existing(run_dir)
     log = RunLog(run_dir, writer, open_trackers(config.logging.backends, run_dir, writer.run_id))
     log.trackers.resume(reader.run_started())
     game = Game(config, table, dataset, log, run_dir)
@@ -676,10 +771,32 @@ def resume_run(run_dir: Path, *, pool: ModelPool | None = None) -> RunFinished:
                 checkpoint_seq=checkpoint.seq,
                 next_round_id=game.progress.next_round_id,
                 discarded_after_seq=checkpoint.seq,
+                rounds_played=game.progress.position,
             )
         )
         log.flush()
         return game.train()
+
+
+def _remove_partial_checkpoints(run_dir: Path) -> None:
+    """Directories a killed or failed save left under a temporary name: never complete, never read."""
+    checkpoints = run_dir / CHECKPOINTS_DIR
+    if checkpoints.is_dir():
+        for partial in checkpoints.glob(f"*{PARTIAL_SUFFIX}"):
+            shutil.rmtree(partial, ignore_errors=True)
+
+
+def _use_recorded_threads(run_started: RunStarted, run_dir: Path) -> None:
+    """Resume with the thread count the run started with: CPU kernels split their sums by
+    thread, so another count changes the last bits of log-probs and updates."""
+    recorded, current = run_started.num_threads, torch.get_num_threads()
+    if recorded is None or recorded == current:
+        return
+    torch.set_num_threads(recorded)
+    if torch.get_num_threads() != recorded:
+        print(f"minmax-engine: warning: {run_dir} was played with {recorded} threads, this process runs "
+              f"{torch.get_num_threads()}; the resumed run may differ in the last bits from an uninterrupted one",
+              file=sys.stderr, flush=True)
 
 
 def evaluate_run(
@@ -747,7 +864,11 @@ def _finish_without_training(game: Game) -> RunFinished:
 
 class _failures_recorded:  # noqa: N801 - used as a `with` statement, reads as a phrase
     """Any exception inside: RunFailed is appended and flushed, then the exception goes on.
-    The log and the trackers are closed on the way out either way."""
+    The log and the trackers are closed on the way out either way.
+
+    Ctrl-C is recorded the same way (error_type "KeyboardInterrupt"); the run resumes like a
+    killed one. When the log cannot take RunFailed either (a full disk), nothing claims it
+    was recorded: a user error says so on its one line, and the run shows as stopped."""
 
     def __init__(self, log: RunLog) -> None:
         self.log = log
@@ -756,9 +877,21 @@ class _failures_recorded:  # noqa: N801 - used as a `with` statement, reads as a
         return None
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: object) -> bool:
-        try:
-            if exc is not None:
-                self.log.append(RunFailed(error_type=type(exc).__name__, message=str(exc) or type(exc).__name__))
-        finally:
+        if exc is None:
             self.log.close()
+            return False
+        if isinstance(exc, KeyboardInterrupt):
+            failed = RunFailed(error_type="KeyboardInterrupt", message="interrupted (Ctrl-C)")
+        else:
+            failed = RunFailed(error_type=type(exc).__name__, message=str(exc) or type(exc).__name__)
+        try:
+            try:
+                self.log.append(failed)  # raises first when an earlier background flush failed
+            finally:
+                self.log.close()
+        except UserError as not_logged:
+            if isinstance(exc, UserError):
+                raise UserError(f"{exc} (not recorded in the log, which cannot be written either)") from None
+            print(f"minmax-engine: the failure below is not recorded in the log: {not_logged}",
+                  file=sys.stderr, flush=True)
         return False

@@ -45,6 +45,7 @@ from storage import (
     UserError,
     require_verified,
 )
+from storage.status import run_status
 
 @dataclass(frozen=True)
 class LambdaPoint:
@@ -190,8 +191,7 @@ def _format(value: float | None) -> str:
     return f"{value:.3f}"
 
 
-def _summary(state: RunState) -> list[str]:
-    status = "finished" if state.finished else "failed" if state.failed else "in progress or stopped"
+def _summary(state: RunState, status: str) -> list[str]:
     lines = [
         f"run {state.run_id} ({state.mode}, {status}): last seq {state.last_seq}",
         f"  rounds: {state.train_rounds} train, {state.eval_rounds} eval; next round id {state.next_round_id}",
@@ -220,7 +220,7 @@ def run(run_dir: Path, as_json: bool) -> int:
         payload["last_checkpoint"] = None if state.last_checkpoint is None else state.last_checkpoint.to_dict()
         print(json.dumps(payload, indent=2, default=str))
     else:
-        print("\n".join(_summary(state)))
+        print("\n".join(_summary(state, run_status(run_dir).describe())))
     if state.mode != "minmax":
         print("rlhf run: no λ to re-check")
         return 0

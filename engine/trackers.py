@@ -51,6 +51,7 @@ from storage import (
     RunStarted,
     UserError,
 )
+from storage.status import run_status
 
 BACKEND_NAMES: tuple[str, ...] = ("console", "tensorboard", "wandb")
 
@@ -115,13 +116,14 @@ class MetricStream:
             groups = self._close_window() if event.window != self.open_window else []
             self.open_window = event.window
             self.window_rounds.append(event)
-            self.rounds_played = max(self.rounds_played, event.round_id + 1)
+            # Counted, not read off round ids: after a resume new ids continue past the superseded ones.
+            self.rounds_played += 1
             return groups
         if isinstance(event, RunResumed):
             # Rounds logged after the checkpoint were not trained on and are played again with
             # the same ids: their unfinished window is dropped and the step restarts there.
             self.window_rounds, self.open_window = [], None
-            self.rounds_played = event.next_round_id
+            self.rounds_played = _rounds_at_resume(event)
             return []
         # Learners run between windows, so any other event ends the window in progress.
         groups = self._close_window()
@@ -157,6 +159,11 @@ class MetricStream:
         group = MetricGroup("window", self.rounds_played, values, self.window_rounds[-1].window)
         self.window_rounds = []
         return [group]
+
+
+def _rounds_at_resume(event: RunResumed) -> int:
+    # Logs older than RunResumed.rounds_played: round ids are the best estimate they hold.
+    return event.rounds_played if event.rounds_played is not None else event.next_round_id
 
 
 def _lagrangian_delta(run_started: RunStarted) -> float | None:
@@ -279,14 +286,15 @@ class ConsoleTracker:
         elif isinstance(event, RoundPlayed) and event.phase == "train":
             if self.started_at is None:
                 self.started_at, self.rounds_at_start = time.monotonic(), self.rounds_played
-            self.rounds_played = max(self.rounds_played, event.round_id + 1)
+            self.rounds_played += 1
             self.lambda_in_force = event.lambda_value
             if self.progress is not None:
                 self.progress.update(self.task_id, completed=self.rounds_played)
         elif isinstance(event, RunResumed):
-            self.rounds_played = event.next_round_id
+            self.rounds_played = _rounds_at_resume(event)
             of_total = f" of {self.total_rounds}" if self.total_rounds else ""
-            self._print(f"resumed from the checkpoint at seq {event.checkpoint_seq}, next round {event.next_round_id}{of_total}")
+            self._print(f"resumed from the checkpoint at seq {event.checkpoint_seq}: "
+                        f"{self.rounds_played}{of_total} rounds played")
             self._start_progress()
         elif isinstance(event, CheckpointSaved):
             self._print(f"checkpoint saved: {event.path}")
@@ -590,8 +598,10 @@ def run_log(run_dir: Path, to: str, force: bool) -> int:
                 "pass --force to log another one beside them"
             )
     events = reader.events()
-    if not any(isinstance(recorded.event, RunFinished | RunFailed) for recorded in events):
-        print(f"minmax-engine log: {run_dir} has not finished; logging its {len(events)} events so far", file=sys.stderr)
+    status = run_status(run_dir)
+    if status.state != "finished":
+        print(f"minmax-engine log: {run_dir} is {status.describe()}; logging its {len(events)} events so far",
+              file=sys.stderr)
     trackers = open_trackers([to], run_dir, reader.run_id, job_type="backfill")
     if not trackers.backends:
         raise UserError(f"the {to} tracker could not start (reason above); nothing was logged")

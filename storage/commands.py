@@ -42,6 +42,7 @@ def run_sql(path: str, query: str, fmt: str, output: Path | None, verify: bool =
     if verify:
         require_verified(path)
     with RunsQuery(path) as runs:
+        _say_skipped("sql", runs)
         table = runs.arrow(query)
     if fmt == "parquet":
         pq.write_table(table, output)
@@ -57,6 +58,11 @@ def run_sql(path: str, query: str, fmt: str, output: Path | None, verify: bool =
     with open(output, "w", newline="", encoding="utf-8") as handle:
         _write_text(table, fmt, handle)
     return 0
+
+
+def _say_skipped(command: str, query: RunsQuery) -> None:
+    for run_dir, reason in query.skipped:
+        print(f"minmax-engine {command}: skipped {run_dir}: {reason}", file=sys.stderr)
 
 
 def _check_output_path(output: Path | None) -> None:
@@ -145,6 +151,7 @@ def export_views(path: str | Path, to: Path) -> list[Path]:
     """One Parquet file per view (events, rounds, updates, lambda, metrics) in `to`."""
     refuse_inside_a_run(to, "--to")
     with RunsQuery(path) as query:
+        _say_skipped("export", query)
         try:
             to.mkdir(parents=True, exist_ok=True)
         except OSError as error:

@@ -68,6 +68,9 @@ class RunStarted(Event):
     dataset_name: str
     n_train_states: int
     n_eval_states: int
+    # torch's CPU thread count: kernels split their sums by thread, so a resume uses the same
+    # count to stay bit-identical (None in logs older than the field)
+    num_threads: int | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -77,6 +80,7 @@ class RunResumed(Event):
     checkpoint_seq: int  # seq of the CheckpointSaved event resumed from
     next_round_id: int
     discarded_after_seq: int  # rounds logged after the checkpoint were not trained on
+    rounds_played: int | None = None  # schedule rounds the checkpoint covers (None in older logs)
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
@@ -236,10 +240,12 @@ EVENT_TYPES: dict[str, type[Event]] = {
 
 # Fields appended to an event type after its first schema, with the value an older log
 # implies. A trailing run of fields still at these values is left out of the hashed header
-# (storage.segments.canonical_header), so events written before the fields existed verify.
+# (storage.codec.canonical_header), so events written before the fields existed verify.
 TRAILING_DEFAULTS: dict[str, tuple[tuple[str, Any], ...]] = {
     RoundPlayed.event_type: (("protocol", None), ("judge_prompt", "")),
     EvaluationCompleted.event_type: (("protocol", ""), ("samples_per_state", 1), ("counts", {})),
+    RunStarted.event_type: (("num_threads", None),),
+    RunResumed.event_type: (("rounds_played", None),),
 }
 
 

@@ -150,9 +150,9 @@ class RunsQuery:
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
-        self.run_dirs = find_run_dirs(self.path)
-        for run_dir in self.run_dirs:
-            read_manifest(run_dir)  # schema version and manifest checks, one-line errors
+        # (directory, why) for each run directory left out of a multi-run query; callers show them
+        self.skipped: list[tuple[Path, str]] = []
+        self.run_dirs = self._runs_to_query()
         self._tables: dict[Path, pa.Table] = {}  # segment path -> its rows, memory-mapped
         self._run_starts: dict[Path, dict] = {}  # run dir -> run_id, mode, delta
         self._resumes: dict[Path, list[tuple[int, int]]] = {}  # segment -> its RunResumed ranges
@@ -198,6 +198,35 @@ class RunsQuery:
         self.close()
 
     # -- plumbing -----------------------------------------------------------------------
+
+    def _runs_to_query(self) -> list[Path]:
+        """One run (its manifest must be readable), or every run below a directory: one with a
+        missing or damaged manifest is skipped and named in `skipped`, and two directories
+        holding the same run id (a copy) are refused, since their rows would be merged."""
+        root = self.path
+        if not root.is_dir() or (root / LOG_DIR_NAME).is_dir():
+            run_dirs = [root] if (root / LOG_DIR_NAME).is_dir() else find_run_dirs(root)
+            for run_dir in run_dirs:
+                read_manifest(run_dir)  # schema version and manifest checks, one-line errors
+            return run_dirs
+        candidates = sorted({log.parent for pattern in (f"*/{LOG_DIR_NAME}", f"*/*/{LOG_DIR_NAME}")
+                             for log in root.glob(pattern) if log.is_dir()})
+        if not candidates:
+            return find_run_dirs(root)  # its one-line error for a directory without runs
+        owners: dict[str, Path] = {}
+        for run_dir in candidates:
+            try:
+                run_id = read_manifest(run_dir)["run_id"]
+            except UserError as error:
+                self.skipped.append((run_dir, str(error)))
+                continue
+            if run_id in owners:
+                raise UserError(f"run id {run_id!r} is in both {owners[run_id]} and {run_dir} (a copy?); "
+                                "their rows would be counted twice: move one out, or query each directory")
+            owners[run_id] = run_dir
+        if not owners:
+            raise UserError(f"{root}: no readable run; skipped {self.skipped[0][0]}: {self.skipped[0][1]}")
+        return sorted(owners.values())
 
     def segments(self) -> list[SegmentFile]:
         found = []
@@ -296,8 +325,12 @@ class RunsQuery:
             raise UserError(f"SQL: give exactly one statement (got {len(statements)})")
         kind = statements[0].type
         if kind not in _ALLOWED_STATEMENTS:
+            # DuckDB files INSTALL (and FORCE INSTALL) under LOAD: name what was typed
+            words = statements[0].query.upper().split()
+            typed = " ".join(words[:2]) if words[:1] == ["FORCE"] else " ".join(words[:1])
+            name = typed if kind == duckdb.StatementType.LOAD and typed else kind.name
             raise UserError(f"SQL: the log is read-only; only SELECT queries run "
-                            f"(got {kind.name}); use `minmax-engine export` to get files to modify")
+                            f"(got {name}); use `minmax-engine export` to get files to modify")
 
 
 def _one_line(error: BaseException) -> str:

@@ -11,7 +11,8 @@ What is checked, from what is stored (nothing is trusted from the writer's memor
   edited byte in Arrow metadata or magic as an unreadable segment; bytes that hold no value,
   such as alignment padding, are not read by anyone and not checked);
 - the tail: `head.json` records the last flushed seq and hash, so deleting the newest
-  segment(s) is detected; the log starts with RunStarted and nothing but a later evaluation follows RunFinished.
+  segment(s) is detected; the log starts with RunStarted and nothing but a later evaluation
+  (its eval rounds and EvaluationCompleted) follows RunFinished.
 
 What cannot be detected: a log cut back to an earlier flush, its newest segments deleted
 and head.json rewritten to the last event left (every check passes on what remains), and
@@ -58,6 +59,7 @@ from storage.layout import (
     run_dirs_at,
 )
 from storage.segments import SegmentReader
+from storage.status import run_status
 
 # A finished run may still be evaluated (`minmax-engine eval RUN`): its eval rounds and the
 # EvaluationCompleted summary are the only events allowed after RunFinished.
@@ -91,6 +93,7 @@ class VerifyReport:
     n_segments: int = 0
     finished: bool = False
     last_hash: str | None = None  # the hash of the last event: anchors the whole log (see README)
+    status: str = "still running, or stopped"  # storage/status.py's words when it can tell
     problems: list[Problem] = field(default_factory=list)
 
     @property
@@ -99,7 +102,7 @@ class VerifyReport:
 
     def summary(self) -> str:
         if self.ok:
-            end = "ends with RunFinished" if self.finished else "not finished (still running, or stopped)"
+            end = "ends with RunFinished" if self.finished else f"not finished: {self.status}"
             final = f"; final hash {self.last_hash}" if self.last_hash else ""
             return (f"ok: {self.run_dir}: {self.n_events} events (seq 0..{self.last_seq}) in "
                     f"{self.n_segments} segments, hash chain intact, {end}{final}")
@@ -186,6 +189,8 @@ def verify_run(run_dir: str | os.PathLike) -> VerifyReport:
                              f"{LOG_DIR_NAME}/{HEAD_NAME}"))
     report.finished = finished_seen
     report.last_hash = prev_hash if report.n_events else None
+    if report.ok and not finished_seen:
+        report.status = run_status(run_dir).describe()
     return report
 
 

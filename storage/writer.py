@@ -161,7 +161,11 @@ def _packed_column(lengths: Sequence[int | None], pieces: Sequence[bytes | None]
 def _acquire_lock(log_dir: Path) -> int:
     fd = os.open(log_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            time.sleep(0.05)  # a status probe (writer_alive) holds it for microseconds
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
         os.close(fd)
@@ -170,6 +174,24 @@ def _acquire_lock(log_dir: Path) -> int:
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
     return fd
+
+
+def writer_alive(run_dir: Path) -> bool:
+    """Whether a process holds the run's writer lock now (the OS drops it when a writer dies).
+
+    Probes with a shared lock, released at once; a run without a lock file never had a writer.
+    """
+    try:
+        fd = os.open(Path(run_dir) / LOG_DIR_NAME / LOCK_NAME, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # closing releases a probe lock we got
+    return False
 
 
 def _covering(segment: SegmentFile, live: list[SegmentFile]) -> SegmentFile:

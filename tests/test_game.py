@@ -14,6 +14,7 @@ from engine.game import Game, RunLog, set_table, start_run
 from engine.trackers import open_trackers
 from players import ModelPool
 from storage import RunReader, RunWriter
+from storage.errors import UserError
 from storage.events import (
     CheckpointSaved,
     EvaluationCompleted,
@@ -97,7 +98,7 @@ def test_event_order_and_lambda_in_force(minmax_run: Path) -> None:
     events = payloads(minmax_run)
     kinds = [type(e).__name__ for e in events if not (isinstance(e, RoundPlayed) and e.phase == "eval")]
     window = ["RoundPlayed", "RoundPlayed", "MonitorUpdated", "LambdaUpdated"]
-    expected = ["RunStarted"]
+    expected = ["RunStarted", "CheckpointSaved"]  # checkpoint 0: resumable from the first window
     for policy_version in (1, 2, 3):
         expected += window + window + ["PolicyUpdated"]
         if policy_version % 2 == 0:
@@ -140,7 +141,7 @@ def test_evaluation_and_checkpoints_are_logged(minmax_run: Path) -> None:
     assert "monitor_fidelity" not in deployment.metrics and "monitor_fidelity" not in deployment.counts
     assert "monitor_fidelity" in monitored.metrics and "constraint_violation" in monitored.metrics
     checkpoints = [e for e in events if isinstance(e, CheckpointSaved)]
-    assert [c.policy_version for c in checkpoints] == [1, 2, 3]
+    assert [c.policy_version for c in checkpoints] == [0, 1, 2, 3]
     assert checkpoints[-1].next_round_id == 12
     for checkpoint in checkpoints:
         assert (minmax_run / checkpoint.path).is_dir()
@@ -203,11 +204,11 @@ def test_a_failure_mid_run_is_logged_then_raised(tiny_lm_dir: Path, tmp_path: Pa
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     (run_dir / "checkpoints").write_text("a file where the checkpoint directory must go")
-    with pytest.raises(OSError):
+    with pytest.raises(UserError, match="cannot write the checkpoint: Not a directory; fix the path"):
         start_run(config, run_dir, pool=ModelPool(cache_dir=tmp_path / "cache"))
     events = payloads(run_dir)
     assert type(events[-1]).__name__ == "RunFailed"
-    assert sum(isinstance(e, PolicyUpdated) for e in events) == 1  # it failed saving the first checkpoint
+    assert sum(isinstance(e, PolicyUpdated) for e in events) == 0  # it failed saving checkpoint 0
 
 
 def test_schedule_cycles_states_per_epoch_and_keeps_sample_groups_together() -> None:

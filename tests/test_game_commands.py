@@ -50,7 +50,7 @@ def test_play_prints_the_run_id_and_eval_appends_to_the_run(
 
     assert cli.main(["eval", str(run_dir), "--checkpoint", "1"]) == 0
     assert cli.main(["eval", str(run_dir), "--checkpoint", "9"]) == 2
-    assert "--checkpoint 9: no such checkpoint; the run saved [1, 2]" in capsys.readouterr().err
+    assert "--checkpoint 9: no such checkpoint; the run saved [0, 1, 2]" in capsys.readouterr().err
     events = [item.event for item in RunReader(run_dir).events()]
     (completed,) = [e for e in events if isinstance(e, EvaluationCompleted)]  # rlhf: deployment only
     assert completed.checkpoint == "checkpoints/1" and completed.policy_version == 1

@@ -87,6 +87,8 @@ def read_log(run_dir: Path) -> pa.Table:
 TRAILING_DEFAULTS = {
     "RoundPlayed": ["", None],
     "EvaluationCompleted": ["{}", 1, ""],
+    "RunStarted": [None],
+    "RunResumed": [None],
 }
 
 

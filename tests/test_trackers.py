@@ -461,7 +461,8 @@ def test_a_resumed_run_shows_its_total_eta_and_lambda_on_the_console(tmp_path: P
     window_2 = [r for r in source if isinstance(r.event, RoundPlayed) and r.event.window == 2]
     after = next(r for r in source if r.seq > window_2[-1].seq and isinstance(r.event, MonitorUpdated))
     with RunWriter.create(tmp_path / "resumed", "resumed") as writer:
-        resumed = writer.append(RunResumed(checkpoint_seq=3, next_round_id=16, discarded_after_seq=3))
+        resumed = writer.append(RunResumed(checkpoint_seq=3, next_round_id=16, discarded_after_seq=3,
+                                               rounds_played=16))
         replayed = [writer.append(r.event) for r in [*window_2, after]]
     out = io.StringIO()
     trackers = Trackers([ConsoleTracker(out)], io.StringIO())
@@ -469,7 +470,7 @@ def test_a_resumed_run_shows_its_total_eta_and_lambda_on_the_console(tmp_path: P
     publish_all(trackers, [resumed, *replayed])
 
     lines = out.getvalue().splitlines()
-    assert lines[0] == "resumed from the checkpoint at seq 3, next round 16 of 48"
+    assert lines[0] == "resumed from the checkpoint at seq 3: 16 of 48 rounds played"
     window_line = next(line for line in lines if line.startswith("window"))
     assert window_line.startswith("window    2 | rounds 24/48 |")
     # the minmax columns: the mode is known from RunStarted

@@ -77,6 +77,7 @@ async def test_runs_list_summarises_each_run_and_opens_one(tmp_path: Path) -> No
     runs_dir = tmp_path / "runs"
     finished = write_fixture_run(runs_dir / "game-a", "game-a")
     running = write_fixture_run(runs_dir / "game-b", "game-b", windows=3, mode="rlhf", finished=False)
+    writer = RunWriter.open_existing(runs_dir / "game-b")  # game-b's writer is alive: it is running
     app = open_app(runs_dir)
     async with app.run_test(size=SIZE) as pilot:
         table = app.screen.query_one("#runs", DataTable)
@@ -92,6 +93,11 @@ async def test_runs_list_summarises_each_run_and_opens_one(tmp_path: Path) -> No
         assert rows["game-b"][1] == "rlhf"
         assert rows["game-b"][3] == str(len(running.rounds))
         assert str(rows["game-b"][8]) == "running"
+        # its writer dies (no RunFinished, no RunFailed): the list says so without a reload
+        writer.close()
+        b_row = [i for i in range(2) if table.get_row_at(i)[0] == "game-b"][0]
+        await wait_until(pilot, lambda: str(table.get_row_at(b_row)[8]).startswith("stopped"), "game-b stopped")
+        assert str(table.get_row_at(b_row)[8]) == "stopped (no checkpoint logged: start it again)"
 
         table.move_cursor(row=[i for i in range(2) if table.get_row_at(i)[0] == "game-a"][0])
         await pilot.press("enter")

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from textual.pilot import Pilot
 from textual.widgets import DataTable, Select
 
+from storage import RunWriter
 from tests.test_tui_fixture_runs import write_fixture_run
 from tui.app import open_app
 from tui.charts import MetricChart
@@ -27,7 +28,7 @@ SIZE = (140, 44)
 
 
 @pytest.fixture()
-def runs_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def runs_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """runs/game-a (minmax, finished) and runs/game-b (rlhf, running), written at fixed times."""
     # The writer stamps events with the system clock; a stopped clock that ticks 1 ms per
     # reading (as freezegun would) gives the same timestamps on every machine.
@@ -38,7 +39,8 @@ def runs_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         write_fixture_run(tmp_path / "runs" / "game-a", "game-a")
         write_fixture_run(tmp_path / "runs" / "game-b", "game-b", windows=3, mode="rlhf", finished=False)
     monkeypatch.chdir(tmp_path)
-    return Path("runs")
+    with RunWriter.open_existing(tmp_path / "runs" / "game-b"):  # a live writer: game-b is running
+        yield Path("runs")
 
 
 def until(condition: Callable[[Pilot], bool]) -> Callable[[Pilot], object]:

@@ -18,7 +18,6 @@ Two ways in, each used where it is fast:
 
 from __future__ import annotations
 
-import json
 import math
 import threading
 from collections.abc import Callable
@@ -30,6 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from storage import RoundPlayed, RunReader, RunsQuery, RunStarted, UserError, is_run_dir, run_dirs_at
+from storage.status import run_status
 
 Outcome = Literal["all", "deceptions", "false_accusations", "missed_errors", "unparsed"]
 
@@ -45,7 +45,8 @@ OUTCOME_LABELS: dict[Outcome, str] = {
 # rounds have their own round_id count and would interleave confusingly with the steps.
 _TRAIN_ONLY = "phase = 'train'"
 
-RunStatus = Literal["running", "finished", "failed"]
+# "running", "finished", or "failed" / "stopped" with "(resumable from checkpoint N)" (storage/status.py)
+RunStatus = str
 
 # The columns the table and its filters need; the rest of a round stays unread in the map.
 TABLE_COLUMNS = [
@@ -346,13 +347,7 @@ class RunData:
             for row in self._sql.rows("SELECT event_type, count(*) AS n FROM events GROUP BY event_type")
         }
         train_rounds = int(self._sql.rows(f"SELECT count(*) AS n FROM rounds WHERE {_TRAIN_ONLY}")[0]["n"])
-        failure = None
-        if by_type.get("RunFailed"):
-            last_failure = self._sql.rows(
-                "SELECT payload FROM events WHERE event_type = 'RunFailed' ORDER BY seq DESC LIMIT 1"
-            )[0]
-            payload = json.loads(last_failure["payload"])
-            failure = f"{payload.get('error_type')}: {payload.get('message')}"
+        status = run_status(self.run_dir)  # the log's end and whether a writer still holds the run
         return RunCounts(
             rounds=train_rounds,
             policy_updates=by_type.get("PolicyUpdated", 0),
@@ -360,8 +355,8 @@ class RunData:
             lambda_updates=by_type.get("LambdaUpdated", 0),
             evaluations=by_type.get("EvaluationCompleted", 0),
             checkpoints=by_type.get("CheckpointSaved", 0),
-            status=_status(by_type),
-            failure=failure,
+            status=status.describe(),
+            failure=status.failure,
         )
 
     def summary(self) -> RunSummary:
@@ -386,14 +381,6 @@ class RunData:
             ),
             status=counts.status,
         )
-
-
-def _status(events_by_type: dict[str, int]) -> RunStatus:
-    if events_by_type.get("RunFailed"):
-        return "failed"
-    if events_by_type.get("RunFinished"):
-        return "finished"
-    return "running"
 
 
 def _as_float(value: Any) -> float:

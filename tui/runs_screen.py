@@ -12,11 +12,12 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 
 from storage import RunReader, UserError
+from storage.writer import writer_alive
 from tui.deliver import deliver
 from tui.formatting import number
 from tui.run_data import RunSummary, find_run_dirs, first_look, summarize_run_dir
 
-STATUS_STYLES = {"running": "bold yellow", "finished": "green", "failed": "bold red"}
+STATUS_STYLES = {"running": "bold yellow", "finished": "green", "failed": "bold red", "stopped": "magenta"}
 
 # A running run changes under us; finished and failed ones are summarised once.
 POLL_SECONDS = 2.0
@@ -101,7 +102,7 @@ class RunsScreen(Screen[None]):
                 last_seq = RunReader(run_dir).last_seq()
             except UserError:
                 last_seq = None  # summarize_run_dir turns the same problem into a line
-            if only_running and last_seq == self.summarized_at_seq.get(run_dir):
+            if only_running and last_seq == self.summarized_at_seq.get(run_dir) and writer_alive(run_dir):
                 continue  # nothing flushed since the last summary: skip the SQL over the run
             summary = summarize_run_dir(run_dir)
             self.summarized_at_seq[run_dir] = last_seq
@@ -134,4 +135,4 @@ def status_text(summary: RunSummary) -> Text:
         return Text("unreadable", style=STATUS_STYLES["failed"])
     if summary.status is None:
         return Text("reading…", style="dim")
-    return Text(summary.status, style=STATUS_STYLES[summary.status])
+    return Text(summary.status, style=STATUS_STYLES[summary.status.split()[0]])  # "stopped (resumable …)"
