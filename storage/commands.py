@@ -35,7 +35,7 @@ _CELL_WIDTH = 48  # long cells (stories, token lists) are cut in the aligned tab
 
 def add_sql_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("path", metavar="RUN_OR_DIR", help="a run directory, or a directory of runs")
-    parser.add_argument("query", metavar="SQL", help=f"one SELECT over the views {', '.join(VIEW_NAMES)} "
+    parser.add_argument("query", metavar="SQL", help=f"one SELECT over the views {', '.join((*VIEW_NAMES, 'metrics'))} "
                         '(quote the keywords "window" and "lambda")')
     parser.add_argument("--format", choices=("table", "csv", "json", "parquet"), default="table",
                         help="table (aligned, default), csv, json (one object per line) or parquet")
@@ -43,11 +43,12 @@ def add_sql_arguments(parser: argparse.ArgumentParser) -> None:
                         help="write to FILE instead of standard output (required for parquet)")
 
 
-def run_sql(args: argparse.Namespace) -> int:
+def run_sql(args: argparse.Namespace, extra_views: dict[str, str] | None = None) -> int:
+    """`extra_views`: views the caller defines over storage's (the engine's `metrics`)."""
     if args.format == "parquet" and args.output is None:
         raise UserError("--format parquet writes a binary file: add --output FILE.parquet")
     _check_output_path(args.output)
-    with RunsQuery(args.path) as query:
+    with RunsQuery(args.path, extra_views=extra_views) as query:
         table = query.arrow(args.query)
     if args.format == "parquet":
         pq.write_table(table, args.output)
@@ -146,16 +147,16 @@ def add_export_arguments(parser: argparse.ArgumentParser) -> None:
                         help="directory to write <view>.parquet into (created if missing)")
 
 
-def run_export(args: argparse.Namespace) -> int:
-    written = export_views(args.path, args.to)
+def run_export(args: argparse.Namespace, extra_views: dict[str, str] | None = None) -> int:
+    written = export_views(args.path, args.to, extra_views)
     for path in written:
         print(path)
     return 0
 
 
-def export_views(path: str | Path, to: Path) -> list[Path]:
-    """One Parquet file per view (events, rounds, updates, lambda, metrics) in `to`."""
-    with RunsQuery(path) as query:
+def export_views(path: str | Path, to: Path, extra_views: dict[str, str] | None = None) -> list[Path]:
+    """One Parquet file per view (storage's and any `extra_views`) in `to`."""
+    with RunsQuery(path, extra_views=extra_views) as query:
         inside_a_run = any(to.resolve().is_relative_to(run.resolve()) for run in query.run_dirs)
         if inside_a_run:
             raise UserError(f"--to {to}: inside a run directory; export somewhere else so the run stays as written")
@@ -164,7 +165,7 @@ def export_views(path: str | Path, to: Path) -> list[Path]:
         except OSError as error:
             raise UserError(f"--to {to}: cannot create the directory ({error.strerror})") from None
         written = []
-        for view in VIEW_NAMES:
+        for view in query.view_names:
             target = to / f"{view}.parquet"
             pq.write_table(query.arrow(f'SELECT * FROM "{view}"'), target)
             written.append(target)
