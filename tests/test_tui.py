@@ -89,7 +89,7 @@ async def test_runs_list_summarises_each_run_and_opens_one(tmp_path: Path) -> No
         assert rows["game-a"][3] == str(len(a_rounds))
         assert rows["game-a"][5] == f"{a_lambda:.4f}"
         last_window = [event for event in a_rounds if event.window == a_rounds[-1].window]
-        assert rows["game-a"][6] == f"last ({a_rounds[-1].window})"
+        assert rows["game-a"][6] == str(a_rounds[-1].window)
         accuracy = sum(event.truth == "correct" for event in last_window) / len(last_window)
         assert rows["game-a"][7] == f"{accuracy:.3f} n={len(last_window)}"
         assert str(rows["game-a"][9]) == "finished"

@@ -143,8 +143,8 @@ class RunScreen(Screen[None]):
                         yield Static("", id="counts")
                         yield config_tree(self.data.run_started().config)
                     with Vertical(id="charts"):
-                        yield Static("per policy version: the training rounds played with it "
-                                     "(cursor = highlighted round)", classes="chart-caption")
+                        yield Static("per policy version, over its training rounds (cursor = highlighted round)",
+                                     classes="chart-caption")
                         for chart_id, label, _ in CHARTS:
                             yield MetricChart(label, id=chart_id)
         yield Static("", id="problem", classes="problem")
@@ -355,7 +355,7 @@ class RunScreen(Screen[None]):
             f"mode        {started.mode}",
             f"dataset     {started.dataset_name} ({started.n_train_states:,} train / {started.n_eval_states:,} eval)",
             f"status      {counts.status}" + (f" — {counts.failure}" if counts.failure else ""),
-            f"rounds      {counts.rounds:,} training (superseded by a resume left out)",
+            f"rounds      {counts.rounds:,} training (live)",
             f"policy upd. {counts.policy_updates:,}   monitor upd. {counts.monitor_updates:,}",
             f"λ updates   {counts.lambda_updates:,}   evaluations {counts.evaluations:,}",
             f"checkpoints {counts.checkpoints:,}",

@@ -49,7 +49,7 @@ class RunsScreen(Screen[None]):
         table.add_column("rounds", key="rounds")
         table.add_column("updates", key="updates")
         table.add_column("λ at last round", key="lambda")
-        table.add_column("window", key="window")
+        table.add_column("last window", key="window")
         table.add_column("accuracy (window)", key="accuracy")
         table.add_column("deception (window)", key="deception")
         table.add_column("status", key="status")
@@ -119,7 +119,7 @@ class RunsScreen(Screen[None]):
             "…" if summary.rounds is None else f"{summary.rounds:,}",
             "…" if summary.updates is None else f"{summary.updates:,}",
             lambda_text(summary),
-            "…" if summary.rounds is None else "—" if summary.last_window is None else f"last ({summary.last_window})",
+            "…" if summary.rounds is None else "—" if summary.last_window is None else str(summary.last_window),
             rate_with_n(summary.last_accuracy, summary.last_accuracy_n),
             rate_with_n(summary.last_deception_rate, summary.last_deception_n),
             status_text(summary),
