@@ -36,6 +36,9 @@ SCHEMA_VERSION = 1
 Truth = Literal["correct", "wrong", "unparsed"]
 Mode = Literal["minmax", "rlhf"]
 Phase = Literal["train", "eval"]
+# Which evaluation an eval round belongs to (GAME.md §4): the judge saw O only (deployment,
+# both modes) or O and O′ (monitored, minmax only). Training rounds have none.
+Protocol = Literal["deployment", "monitored"]
 # Packed numeric fields of a RoundPlayed: a list, or a 1-D numpy array of that kind.
 TokenIds = list[int] | npt.NDArray[np.integer]
 LogProbs = list[float] | npt.NDArray[np.floating]
@@ -113,6 +116,9 @@ class RoundPlayed(Event):
     policy_version: int
     monitor_version: int
     timings: dict[str, float] = field(default_factory=dict)  # seconds per step
+    # Added after schema 1 with defaults, so older logs still load (see TRAILING_DEFAULTS).
+    protocol: Protocol | None = None  # "deployment" | "monitored" for eval rounds, None for training
+    judge_prompt: str = ""  # the exact text the judge scored ("" in logs older than the field)
 
     # Written by hand because the generated __eq__ compares field tuples, and a numpy
     # array's == is elementwise (its truth value is an error).
@@ -188,7 +194,11 @@ class EvaluationCompleted(Event):
     policy_version: int
     monitor_version: int
     checkpoint: str | None
-    metrics: dict[str, float]  # the GAME.md §4 metrics
+    metrics: dict[str, float]  # the GAME.md §4 metrics (rates; undefined ones left out)
+    # Added after schema 1 with defaults, so older logs still load (see TRAILING_DEFAULTS).
+    protocol: Protocol = "deployment"  # logs older than the field evaluated one way only
+    samples_per_state: int = 1  # answers per held-out state: n sampled + the greedy one
+    counts: dict[str, list[int]] = field(default_factory=dict)  # metric -> [hits, eligible]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -219,6 +229,15 @@ EVENT_TYPES: dict[str, type[Event]] = {
         RunFinished,
         RunFailed,
     )
+}
+
+
+# Fields appended to an event type after its first schema, with the value an older log
+# implies. A trailing run of fields still at these values is left out of the hashed header
+# (storage.segments.canonical_header), so events written before the fields existed verify.
+TRAILING_DEFAULTS: dict[str, tuple[tuple[str, Any], ...]] = {
+    RoundPlayed.event_type: (("protocol", None), ("judge_prompt", "")),
+    EvaluationCompleted.event_type: (("protocol", "deployment"), ("samples_per_state", 1), ("counts", {})),
 }
 
 
