@@ -542,7 +542,7 @@ def resume_run(run_dir: Path, *, pool: ModelPool | None = None) -> RunFinished:
     """Continue a run from its last checkpoint (see the module docstring for what is redone)."""
     reader = RunReader(run_dir)
     config = recorded_config(reader, run_dir)
-    events = reader.events()
+    events = reader.events(include_superseded=True)  # round ids stay unique across every round ever logged
     if any(isinstance(item.event, RunFinished) for item in events[-1:]):
         raise UserError(f"{run_dir}: the run already finished; start a new run or evaluate it with `minmax-engine eval`")
     checkpoints = [item for item in events if isinstance(item.event, CheckpointSaved)]
@@ -585,7 +585,7 @@ def evaluate_run(
     config = recorded_config(reader, run_dir)
     if dataset is not None:
         config = config.model_copy(update={"data": config.data.model_copy(update={"dataset": dataset})})
-    events = reader.events()
+    events = reader.events(include_superseded=True)  # eval round ids stay unique across the whole log
     saved = [item.event for item in events if isinstance(item.event, CheckpointSaved)]
     if checkpoint is not None:
         versions = sorted({event.policy_version for event in saved})

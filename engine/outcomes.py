@@ -352,6 +352,14 @@ def aggregate_sql(source: str, group_by: Sequence[str], where: str = "TRUE") -> 
     return f"SELECT {groups}, n_rounds, {', '.join(outer)}, {', '.join(m.name for m in MEANS)}, last_lambda FROM ({inner})"
 
 
+def counts_sql(source: str, group_by: Sequence[str], where: str = "TRUE") -> str:
+    """Per group, every rate's `<rate>_hits` and `<rate>_n` (for intervals over counts)."""
+    groups = ", ".join(group_by)
+    columns = ", ".join(f"{_count_sql(rate.counted)} AS {rate.name}_hits, {_count_sql(rate.eligible)} AS {rate.n_name}"
+                        for rate in RATES)
+    return f"SELECT {groups}, {columns} FROM {source} WHERE {where} GROUP BY {groups}"
+
+
 def metrics_view_sql() -> str:
     """The `metrics` view: one row per (run_id, window) of training rounds, METRIC_COLUMNS.
 

@@ -4,11 +4,13 @@
     minmax-engine replay runs/<run_id> --json     # the folded state as JSON
 
 The run's state is a pure fold of its events (../shared/GAME.md §5): counts, adapter
-versions, λ, the last checkpoint, per-window metrics. `fold_run(reader)` is the function the
-game loop's resume and the TUI use.
+versions, λ, the last checkpoint, per-window metrics (engine/outcomes.py, the same table as
+the SQL `metrics` view, the report and the TUI).
 
-Events superseded by a resume are not part of the state: a RunResumed at seq s with
-discarded_after_seq d voids every event with d < seq < s (see engine/game.py, "Resume").
+Events superseded by a resume are not part of the state: the rule is storage/reader.py's
+(a RunResumed at seq s with discarded_after_seq d supersedes every event with d < seq < s),
+the one every reader applies; the fold reads the whole log only to count what it left out
+and to keep round ids unique.
 
 The λ check re-runs the dual ascent (engine/lagrangian.py, `lambda_trajectory`, the same
 arithmetic as the live run) from the logged mean f values with the run's recorded settings
@@ -21,7 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,6 +45,7 @@ from storage import (
     RunStarted,
     UserError,
 )
+from storage.reader import superseded_seqs
 
 LAGRANGIAN_KEYS = ("lambda_init", "delta", "step_size", "lambda_max", "variant", "update_delay")
 
@@ -82,15 +85,6 @@ class RunState:
     finished: bool = False
     failed: bool = False
     window_metrics: dict[int, dict[str, float | None]] = field(default_factory=dict)
-
-
-def superseded_seqs(events: Sequence[Recorded]) -> set[int]:
-    """Seqs voided by resumes: discarded_after_seq < seq < the RunResumed's own seq."""
-    voided: set[int] = set()
-    for item in events:
-        if isinstance(item.event, RunResumed):
-            voided.update(range(item.event.discarded_after_seq + 1, item.seq))
-    return voided
 
 
 def fold_events(events: Iterable[Recorded]) -> RunState:
@@ -152,7 +146,7 @@ def fold_events(events: Iterable[Recorded]) -> RunState:
 
 
 def fold_run(reader: RunReader) -> RunState:
-    return fold_events(reader.events())
+    return fold_events(reader.events(include_superseded=True))
 
 
 # --- the λ check ------------------------------------------------------------------------------

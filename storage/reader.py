@@ -53,6 +53,15 @@ def resume_ranges(table: pa.Table) -> list[SupersededRange]:
             for payload, seq in zip(rows.column("payload").to_pylist(), rows.column("seq").to_pylist())]
 
 
+def superseded_seqs(events: Iterable[Recorded]) -> set[int]:
+    """The seqs superseded by the RunResumed events among `events` (the log as written)."""
+    voided: set[int] = set()
+    for item in events:
+        if isinstance(item.event, RunResumed):
+            voided.update(range(item.event.discarded_after_seq + 1, item.seq))
+    return voided
+
+
 def without_superseded(table: pa.Table, ranges: Iterable[SupersededRange]) -> pa.Table:
     """`table` less the rows whose seq lies inside a superseded range."""
     for after, resumed in ranges:
