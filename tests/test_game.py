@@ -222,10 +222,11 @@ def test_schedule_cycles_states_per_epoch_and_keeps_sample_groups_together() -> 
 
 def test_window_metrics_agree_with_the_sql_metrics_view(minmax_run: Path) -> None:
     from engine.metrics import window_metrics
+    from engine.outcomes import game_views
     from storage import RunsQuery
 
     train = [e for e in payloads(minmax_run) if isinstance(e, RoundPlayed) and e.phase == "train"]
-    query = RunsQuery(minmax_run)
+    query = RunsQuery(minmax_run, extra_views=game_views())
     try:
         rows = query.arrow('SELECT * FROM metrics ORDER BY "window"').to_pylist()
     finally:
