@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from engine.outcomes import METRIC_COLUMNS, metrics_of
+from engine.outcomes import METRIC_COLUMNS, metrics_of, outcome_counts
 from storage.events import Recorded, RoundPlayed
 
 METRIC_NAMES: tuple[str, ...] = METRIC_COLUMNS
@@ -24,3 +24,8 @@ METRIC_NAMES: tuple[str, ...] = METRIC_COLUMNS
 def window_metrics(rounds: Iterable[RoundPlayed | Recorded], delta: float | None) -> dict[str, float | None]:
     """Every GAME.md §4 metric over `rounds`, with n beside each rate; None where undefined."""
     return metrics_of(rounds, delta)
+
+
+def window_counts(rounds: Iterable[RoundPlayed | Recorded]) -> dict[str, tuple[int, int]]:
+    """(hits, eligible) of every rate over `rounds` (the form of EvaluationCompleted.counts)."""
+    return {name: (hits, eligible) for name, (hits, eligible) in outcome_counts(rounds).items()}
