@@ -66,7 +66,8 @@ def test_eval_only_evaluates_the_initial_adapters_and_finishes(tiny_lm_dir: Path
     assert [type(e).__name__ for e in events] == ["RunStarted", "RoundPlayed", "RoundPlayed", "EvaluationCompleted", "RunFinished"]
     completed = events[3]
     assert isinstance(completed, EvaluationCompleted) and completed.policy_version == 0
-    assert {"policy_accuracy", "monitor_fidelity", "constraint_violation"} <= set(completed.metrics)
+    # monitor_fidelity is over parsed verdicts about parsed answers: two random rounds may have none
+    assert {"policy_accuracy", "monitor_unparsed_rate", "constraint_violation"} <= set(completed.metrics)
     again = evaluate_run(tmp_path / "run", pool=ModelPool(cache_dir=tmp_path / "cache"))  # no checkpoint: initial adapters
     assert again.checkpoint is None and again.n_rounds == 2
     ids = [e.round_id for e in (item.event for item in RunReader(tmp_path / "run").rounds(phase="eval"))]
