@@ -328,7 +328,8 @@ def metrics_of(rounds: Iterable[RoundPlayed | Recorded], delta: float | None) ->
 
 
 def _count_sql(predicate: Expr) -> str:
-    return f"count(*) FILTER (WHERE {predicate.sql()})"
+    # count_if over a plain boolean runs about 3x faster in DuckDB than count(*) FILTER (...)
+    return f"count_if(coalesce({predicate.sql()}, false))"
 
 
 def aggregate_sql(source: str, group_by: Sequence[str], where: str = "TRUE") -> str:
@@ -342,7 +343,7 @@ def aggregate_sql(source: str, group_by: Sequence[str], where: str = "TRUE") -> 
         columns.append(f"{_count_sql(rate.counted)} AS {rate.name}_hits")
         columns.append(f"{_count_sql(rate.eligible)} AS {rate.n_name}")
     for mean in MEANS:
-        columns.append(f'avg("{mean.field}") FILTER (WHERE {mean.eligible.sql()}) AS {mean.name}')
+        columns.append(f'avg(CASE WHEN {mean.eligible.sql()} THEN "{mean.field}" END) AS {mean.name}')
     columns.append("arg_max(lambda_value, seq) AS last_lambda")
     inner = f"SELECT {groups}, {', '.join(columns)} FROM {source} WHERE {where} GROUP BY {groups}"
     outer = []
@@ -363,15 +364,16 @@ def counts_sql(source: str, group_by: Sequence[str], where: str = "TRUE") -> str
 def metrics_view_sql() -> str:
     """The `metrics` view: one row per (run_id, window) of training rounds, METRIC_COLUMNS.
 
-    δ is read from each run's RunStarted config through storage's generic `runs` view.
+    δ is read from each run's RunStarted config through storage's generic `runs` view, once
+    per run (parsing the config JSON once per window cost a sixth of the query).
     """
     per_window = aggregate_sql("rounds", ("run_id", '"window"'), where="phase = 'train'")
     columns = ", ".join(
-        "w.mean_f - TRY_CAST(r.config -> 'lagrangian' ->> 'delta' AS DOUBLE) AS constraint_violation"
-        if name == "constraint_violation" else f"w.{name}"
+        "w.mean_f - d.delta AS constraint_violation" if name == "constraint_violation" else f"w.{name}"
         for name in METRIC_COLUMNS
     )
-    return f'SELECT w.run_id, w."window", {columns} FROM ({per_window}) w LEFT JOIN runs r USING (run_id)'
+    deltas = "SELECT run_id, TRY_CAST(config -> 'lagrangian' ->> 'delta' AS DOUBLE) AS delta FROM runs"
+    return f'SELECT w.run_id, w."window", {columns} FROM ({per_window}) w LEFT JOIN ({deltas}) d USING (run_id)'
 
 
 def game_views() -> dict[str, str]:
