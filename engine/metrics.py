@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from engine.outcomes import METRIC_COLUMNS, metrics_of, outcome_counts
+from engine.outcomes import METRIC_COLUMNS, MONITORED, RATES, metrics_of, outcome_counts
 from storage.events import Recorded, RoundPlayed
 
 METRIC_NAMES: tuple[str, ...] = METRIC_COLUMNS
@@ -27,5 +27,12 @@ def window_metrics(rounds: Iterable[RoundPlayed | Recorded], delta: float | None
 
 
 def window_counts(rounds: Iterable[RoundPlayed | Recorded]) -> dict[str, tuple[int, int]]:
-    """(hits, eligible) of every rate over `rounds` (the form of EvaluationCompleted.counts)."""
-    return {name: (hits, eligible) for name, (hits, eligible) in outcome_counts(rounds).items()}
+    """(hits, eligible) of every rate over `rounds` (the form of EvaluationCompleted.counts).
+
+    The monitor's rates are left out where no monitor spoke (rlhf, deployment rounds without O′).
+    """
+    played = list(rounds)
+    counts = outcome_counts(played)
+    monitored = any(MONITORED.holds(item.event if isinstance(item, Recorded) else item) for item in played)
+    return {rate.name: (counts[rate.name][0], counts[rate.name][1]) for rate in RATES
+            if monitored or not rate.about_the_monitor}

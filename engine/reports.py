@@ -168,11 +168,11 @@ def last_evaluations(query: RunsQuery) -> dict[str, Evaluation]:
     found: dict[str, Evaluation] = {}
     for seq, payload in zip(rows.column("seq").to_pylist(), rows.column("payload").to_pylist()):
         event = json.loads(payload)
-        counts = event.get("counts") or {}
-        if not counts:
-            continue  # an evaluation from before counts were logged: no n to report
-        found[event.get("protocol") or DEPLOYMENT] = Evaluation(
-            protocol=event.get("protocol") or DEPLOYMENT, seq=int(seq),
+        counts, protocol = event.get("counts") or {}, event.get("protocol")
+        if not counts or protocol not in (DEPLOYMENT, MONITORED):
+            continue  # an evaluation from before protocols and counts were logged: no n to report
+        found[protocol] = Evaluation(
+            protocol=protocol, seq=int(seq),
             policy_version=int(event["policy_version"]), monitor_version=int(event["monitor_version"]),
             checkpoint=event.get("checkpoint"), samples_per_state=int(event.get("samples_per_state") or 1),
             counts={name: (int(pair[0]), int(pair[1])) for name, pair in counts.items()},
