@@ -204,6 +204,14 @@ def _format(value: float | None) -> str:
     return f"{value:.3f}"
 
 
+def _cell(mode: str, name: str, metrics: dict[str, float | None]) -> str:
+    """A rate with its n; λ and f are n/a in rlhf (there is no monitor and no λ)."""
+    if mode != "minmax" and name in ("mean_f", "last_lambda"):
+        return "n/a"
+    n = metrics.get(f"{name}_n")
+    return _format(metrics.get(name)) + (f" n={int(n)}" if n is not None else "")
+
+
 def _summary(state: RunState) -> list[str]:
     status = "finished" if state.finished else "failed" if state.failed else "in progress or stopped"
     lines = [
@@ -221,7 +229,8 @@ def _summary(state: RunState) -> list[str]:
     lines.append("  window rounds " + " ".join(f"{name:>17}" for name in columns))
     for window, metrics in state.window_metrics.items():
         n_rounds = int(metrics["n_rounds"] or 0)
-        lines.append(f"  {window:>6} {n_rounds:>6} " + " ".join(f"{_format(metrics.get(name)):>17}" for name in columns))
+        lines.append(f"  {window:>6} {n_rounds:>6} "
+                     + " ".join(f"{_cell(state.mode, name, metrics):>17}" for name in columns))
     return lines
 
 
