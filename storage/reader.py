@@ -79,6 +79,7 @@ class RunReader:
         self.run_id: str = manifest["run_id"]
         self.log_dir = self.run_dir / LOG_DIR_NAME
         # segment path -> its RunResumed ranges; segments are immutable, so each is searched once
+        # (a cache of facts that never change: threads sharing a reader may fill it in any order)
         self._resumes: dict[Path, list[SupersededRange]] = {}
 
     def segments(self) -> list[SegmentFile]:
