@@ -385,15 +385,16 @@ class RunData:
         )
 
     def last_evaluations(self) -> dict[str, EvaluationFigures]:
-        """The last EvaluationCompleted of each protocol ("deployment", "monitored")."""
+        """The last EvaluationCompleted of each protocol ("deployment", "monitored") with its counts."""
         rows = self._sql.rows(
             "SELECT seq, payload FROM events WHERE event_type = 'EvaluationCompleted' ORDER BY seq"
         )
         found: dict[str, EvaluationFigures] = {}
         for row in rows:
             payload = json.loads(row["payload"])
-            protocol = payload.get("protocol") or "unknown"
-            counts = payload.get("counts") or {}
+            protocol, counts = payload.get("protocol"), payload.get("counts") or {}
+            if not counts or protocol not in ("deployment", "monitored"):
+                continue  # logged before evaluations had protocols and counts: no n to show
             found[protocol] = EvaluationFigures(
                 protocol=protocol,
                 seq=int(row["seq"]),
