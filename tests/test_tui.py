@@ -229,9 +229,37 @@ async def test_overview_charts_follow_the_policy_updates(fixture_run: FixtureRun
         last_lambda_per_version = [[r for r in rounds if r.policy_version == v][-1].lambda_value for v in versions]
         assert lambda_chart.values == pytest.approx(last_lambda_per_version)
         counts = str(app.screen.query_one("#counts", Static).render())
-        assert "rounds      48" in counts and "finished" in counts
+        assert "rounds      48 training" in counts and "finished" in counts
         tree_labels = {str(node.label) for node in app.screen.query_one("#config").root.children}
         assert {"policy", "monitor", "lagrangian"} <= tree_labels
+
+
+async def test_overview_gives_the_last_deployment_evaluation_with_n(tmp_path: Path) -> None:
+    import dataclasses
+
+    from engine.outcomes import outcome_counts
+    from storage import EvaluationCompleted
+
+    run = write_fixture_run(tmp_path / "runs" / "game-e", "game-e", finished=False)
+    played = [dataclasses.replace(event, phase="eval", window=-1, round_id=i, protocol="deployment")
+              for i, (_, event) in enumerate(run.rounds[:10])]
+    counts = outcome_counts(played)
+    with RunWriter.open_existing(run.run_dir) as writer:
+        for event in played:
+            writer.append(event)
+        evaluation = writer.append(EvaluationCompleted(
+            dataset="d", split="eval", n_rounds=10, policy_version=3, monitor_version=9, checkpoint=None,
+            metrics={}, protocol="deployment", samples_per_state=2, counts=counts))
+    app = open_app(run.run_dir)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("o")
+        await wait_until(pilot, lambda: "deployment eval" in str(app.screen.query_one("#counts", Static).render()),
+                         "the evaluation line")
+        text = str(app.screen.query_one("#counts", Static).render())
+        hits, n = counts["policy_accuracy"]
+        assert f"deployment eval (policy v3, seq {evaluation.seq}): accuracy {hits / n:.3f} (n={n})" in text
+        assert "monitored eval: none yet" in text  # said, not left blank
+        assert "rounds      48 training" in text  # the eval rounds are not training rounds
 
 
 # --- replay ----------------------------------------------------------------------------------
