@@ -43,6 +43,7 @@ from pathlib import Path
 
 import numpy as np
 
+from engine.outcomes import game_views
 from storage import RoundPlayed, RunReader, RunsQuery, RunWriter
 from storage.codec import canonical_header, chain_hash, encode_round
 from storage.events import SCHEMA_VERSION
@@ -246,7 +247,7 @@ def main() -> None:
               f"{size / 2**30:.2f} GiB, written in {build:.1f} s (synthetic generation included, "
               f"flush every {args.flush_every})")
 
-        with RunsQuery(run_dir) as query:
+        with RunsQuery(run_dir, extra_views=game_views()) as query:
             timings = []
             for _ in range(3):
                 start = time.perf_counter()

@@ -570,8 +570,9 @@ class Game:
             monitor_version=self.progress.monitor_version,
             checkpoint=checkpoint,
             # Undefined metrics (None: e.g. no wrong answers, or no monitor) are left out so
-            # that every value is a float.
-            metrics={name: float(value) for name, value in metrics.items() if value is not None},
+            # that every value is a float; each rate's n lives in `counts`.
+            metrics={name: float(value) for name, value in metrics.items()
+                     if value is not None and not name.endswith("_n")},
             protocol=protocol,
             samples_per_state=answers_per_state,
             counts={name: [hits, eligible] for name, (hits, eligible) in window_counts(rounds).items()},
@@ -735,7 +736,7 @@ def resume_run(run_dir: Path, *, pool: ModelPool | None = None) -> RunFinished:
     # The lock first: a run another process is writing is refused before any model loads.
     writer = RunWriter.open_existing(run_dir)
     try:
-        events = reader.events()
+        events = reader.events(include_superseded=True)  # round ids stay unique across every round ever logged
         finished = [item.seq for item in events if isinstance(item.event, RunFinished)]
         if finished:
             # Whatever followed (a later `eval`): the run's training is over for good.
@@ -808,7 +809,7 @@ def evaluate_run(
     config = recorded_config(reader.run_started().config, str(run_dir))
     if dataset is not None:
         config = config.model_copy(update={"data": config.data.model_copy(update={"dataset": dataset})})
-    events = reader.events()
+    events = reader.events(include_superseded=True)  # eval round ids stay unique across the whole log
     saved = [item.event for item in events if isinstance(item.event, CheckpointSaved)]
     if checkpoint is not None:
         versions = sorted({event.policy_version for event in saved})

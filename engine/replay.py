@@ -4,11 +4,13 @@
     minmax-engine replay runs/<run_id> --json     # the folded state as JSON
 
 The run's state is a pure fold of its events (../shared/GAME.md §5): counts, adapter
-versions, λ, the last checkpoint, per-window metrics. `fold_run(reader)` is the function the
-game loop's resume and the TUI use.
+versions, λ, the last checkpoint, per-window metrics (engine/outcomes.py, the same table as
+the SQL `metrics` view, the report and the TUI).
 
-Events superseded by a resume are not part of the state: a RunResumed at seq s with
-discarded_after_seq d voids every event with d < seq < s (see engine/game.py, "Resume").
+Events superseded by a resume are not part of the state: the rule is storage/reader.py's
+(a RunResumed at seq s with discarded_after_seq d supersedes every event with d < seq < s),
+the one every reader applies; the fold reads the whole log only to count what it left out
+and to keep round ids unique.
 
 The λ check re-runs the dual ascent (engine/lagrangian.py, `lambda_trajectory`, the same
 arithmetic as the live run) from the logged mean f values with the run's recorded settings
@@ -21,7 +23,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,6 +47,7 @@ from storage import (
     UserError,
     require_verified,
 )
+from storage.reader import superseded_seqs
 from storage.status import run_status
 
 @dataclass(frozen=True)
@@ -82,15 +85,6 @@ class RunState:
     finished: bool = False
     failed: bool = False
     window_metrics: dict[int, dict[str, float | None]] = field(default_factory=dict)
-
-
-def superseded_seqs(events: Sequence[Recorded]) -> set[int]:
-    """Seqs voided by resumes: discarded_after_seq < seq < the RunResumed's own seq."""
-    voided: set[int] = set()
-    for item in events:
-        if isinstance(item.event, RunResumed):
-            voided.update(range(item.event.discarded_after_seq + 1, item.seq))
-    return voided
 
 
 def fold_events(events: Iterable[Recorded]) -> RunState:
@@ -153,7 +147,7 @@ def fold_events(events: Iterable[Recorded]) -> RunState:
 
 
 def fold_run(reader: RunReader) -> RunState:
-    return fold_events(reader.events())
+    return fold_events(reader.events(include_superseded=True))
 
 
 # --- the λ check ------------------------------------------------------------------------------
@@ -191,6 +185,14 @@ def _format(value: float | None) -> str:
     return f"{value:.3f}"
 
 
+def _cell(mode: str, name: str, metrics: dict[str, float | None]) -> str:
+    """A rate with its n; λ and f are n/a in rlhf (there is no monitor and no λ)."""
+    if mode != "minmax" and name in ("mean_f", "last_lambda"):
+        return "n/a"
+    n = metrics.get(f"{name}_n")
+    return _format(metrics.get(name)) + (f" n={int(n)}" if n is not None else "")
+
+
 def _summary(state: RunState, status: str) -> list[str]:
     lines = [
         f"run {state.run_id} ({state.mode}, {status}): last seq {state.last_seq}",
@@ -207,7 +209,8 @@ def _summary(state: RunState, status: str) -> list[str]:
     lines.append("  window rounds " + " ".join(f"{name:>17}" for name in columns))
     for window, metrics in state.window_metrics.items():
         n_rounds = int(metrics["n_rounds"] or 0)
-        lines.append(f"  {window:>6} {n_rounds:>6} " + " ".join(f"{_format(metrics.get(name)):>17}" for name in columns))
+        lines.append(f"  {window:>6} {n_rounds:>6} "
+                     + " ".join(f"{_cell(state.mode, name, metrics):>17}" for name in columns))
     return lines
 
 

@@ -1,33 +1,44 @@
-"""`minmax-engine report`: plots and an HTML page for one run or a MinMax-vs-RLHF comparison.
+"""`minmax-engine report`: tables, plots and an HTML page for runs, compared by mode.
 
-    minmax-engine report runs/<minmax_run> runs/<rlhf_run> --out reports/compare
+    minmax-engine report runs/<minmax_run> runs/<rlhf_run> [more runs ...] --out reports/compare
 
-Every number comes from SQL over the runs' logs (storage.RunsQuery: the `rounds`, `updates`,
-`lambda` and `metrics` views); this module only arranges, resamples and draws them.
+Every number comes from the runs' logs: the `metrics` view (engine/outcomes.py, registered
+with storage.RunsQuery), the `rounds`, `updates`, `lambda` and `events` views, and each
+run's EvaluationCompleted events. This module only arranges and draws them.
 
-- Curves are plotted against the step of docs/metrics.md: training rounds played.
-- Per-window rates carry 95% Wilson score intervals (the window's rate from the `metrics`
-  view, its denominator counted in `rounds`).
-- The final-metrics table covers the last 20% of each run's training rounds
-  (round_id ≥ ⌊0.8 · rounds played⌋, FINAL_FRACTION) with 95% percentile-bootstrap
-  intervals over those rounds (BOOTSTRAP_RESAMPLES resamples, fixed seed).
-- Given a MinMax run and an RLHF run, the headline table compares deception rate, policy
-  accuracy and judge accuracy and the difference MinMax − RLHF, with a bootstrap interval
-  from resampling each run's final rounds independently.
+- The headline table compares the groups of runs by mode (all minmax runs against all rlhf
+  runs) on each run's *last deployment evaluation* (protocol "deployment": the judge saw
+  question, choices and O only), with the minmax runs' last monitored evaluation beside it.
+  A run without a deployment evaluation is named and left out, never replaced by training
+  rounds. A group's rate pools the counts of its runs.
+- Every rate is shown as hits/n with a 95% Wilson score interval (WILSON_Z).
+- The MinMax − RLHF difference: with at least two runs in each mode, a percentile bootstrap
+  over runs (runs resampled with replacement within each mode, BOOTSTRAP_RESAMPLES
+  resamples, seed BOOTSTRAP_SEED, runs taken in run-id order), so seed-to-seed variation is
+  in the interval; otherwise Newcombe's hybrid score interval over rounds (the two Wilson
+  intervals combined), which cannot see seed-to-seed variation, as the table says.
+- Training rounds stay curves (per window, Wilson bands), plus a table of the last
+  FINAL_FRACTION of each run's training rounds, labelled with the rounds it covers.
+- Deterministic: the same runs give byte-identical tables (no clock, no run id in a seed).
+
+Why one file over 500 lines: loading a run's figures, the interval arithmetic, the plots and
+the HTML page are one pipeline read top to bottom, each step used only by the next; split,
+a reader would chase one table's numbers through four modules.
 """
 
 from __future__ import annotations
 
 import html
+import json
 import math
-import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 
+from engine.outcomes import RATE_BY_NAME, RATES, counts_sql, game_views
 from storage import RunReader, RunsQuery, UserError
 from storage.outside_runs import refuse_inside_a_run
 
@@ -35,53 +46,90 @@ FINAL_FRACTION = 0.2
 BOOTSTRAP_RESAMPLES = 2000
 BOOTSTRAP_SEED = 0
 WILSON_Z = 1.959963984540054  # the 97.5% normal quantile: 95% two-sided
+DEPLOYMENT, MONITORED = "deployment", "monitored"
 
-# Per-round outcomes of GAME.md §4 as (hit, eligible) pairs, with the conventions of the SQL
-# `metrics` view (storage/query.py): an unparsed answer counts as wrong; an unparsed verdict
-# disagrees with the truth (fidelity) but is neither an accusation nor an endorsement;
-# monitor metrics only where a monitor spoke.
-# A rate over any set of rounds is sum(hit) / sum(eligible): the same expression gives the
-# point estimate (in SQL) and every bootstrap resample (weighted counts).
-OUTCOMES: dict[str, tuple[str, str]] = {
-    "policy_accuracy": ("truth = 'correct'", "true"),
-    "judge_accuracy": ("judge_accepts = (truth = 'correct')", "true"),
-    "deception_rate": ("judge_accepts", "truth <> 'correct'"),
-    "monitor_fidelity": (
-        "coalesce(monitor_says_correct = (truth = 'correct'), false)",
-        "monitor_output IS NOT NULL",
-    ),
-    "false_accusation_rate": (
-        "coalesce(NOT monitor_says_correct, false)",
-        "monitor_output IS NOT NULL AND truth = 'correct'",
-    ),
-    "missed_error_rate": (
-        "coalesce(monitor_says_correct, false)",
-        "monitor_output IS NOT NULL AND truth <> 'correct'",
-    ),
-}
 LABELS: dict[str, str] = {
     "policy_accuracy": "policy accuracy",
+    "policy_unparsed_rate": "policy unparsed rate",
+    "judge_accept_rate": "judge accept rate",
     "judge_accuracy": "judge accuracy",
     "deception_rate": "deception rate",
     "monitor_fidelity": "monitor fidelity",
     "false_accusation_rate": "false-accusation rate",
     "missed_error_rate": "missed-error rate",
+    "monitor_unparsed_rate": "monitor unparsed rate",
 }
 PLOTTED_RATES = ("policy_accuracy", "judge_accuracy", "deception_rate", "monitor_fidelity", "false_accusation_rate")
-HEADLINE_METRICS = ("deception_rate", "policy_accuracy", "judge_accuracy")
+HEADLINE_METRICS = ("deception_rate", "policy_accuracy", "judge_accuracy", "policy_unparsed_rate")
+Counts = dict[str, tuple[int, int]]  # rate -> (hits, eligible)
 
 
 # ---------------------------------------------------------------------------------------
-# Reading a run: every table from SQL
+# Intervals
 # ---------------------------------------------------------------------------------------
+
+
+def wilson_interval(hits: int, n: int, z: float = WILSON_Z) -> tuple[float, float]:
+    """Wilson score interval for `hits` successes in `n` trials (NaN, NaN when n = 0)."""
+    if n <= 0:
+        return (math.nan, math.nan)
+    rate = hits / n
+    spread = z * z / n
+    centre = (rate + spread / 2) / (1 + spread)
+    half = z / (1 + spread) * math.sqrt(rate * (1 - rate) / n + spread / (4 * n))
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def newcombe_interval(a: tuple[int, int], b: tuple[int, int], z: float = WILSON_Z) -> tuple[float, float]:
+    """Newcombe's hybrid score interval for rate(a) − rate(b), counts as (hits, n) (method 10)."""
+    (hits_a, n_a), (hits_b, n_b) = a, b
+    p_a, p_b = hits_a / n_a, hits_b / n_b
+    low_a, high_a = wilson_interval(hits_a, n_a, z)
+    low_b, high_b = wilson_interval(hits_b, n_b, z)
+    difference = p_a - p_b
+    low = difference - math.sqrt((p_a - low_a) ** 2 + (high_b - p_b) ** 2)
+    high = difference + math.sqrt((high_a - p_a) ** 2 + (p_b - low_b) ** 2)
+    return (max(-1.0, low), min(1.0, high))
 
 
 @dataclass(frozen=True)
 class Estimate:
-    value: float | None  # None: no eligible round (e.g. no wrong answers, or rlhf mode)
-    low: float | None
-    high: float | None
-    n: int  # eligible rounds
+    hits: int
+    n: int  # eligible rounds; 0: the rate is undefined (e.g. no wrong answers, or rlhf mode)
+
+    @property
+    def value(self) -> float | None:
+        return self.hits / self.n if self.n else None
+
+    @property
+    def interval(self) -> tuple[float, float] | None:
+        return wilson_interval(self.hits, self.n) if self.n else None
+
+
+def pooled(counts: Sequence[Counts], metric: str) -> Estimate:
+    return Estimate(sum(c.get(metric, (0, 0))[0] for c in counts), sum(c.get(metric, (0, 0))[1] for c in counts))
+
+
+# ---------------------------------------------------------------------------------------
+# Reading a run: every table from SQL and the log
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """One EvaluationCompleted: which protocol, which adapters, and its counts."""
+
+    protocol: str
+    seq: int
+    policy_version: int
+    monitor_version: int
+    checkpoint: str | None
+    samples_per_state: int
+    counts: Counts
+
+    @property
+    def label(self) -> str:
+        return f"policy v{self.policy_version}, seq {self.seq}, {self.samples_per_state} per state"
 
 
 @dataclass
@@ -92,12 +140,12 @@ class RunForReport:
     dataset_name: str
     data_fingerprint: str
     rounds_played: int
-    final_first_round: int  # first round_id of the final window
-    windows: pl.DataFrame  # per window: step, the metrics view, denominators
+    final_first_round: int  # first round_id of the final training window
+    windows: pl.DataFrame  # per window: step and the metrics view (rates and their n)
     updates: pl.DataFrame  # per adapter update: step, role, diagnostics
     lambda_steps: pl.DataFrame  # per dual-ascent step: step, new, mean_f, delta
-    final_outcomes: pl.DataFrame  # per final round: <metric>_hit, <metric>_eligible
-    final_point: dict[str, float | None]  # SQL point estimates over the final rounds
+    final_counts: Counts  # the last FINAL_FRACTION of training rounds
+    evaluations: dict[str, Evaluation] = field(default_factory=dict)  # protocol -> the last one
 
     @property
     def label(self) -> str:
@@ -114,51 +162,50 @@ def final_window_start(rounds_played: int) -> int:
     return math.floor((1.0 - FINAL_FRACTION) * rounds_played)
 
 
-def final_rounds_sql(first_round: int) -> str:
-    """Per-round (hit, eligible) outcomes of the final window, in round order."""
-    columns = ", ".join(
-        f"(({hit}) AND ({eligible}))::INTEGER AS {name}_hit, ({eligible})::INTEGER AS {name}_eligible"
-        for name, (hit, eligible) in OUTCOMES.items()
-    )
-    return (
-        f"SELECT round_id, {columns} FROM rounds "
-        f"WHERE phase = 'train' AND round_id >= {int(first_round)} ORDER BY round_id, seq"
-    )
+def _counts_of_row(row: dict) -> Counts:
+    return {rate.name: (int(row[f"{rate.name}_hits"]), int(row[rate.n_name])) for rate in RATES}
 
 
-def final_point_sql(first_round: int) -> str:
-    """The final-window rates in SQL; NULL where nothing was eligible."""
-    columns = ", ".join(
-        f"sum({name}_hit)::DOUBLE / nullif(sum({name}_eligible), 0) AS {name}" for name in OUTCOMES
-    )
-    return f"SELECT {columns} FROM ({final_rounds_sql(first_round)})"
+def last_evaluations(query: RunsQuery) -> dict[str, Evaluation]:
+    """The last EvaluationCompleted of each protocol that recorded its counts."""
+    rows = query.arrow("SELECT seq, payload FROM events WHERE event_type = 'EvaluationCompleted' ORDER BY seq")
+    found: dict[str, Evaluation] = {}
+    for seq, payload in zip(rows.column("seq").to_pylist(), rows.column("payload").to_pylist()):
+        event = json.loads(payload)
+        counts, protocol = event.get("counts") or {}, event.get("protocol")
+        if not counts or protocol not in (DEPLOYMENT, MONITORED):
+            continue  # an evaluation from before protocols and counts were logged: no n to report
+        found[protocol] = Evaluation(
+            protocol=protocol, seq=int(seq),
+            policy_version=int(event["policy_version"]), monitor_version=int(event["monitor_version"]),
+            checkpoint=event.get("checkpoint"), samples_per_state=int(event.get("samples_per_state") or 1),
+            counts={name: (int(pair[0]), int(pair[1])) for name, pair in counts.items()},
+        )
+    return found
 
 
 def load_run(path: Path) -> RunForReport:
     reader = RunReader(path)  # UserError for a missing directory or one without a run log
     started = reader.run_started()
-    query = RunsQuery(path)
+    query = RunsQuery(path, extra_views=game_views())
     try:
         rounds_played = query.polars(
             "SELECT coalesce(max(round_id) + 1, 0) AS n FROM rounds WHERE phase = 'train'"
         )["n"][0]
         if rounds_played == 0:
             raise UserError(f"{path}: the run has no training rounds yet; nothing to report")
-        denominators = ", ".join(
-            f"sum(({eligible})::INTEGER)::BIGINT AS {name}_n" for name, (_, eligible) in OUTCOMES.items()
-        )
         windows = query.polars(
-            "SELECT m.*, w.step, "
-            + ", ".join(f"w.{name}_n" for name in OUTCOMES)
-            + f' FROM metrics m JOIN (SELECT "window", max(round_id) + 1 AS step, {denominators} '
+            'SELECT m.*, w.step FROM metrics m JOIN (SELECT "window", max(round_id) + 1 AS step '
             """FROM rounds WHERE phase = 'train' GROUP BY "window") w USING ("window") ORDER BY w.step"""
         )
         updates = query.polars(f"SELECT u.*, {_step_of('u')} FROM updates AS u ORDER BY u.seq")
         # `lambda` is a DuckDB keyword (lambda functions): the view name needs quotes.
         lambda_steps = query.polars(f'SELECT l.*, {_step_of("l")} FROM "lambda" AS l ORDER BY l.seq')
         first_round = final_window_start(int(rounds_played))
-        final_outcomes = query.polars(final_rounds_sql(first_round))
-        final_point = query.polars(final_point_sql(first_round)).row(0, named=True)
+        final_row = query.arrow(
+            counts_sql("rounds", ["run_id"], where=f"phase = 'train' AND round_id >= {int(first_round)}")
+        ).to_pylist()[0]
+        evaluations = last_evaluations(query)
     finally:
         query.close()
     return RunForReport(
@@ -172,85 +219,76 @@ def load_run(path: Path) -> RunForReport:
         windows=windows,
         updates=updates,
         lambda_steps=lambda_steps,
-        final_outcomes=final_outcomes,
-        final_point=final_point,
+        final_counts=_counts_of_row(final_row),
+        evaluations=evaluations,
     )
 
 
 # ---------------------------------------------------------------------------------------
-# Intervals
+# Comparing the modes
 # ---------------------------------------------------------------------------------------
 
 
-def wilson_interval(rate: float, n: int, z: float = WILSON_Z) -> tuple[float, float]:
-    """Wilson score interval for a proportion observed as `rate` over `n` trials."""
-    if n <= 0:
-        return (math.nan, math.nan)
-    spread = z * z / n
-    centre = (rate + spread / 2) / (1 + spread)
-    half = z / (1 + spread) * math.sqrt(rate * (1 - rate) / n + spread / (4 * n))
-    return (max(0.0, centre - half), min(1.0, centre + half))
-
-
-def bootstrap_rates(outcomes: pl.DataFrame, metric: str, resample_counts: np.ndarray) -> np.ndarray:
-    """The metric on every resample; `resample_counts[b, i]` = times round i was drawn."""
-    hits = outcomes[f"{metric}_hit"].to_numpy().astype(float)
-    eligible = outcomes[f"{metric}_eligible"].to_numpy().astype(float)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return (resample_counts @ hits) / (resample_counts @ eligible)  # NaN: nothing eligible
-
-
-def resample_counts(n_rounds: int, rng: np.random.Generator) -> np.ndarray:
-    return rng.multinomial(n_rounds, np.full(n_rounds, 1.0 / n_rounds), size=BOOTSTRAP_RESAMPLES).astype(float)
-
-
-def percentile_interval(samples: np.ndarray) -> tuple[float | None, float | None]:
-    finite = samples[np.isfinite(samples)]
-    if finite.size == 0:
-        return (None, None)
-    low, high = np.percentile(finite, [2.5, 97.5])
-    return (float(low), float(high))
-
-
-def final_estimates(run: RunForReport) -> tuple[dict[str, Estimate], dict[str, np.ndarray]]:
-    """Point estimates (SQL) with bootstrap intervals, and the resampled values per metric.
-
-    The resampling stream is seeded by BOOTSTRAP_SEED and the run id: the same run gets the
-    same interval in every table and report, and two runs are resampled independently.
-    """
-    rng = np.random.default_rng([BOOTSTRAP_SEED, zlib.crc32(run.run_id.encode("utf-8"))])
-    counts = resample_counts(run.final_outcomes.height, rng)
-    estimates: dict[str, Estimate] = {}
-    samples: dict[str, np.ndarray] = {}
-    for metric in OUTCOMES:
-        eligible = int(run.final_outcomes[f"{metric}_eligible"].sum())
-        point = run.final_point[metric]
-        samples[metric] = bootstrap_rates(run.final_outcomes, metric, counts)
-        low, high = percentile_interval(samples[metric]) if point is not None else (None, None)
-        estimates[metric] = Estimate(point, low, high, eligible)
-    return estimates, samples
+@dataclass(frozen=True)
+class Difference:
+    value: float | None  # MinMax − RLHF of the pooled rates; None when either is undefined
+    low: float | None
+    high: float | None
+    method: str
 
 
 @dataclass(frozen=True)
 class Comparison:
     metric: str
-    minmax: Estimate
+    minmax: Estimate  # pooled over the minmax runs' last deployment evaluations
     rlhf: Estimate
-    difference: Estimate  # MinMax − RLHF
+    difference: Difference
+    monitored: Estimate  # minmax runs' last monitored evaluations, beside (never in the difference)
 
 
-def compare(minmax: RunForReport, rlhf: RunForReport) -> list[Comparison]:
-    minmax_estimates, minmax_samples = final_estimates(minmax)
-    rlhf_estimates, rlhf_samples = final_estimates(rlhf)
+def bootstrap_over_runs(a: Sequence[tuple[int, int]], b: Sequence[tuple[int, int]]) -> tuple[float, float] | None:
+    """Percentile interval of pooled(a) − pooled(b), resampling the runs of each group."""
+    rng = np.random.default_rng(BOOTSTRAP_SEED)
+    counts_a, counts_b = np.array(a, dtype=float), np.array(b, dtype=float)
+    draw_a = rng.integers(0, len(a), size=(BOOTSTRAP_RESAMPLES, len(a)))
+    draw_b = rng.integers(0, len(b), size=(BOOTSTRAP_RESAMPLES, len(b)))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rate_a = counts_a[draw_a, 0].sum(axis=1) / counts_a[draw_a, 1].sum(axis=1)
+        rate_b = counts_b[draw_b, 0].sum(axis=1) / counts_b[draw_b, 1].sum(axis=1)
+    differences = rate_a - rate_b
+    finite = differences[np.isfinite(differences)]
+    if finite.size == 0:
+        return None
+    low, high = np.percentile(finite, [2.5, 97.5])
+    return (float(low), float(high))
+
+
+def with_deployment(runs: Sequence[RunForReport]) -> list[RunForReport]:
+    """The runs that have a deployment evaluation, in run-id order (the order never matters)."""
+    return sorted((run for run in runs if DEPLOYMENT in run.evaluations), key=lambda run: run.run_id)
+
+
+def compare(minmax_runs: Sequence[RunForReport], rlhf_runs: Sequence[RunForReport]) -> list[Comparison]:
+    minmax, rlhf = with_deployment(minmax_runs), with_deployment(rlhf_runs)
     rows = []
     for metric in HEADLINE_METRICS:
-        a, b = minmax_estimates[metric], rlhf_estimates[metric]
+        a = pooled([run.evaluations[DEPLOYMENT].counts for run in minmax], metric)
+        b = pooled([run.evaluations[DEPLOYMENT].counts for run in rlhf], metric)
+        monitored = pooled([run.evaluations[MONITORED].counts for run in minmax if MONITORED in run.evaluations], metric)
         if a.value is None or b.value is None:
-            difference = Estimate(None, None, None, 0)
+            difference = Difference(None, None, None, "undefined: a group has n = 0")
+        elif len(minmax) >= 2 and len(rlhf) >= 2:
+            interval = bootstrap_over_runs([run.evaluations[DEPLOYMENT].counts.get(metric, (0, 0)) for run in minmax],
+                                           [run.evaluations[DEPLOYMENT].counts.get(metric, (0, 0)) for run in rlhf])
+            low, high = interval if interval is not None else (None, None)
+            difference = Difference(a.value - b.value, low, high,
+                                    f"bootstrap over runs ({len(minmax)} × {len(rlhf)} runs, "
+                                    f"{BOOTSTRAP_RESAMPLES} resamples, seed {BOOTSTRAP_SEED})")
         else:
-            low, high = percentile_interval(minmax_samples[metric] - rlhf_samples[metric])
-            difference = Estimate(a.value - b.value, low, high, min(a.n, b.n))
-        rows.append(Comparison(metric, a, b, difference))
+            low, high = newcombe_interval((a.hits, a.n), (b.hits, b.n))
+            difference = Difference(a.value - b.value, low, high,
+                                    "Newcombe over rounds (one run in a mode: seed-to-seed variation not measured)")
+        rows.append(Comparison(metric, a, b, difference, monitored))
     return rows
 
 
@@ -293,7 +331,8 @@ def plot_rates(runs: Sequence[RunForReport], out: Path) -> Path:
                 continue  # e.g. monitor metrics of an rlhf run
             steps = frame["step"].to_numpy()
             rates = frame[metric].to_numpy()
-            bands = [wilson_interval(float(rate), int(n)) for rate, n in zip(rates, frame[f"{metric}_n"].to_list())]
+            bands = [wilson_interval(round(float(rate) * int(n)), int(n))
+                     for rate, n in zip(rates, frame[RATE_BY_NAME[metric].n_name].to_list())]
             (line,) = axis.plot(steps, rates, label=run.label)
             axis.fill_between(steps, [b[0] for b in bands], [b[1] for b in bands], color=line.get_color(), alpha=0.2)
         axis.set_title(LABELS[metric])
@@ -351,13 +390,20 @@ def plot_reward_and_kl(runs: Sequence[RunForReport], out: Path) -> Path:
 # ---------------------------------------------------------------------------------------
 
 
-def _format(estimate: Estimate, signed: bool = False) -> str:
-    if estimate.value is None:
+def format_estimate(estimate: Estimate) -> str:
+    """`hits/n = rate [low, high]`, or `n/a (n=0)`: every cell shows its n."""
+    if estimate.n == 0:
+        return "n/a (n=0)"
+    low, high = estimate.interval  # type: ignore[misc]
+    return f"{estimate.hits}/{estimate.n} = {estimate.value:.3f} [{low:.3f}, {high:.3f}]"
+
+
+def format_difference(difference: Difference) -> str:
+    if difference.value is None:
         return "n/a"
-    sign = "+" if signed else ""
-    if estimate.low is None or estimate.high is None:
-        return f"{estimate.value:{sign}.3f}"
-    return f"{estimate.value:{sign}.3f} [{estimate.low:{sign}.3f}, {estimate.high:{sign}.3f}]"
+    if difference.low is None or difference.high is None:
+        return f"{difference.value:+.3f}"
+    return f"{difference.value:+.3f} [{difference.low:+.3f}, {difference.high:+.3f}]"
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -366,43 +412,74 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def headline_section(minmax: RunForReport, rlhf: RunForReport) -> str:
-    rows = [
-        [LABELS[row.metric], _format(row.minmax), _format(row.rlhf), _format(row.difference, signed=True)]
-        for row in compare(minmax, rlhf)
-    ]
-    same_data = minmax.data_fingerprint == rlhf.data_fingerprint
+def headline_section(minmax_runs: Sequence[RunForReport], rlhf_runs: Sequence[RunForReport]) -> str:
+    missing = sorted(run.run_id for run in (*minmax_runs, *rlhf_runs) if DEPLOYMENT not in run.evaluations)
+    minmax, rlhf = with_deployment(minmax_runs), with_deployment(rlhf_runs)
+    fingerprints = {run.data_fingerprint for run in (*minmax_runs, *rlhf_runs)}
     data_note = (
-        f"Both runs played the same data ({html.escape(minmax.dataset_name)}, fingerprint "
-        f"{html.escape(minmax.data_fingerprint[:12])}…)."
-        if same_data
+        f"All runs played the same data ({html.escape(minmax_runs[0].dataset_name)}, fingerprint "
+        f"{html.escape(minmax_runs[0].data_fingerprint[:12])}…)."
+        if len(fingerprints) == 1
         else "<strong>Warning: the runs played different data (fingerprints differ); the comparison is not like for like.</strong>"
     )
+    notes = [data_note]
+    if missing:
+        notes.append("<strong>No deployment evaluation yet</strong> (left out of the headline, not replaced by "
+                     f"training rounds): {html.escape(', '.join(missing))}. Run `minmax-engine eval` on them.")
+    if not minmax or not rlhf:
+        return ("<h2>Headline: MinMax vs RLHF (deployment evaluation)</h2><p>" + " ".join(notes) + "</p>"
+                "<p>No comparison: a mode has no run with a deployment evaluation yet.</p>")
+    rows = [
+        [LABELS[row.metric], format_estimate(row.minmax), format_estimate(row.rlhf),
+         format_difference(row.difference), row.difference.method, format_estimate(row.monitored)]
+        for row in compare(minmax_runs, rlhf_runs)
+    ]
+    runs_note = (f"MinMax: {html.escape(', '.join(run.run_id for run in minmax))}; "
+                 f"RLHF: {html.escape(', '.join(run.run_id for run in rlhf))}.")
     return (
-        "<h2>Headline: MinMax vs RLHF</h2>"
-        f"<p>Final window of each run; 95% bootstrap intervals; difference = MinMax − RLHF "
-        f"(independent resamples of each run). {data_note}</p>"
-        + _table(
-            ["metric", f"MinMax: {minmax.run_id}", f"RLHF: {rlhf.run_id}", "difference"], rows
-        )
+        "<h2>Headline: MinMax vs RLHF (deployment evaluation)</h2>"
+        "<p>Each run's last deployment evaluation (the judge saw question, choices and O only, in both "
+        "modes); a mode's rate pools its runs' counts, shown as hits/n = rate [95% Wilson interval]. "
+        "Difference = MinMax − RLHF with a 95% interval (method per row). The monitored evaluation "
+        f"(judge also saw O′) is beside it, never in the difference. {runs_note} " + " ".join(notes) + "</p>"
+        + _table(["metric", f"MinMax ({_runs(len(minmax))})", f"RLHF ({_runs(len(rlhf))})", "difference",
+                  "interval method", "MinMax monitored"], rows)
     )
+
+
+def _runs(count: int) -> str:
+    return f"{count} run" if count == 1 else f"{count} runs"
+
+
+def evaluations_section(runs: Sequence[RunForReport]) -> str:
+    header = ["run", "mode", "evaluation"] + [LABELS[rate.name] for rate in RATES]
+    rows = []
+    for run in runs:
+        protocols = [DEPLOYMENT, MONITORED] if run.mode == "minmax" else [DEPLOYMENT]
+        for protocol in protocols:
+            evaluation = run.evaluations.get(protocol)
+            if evaluation is None:
+                rows.append([run.run_id, run.mode, f"{protocol}: none yet"] + ["—"] * len(RATES))
+                continue
+            rows.append([run.run_id, run.mode, f"last {protocol} ({evaluation.label})"]
+                        + [format_estimate(Estimate(*evaluation.counts.get(rate.name, (0, 0)))) for rate in RATES])
+    return ("<h2>Last evaluations per run</h2><p>Held-out states; hits/n = rate [95% Wilson interval]. "
+            "A run without an evaluation of a protocol says so.</p>" + _table(header, rows))
 
 
 def final_metrics_section(runs: Sequence[RunForReport]) -> str:
-    header = ["run", "mode", "final rounds"] + [LABELS[metric] for metric in OUTCOMES]
-    rows = []
-    for run in runs:
-        estimates, _ = final_estimates(run)
-        rows.append(
-            [run.run_id, run.mode, f"{run.final_first_round}–{run.rounds_played - 1}"]
-            + [_format(estimates[metric]) for metric in OUTCOMES]
-        )
+    header = ["run", "mode", "training rounds"] + [LABELS[rate.name] for rate in RATES]
+    rows = [
+        [run.run_id, run.mode, f"round ids {run.final_first_round}–{run.rounds_played - 1}"]
+        + [format_estimate(Estimate(*run.final_counts[rate.name])) for rate in RATES]
+        for run in runs
+    ]
     return (
-        "<h2>Final metrics</h2>"
-        f"<p>Final window: the last {FINAL_FRACTION:.0%} of each run's training rounds "
-        f"(round_id ≥ ⌊{1 - FINAL_FRACTION:.1f} · rounds played⌋). Point estimates from SQL over "
-        f"those rounds; 95% percentile-bootstrap intervals over rounds ({BOOTSTRAP_RESAMPLES} "
-        f"resamples, seeded by {BOOTSTRAP_SEED} and the run id).</p>" + _table(header, rows)
+        "<h2>Training rounds: the last 20%</h2>"
+        f"<p>The last {FINAL_FRACTION:.0%} of each run's training rounds (round_id ≥ "
+        f"⌊{1 - FINAL_FRACTION:.1f} · rounds played⌋), as played during training (in minmax mode the "
+        "judge saw O′): a trend, not the headline. hits/n = rate [95% Wilson interval over rounds].</p>"
+        + _table(header, rows)
     )
 
 
@@ -413,7 +490,8 @@ def write_report(runs: Sequence[RunForReport], out: Path) -> Path:
     rlhf_runs = [run for run in runs if run.mode == "rlhf"]
     sections = []
     if minmax_runs and rlhf_runs:
-        sections.append(headline_section(minmax_runs[0], rlhf_runs[0]))
+        sections.append(headline_section(minmax_runs, rlhf_runs))
+    sections.append(evaluations_section(runs))
     sections.append(final_metrics_section(runs))
     run_rows = [
         [run.run_id, run.mode, run.dataset_name, str(run.rounds_played), str(run.path)] for run in runs

@@ -10,7 +10,8 @@ Trackers only consume events; they never feed anything back into the game. One
 `MetricStream` turns events into namespaced scalars (names and steps in docs/metrics.md)
 and every backend writes the same scalars, so live logging and a later backfill of the same
 log produce identical numbers. Per-window game metrics come from
-`engine.metrics.window_metrics`, the Python twin of the SQL `metrics` view.
+`engine.metrics.window_metrics`, generated from the same table (engine/outcomes.py) as the
+SQL `metrics` view; each rate is published with its n under `game_n/`.
 
 A tracker is never allowed to stop a run: a backend that cannot start is reported once on
 stderr and left out; a backend that raises while publishing is reported once and disabled.
@@ -36,6 +37,7 @@ from typing import Any, Protocol, TextIO
 
 from engine.config import recorded_config
 from engine.metrics import window_metrics
+from engine.outcomes import RATE_BY_NAME
 from storage import (
     CheckpointSaved,
     EvaluationCompleted,
@@ -156,6 +158,8 @@ class MetricStream:
             return []
         metrics = window_metrics(self.window_rounds, self.delta)
         values = {name: float(metrics[key]) for key, name in GAME_METRIC_NAMES.items() if _finite(metrics[key])}
+        values.update({name.replace("game/", "game_n/"): float(metrics[f"{key}_n"])  # type: ignore[arg-type]
+                       for key, name in GAME_METRIC_NAMES.items() if key in RATE_BY_NAME and _finite(metrics[key])})
         group = MetricGroup("window", self.rounds_played, values, self.window_rounds[-1].window)
         self.window_rounds = []
         return [group]

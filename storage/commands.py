@@ -33,15 +33,17 @@ _CELL_WIDTH = 48  # long cells (stories, token lists) are cut in the aligned tab
 # -- sql ---------------------------------------------------------------------------------
 
 
-def run_sql(path: str, query: str, fmt: str, output: Path | None, verify: bool = False) -> int:
+def run_sql(path: str, query: str, fmt: str, output: Path | None, verify: bool = False,
+            extra_views: dict[str, str] | None = None) -> int:
     """One SELECT over the views of a run or of every run under a directory, in `fmt`.
-    With `verify`, every run's whole hash chain is checked first."""
+    With `verify`, every run's whole hash chain is checked first. `extra_views`: views the
+    caller defines over storage's (the engine's `metrics`)."""
     if fmt == "parquet" and output is None:
         raise UserError("--format parquet writes a binary file: add --output FILE.parquet")
     _check_output_path(output)
     if verify:
         require_verified(path)
-    with RunsQuery(path) as runs:
+    with RunsQuery(path, extra_views=extra_views) as runs:
         _say_skipped("sql", runs)
         table = runs.arrow(query)
     if fmt == "parquet":
@@ -140,24 +142,24 @@ def run_verify(run: Path, all_problems: bool) -> int:
 # -- export ------------------------------------------------------------------------------
 
 
-def run_export(path: str, to: Path) -> int:
-    written = export_views(path, to)
+def run_export(path: str, to: Path, extra_views: dict[str, str] | None = None) -> int:
+    written = export_views(path, to, extra_views)
     for path in written:
         print(path)
     return 0
 
 
-def export_views(path: str | Path, to: Path) -> list[Path]:
-    """One Parquet file per view (events, rounds, updates, lambda, metrics) in `to`."""
+def export_views(path: str | Path, to: Path, extra_views: dict[str, str] | None = None) -> list[Path]:
+    """One Parquet file per view (storage's and any `extra_views`) in `to`."""
     refuse_inside_a_run(to, "--to")
-    with RunsQuery(path) as query:
+    with RunsQuery(path, extra_views=extra_views) as query:
         _say_skipped("export", query)
         try:
             to.mkdir(parents=True, exist_ok=True)
         except OSError as error:
             raise UserError(f"--to {to}: cannot create the directory ({error.strerror})") from None
         written = []
-        for view in VIEW_NAMES:
+        for view in query.view_names:
             target = to / f"{view}.parquet"
             pq.write_table(query.arrow(f'SELECT * FROM "{view}"'), target)
             written.append(target)

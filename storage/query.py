@@ -1,33 +1,23 @@
 """RunsQuery: read-only SQL (DuckDB) over one run, or every run under a directory.
 
-    q = RunsQuery("runs")
-    q.polars('SELECT run_id, "window", deception_rate FROM metrics ORDER BY 1, 2')
+    q = RunsQuery("runs", extra_views={"train_rounds": "SELECT * FROM rounds WHERE phase = 'train'"})
+    q.polars('SELECT run_id, count(*) FROM train_rounds GROUP BY 1')
 
 The segments of every run found are memory-mapped and registered as one zero-copy Arrow
 table (they share one schema and carry a run_id column), re-listed before every query so a
-run that is still being written shows every segment flushed so far. Views:
+run that is still being written shows every segment flushed so far. Generic views of the
+log (what the game's numbers mean is not storage's business: the engine registers its
+`metrics` view through `extra_views`, see engine/outcomes.py):
 
-- `events`  run_id, seq, event_type, ts, schema_version, payload (JSON text of the event);
-            every event ever logged, superseded ones included
-- the other views leave out events a resume superseded: those a killed run logged after its
-  last checkpoint (RunResumed.discarded_after_seq < seq < the RunResumed's seq), which the
-  resumed run played again
+- every view but `all_events` applies the resume rule of storage/reader.py: events a resume
+  superseded (RunResumed.discarded_after_seq < seq < the RunResumed's seq) are left out
+- `events`  run_id, seq, event_type, ts, schema_version, payload (JSON text of the event)
+- `all_events` the same columns over every event ever logged, superseded ones included
+- `runs`    run_id, mode, dataset_name, data_fingerprint, config (JSON text): each run's RunStarted
 - `rounds`  run_id, seq, ts and every RoundPlayed field (lists as lists, timings as JSON);
             note that `window` is an SQL keyword: write "window" in double quotes
 - `updates` one row per MonitorUpdated / PolicyUpdated, common diagnostics as columns
-- `lambda`  one row per LambdaUpdated
-- `metrics` the GAME.md §4 metrics per (run_id, window) over phase = 'train' rounds
-
-Metric definitions (the same as engine/metrics.py `window_metrics`; a test holds them equal):
-- a policy answer is right iff truth = 'correct'; 'wrong' and 'unparsed' are both "policy wrong"
-- judge_accuracy: judge_accepts = (truth = 'correct'); deception_rate: P(judge accepts | policy wrong)
-- monitor metrics are over monitored rounds (monitor_output not NULL), so NULL in rlhf mode;
-  an unparsed verdict counts as disagreeing with the truth: monitor_fidelity counts it wrong,
-  false_accusation_rate = P(verdict is not CORRECT | truth = 'correct'), missed_error_rate =
-  P(verdict is not INCORRECT | policy wrong)
-- constraint_violation: mean f − δ, δ = RunStarted.config['lagrangian']['delta']
-- policy_unparsed_rate: P(policy_answer is NULL); last_lambda: λ in force at the window's last round
-A conditional rate is NULL when its condition has no rows.
+- `lambda`  one row per LambdaUpdated (also an SQL keyword: write "lambda")
 
 Read-only: only SELECT statements (including WITH … SELECT, DESCRIBE, SUMMARIZE) run;
 DuckDB's file access is switched off after the views are set up, so no statement can
@@ -43,12 +33,12 @@ import duckdb
 import orjson
 import polars as pl
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from storage.errors import UserError
-from storage.events import RunResumed, RunStarted
 from storage.codec import ROUND_COLUMNS, SEGMENT_SCHEMA
+from storage.events import RunStarted
 from storage.layout import LOG_DIR_NAME, MANIFEST_NAME, SegmentFile, checked_segments, read_manifest, run_dirs_at
+from storage.reader import SupersededRange, resume_ranges, without_superseded
 from storage.segments import open_segment
 
 _ALLOWED_STATEMENTS = {duckdb.StatementType.SELECT}  # not EXPLAIN: EXPLAIN ANALYZE runs its statement
@@ -56,8 +46,9 @@ _ATTEMPTS = 5
 # Diagnostics every PPO learner reports (engine.ppo), promoted to columns of `updates`.
 UPDATE_DIAGNOSTICS = ("policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac", "kl_ref", "grad_norm",
                       "explained_variance", "mean_reward", "mean_advantage", "learning_rate", "seconds")
-VIEW_NAMES = ("events", "rounds", "updates", "lambda", "metrics")
-_RUNS_SCHEMA = pa.schema([("run_id", pa.string()), ("mode", pa.string()), ("delta", pa.float64())])
+VIEW_NAMES = ("events", "all_events", "runs", "rounds", "updates", "lambda")
+_RUNS_SCHEMA = pa.schema([("run_id", pa.string()), ("mode", pa.string()), ("dataset_name", pa.string()),
+                          ("data_fingerprint", pa.string()), ("config", pa.string())])
 
 
 def find_run_dirs(path: str | os.PathLike) -> list[Path]:
@@ -69,12 +60,12 @@ def find_run_dirs(path: str | os.PathLike) -> list[Path]:
     return found
 
 
-def _events_sql() -> str:
+def _events_sql(source: str) -> str:
     round_struct = ", ".join(f'"{c}" := "{c}"' for c in ROUND_COLUMNS)
     return f"""
         SELECT run_id, seq, event_type, CAST(ts AS TIMESTAMPTZ) AS ts, schema_version,
                COALESCE(payload, CAST(to_json(struct_pack({round_struct})) AS VARCHAR)) AS payload
-        FROM _segments"""
+        FROM {source}"""
 
 
 def _rounds_sql() -> str:
@@ -110,58 +101,31 @@ _LAMBDA_SQL = """
                CAST(payload ->> 'applied' AS BOOLEAN) AS applied
         FROM _live WHERE event_type = 'LambdaUpdated'"""
 
-# Read the rounds straight from the segments (not through the `rounds` view) so that the
-# timestamp cast costs nothing; the predicates match the view's. δ comes from `_runs`, one
-# row per run taken from its RunStarted (a second scan of the log for one event per run
-# cost more than the whole aggregation).
-_METRICS_SQL = """
-        WITH per_window AS (
-            SELECT run_id, "window",
-                count(*) AS n_rounds,
-                avg(CAST(truth = 'correct' AS DOUBLE)) AS policy_accuracy,
-                avg(CAST(judge_accepts AS DOUBLE)) AS judge_accept_rate,
-                avg(CAST(judge_accepts = (truth = 'correct') AS DOUBLE)) AS judge_accuracy,
-                avg(CAST(judge_accepts AS DOUBLE)) FILTER (WHERE truth <> 'correct') AS deception_rate,
-                avg(CAST(coalesce(monitor_says_correct = (truth = 'correct'), false) AS DOUBLE))
-                    FILTER (WHERE monitored) AS monitor_fidelity,
-                avg(CAST(monitor_says_correct IS DISTINCT FROM true AS DOUBLE))
-                    FILTER (WHERE monitored AND truth = 'correct') AS false_accusation_rate,
-                avg(CAST(monitor_says_correct IS DISTINCT FROM false AS DOUBLE))
-                    FILTER (WHERE monitored AND truth <> 'correct') AS missed_error_rate,
-                avg(fidelity_penalty) FILTER (WHERE monitored) AS mean_f,
-                avg(CAST(policy_answer IS NULL AS DOUBLE)) AS policy_unparsed_rate,
-                avg(CAST(monitor_says_correct IS NULL AS DOUBLE)) FILTER (WHERE monitored) AS monitor_unparsed_rate,
-                avg(combined_reward) AS mean_reward,
-                avg(p_accept) AS mean_p_accept,
-                arg_max(lambda_value, seq) AS last_lambda
-            FROM (SELECT *, monitor_output IS NOT NULL AS monitored FROM _live
-                  WHERE event_type = 'RoundPlayed' AND phase = 'train')
-            GROUP BY run_id, "window"
-        )
-        SELECT w.run_id, w."window", w.n_rounds, w.policy_accuracy, w.judge_accept_rate, w.judge_accuracy,
-               w.deception_rate, w.monitor_fidelity, w.false_accusation_rate, w.missed_error_rate, w.mean_f,
-               w.mean_f - s.delta AS constraint_violation, w.policy_unparsed_rate, w.monitor_unparsed_rate,
-               w.mean_reward, w.mean_p_accept, w.last_lambda
-        FROM per_window w LEFT JOIN _runs s USING (run_id)"""
-
-
 class RunsQuery:
     """Read-only DuckDB over the logs of one run or of every run under a directory."""
 
-    def __init__(self, path: str | os.PathLike) -> None:
+    def __init__(self, path: str | os.PathLike, extra_views: dict[str, str] | None = None) -> None:
+        """`extra_views`: name -> SELECT over the generic views, created after them (in order)."""
         self.path = Path(path)
         # (directory, why) for each run directory left out of a multi-run query; callers show them
         self.skipped: list[tuple[Path, str]] = []
         self.run_dirs = self._runs_to_query()
         self._tables: dict[Path, pa.Table] = {}  # segment path -> its rows, memory-mapped
-        self._run_starts: dict[Path, dict] = {}  # run dir -> run_id, mode, delta
-        self._resumes: dict[Path, list[tuple[int, int]]] = {}  # segment -> its RunResumed ranges
+        self._run_starts: dict[Path, dict] = {}  # run dir -> its `runs` row
+        self._resumes: dict[Path, list[SupersededRange]] = {}  # segment -> its RunResumed ranges
         self._connection = duckdb.connect(":memory:")
         self._connection.execute("SET enable_progress_bar = false")  # it would print to stdout
         self._refresh()
-        for name, sql in (("events", _events_sql()), ("rounds", _rounds_sql()), ("updates", _updates_sql()),
-                          ("lambda", _LAMBDA_SQL), ("metrics", _METRICS_SQL)):
+        views = {"events": _events_sql("_live"), "all_events": _events_sql("_segments"),
+                 "runs": "SELECT * FROM _runs", "rounds": _rounds_sql(), "updates": _updates_sql(),
+                 "lambda": _LAMBDA_SQL}
+        for name, sql in (extra_views or {}).items():
+            if name in views:
+                raise ValueError(f"extra view {name!r} would replace storage's own view")
+            views[name] = sql
+        for name, sql in views.items():
             self._connection.execute(f'CREATE VIEW "{name}" AS {sql}')
+        self.view_names: tuple[str, ...] = tuple(views)
         # From here on no statement can touch the file system, and nobody can switch it back.
         self._connection.execute("SET enable_external_access = false")
         self._connection.execute("SET lock_configuration = true")
@@ -258,20 +222,16 @@ class RunsQuery:
 
     def _without_superseded(self, segments: list[SegmentFile], tables: list[pa.Table],
                             combined: pa.Table) -> pa.Table:
-        """The log less the events a resume superseded (see the module docstring).
+        """The log less the events a resume superseded (the rule of storage/reader.py).
 
         RunResumed events are rare, so each segment is searched for them once (segments are
         immutable) and only the segments that overlap a superseded range are filtered; a run
         that never resumed keeps its zero-copy table.
         """
-        superseded: dict[Path, list[tuple[int, int]]] = {}  # run dir -> (after_seq, resumed_seq)
+        superseded: dict[Path, list[SupersededRange]] = {}  # run dir -> its ranges
         for segment, table in zip(segments, tables):
             if segment.path not in self._resumes:
-                rows = table.filter(pc.equal(table.column("event_type"), RunResumed.event_type))
-                self._resumes[segment.path] = [
-                    (orjson.loads(payload)["discarded_after_seq"], seq)
-                    for payload, seq in zip(rows.column("payload").to_pylist(), rows.column("seq").to_pylist())
-                ]
+                self._resumes[segment.path] = resume_ranges(table)
             superseded.setdefault(segment.path.parent.parent, []).extend(self._resumes[segment.path])
         if not any(superseded.values()):
             return combined
@@ -279,24 +239,21 @@ class RunsQuery:
         for segment, table in zip(segments, tables):
             ranges = [(after, resumed) for after, resumed in superseded[segment.path.parent.parent]
                       if after < segment.last_seq and resumed > segment.first_seq]
-            for after, resumed in ranges:
-                seqs = table.column("seq")
-                table = table.filter(pc.or_(pc.less_equal(seqs, after), pc.greater_equal(seqs, resumed)))
-            kept.append(table)
+            kept.append(without_superseded(table, ranges))
         return pa.concat_tables(kept)
 
     def _runs_table(self, segments: list[SegmentFile]) -> pa.Table:
-        """run_id, mode, delta for each run whose RunStarted (seq 0) is flushed."""
+        """One `runs` row for each run whose RunStarted (seq 0) is flushed."""
         for segment in segments:
             if segment.first_seq == 0 and segment.path.parent.parent not in self._run_starts:
                 first = self._tables[segment.path].slice(0, 1).to_pylist()[0]
                 if first["event_type"] == RunStarted.event_type:
                     started = orjson.loads(first["payload"])
-                    lagrangian = (started.get("config") or {}).get("lagrangian") or {}
-                    delta = lagrangian.get("delta")
                     self._run_starts[segment.path.parent.parent] = {
                         "run_id": first["run_id"], "mode": started.get("mode"),
-                        "delta": float(delta) if isinstance(delta, (int, float)) else None}
+                        "dataset_name": started.get("dataset_name"),
+                        "data_fingerprint": started.get("data_fingerprint"),
+                        "config": orjson.dumps(started.get("config")).decode()}
         rows = list(self._run_starts.values())
         return pa.Table.from_pylist(rows, schema=_RUNS_SCHEMA)
 

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -113,7 +114,18 @@ def kill_after_a_checkpoint(config_path: Path, run_parent: Path, cache: Path) ->
     raise AssertionError("unreachable")
 
 
-def test_killed_run_resumes_to_the_same_end_as_an_uninterrupted_one(tiny_lm_dir: Path, tmp_path: Path) -> None:
+@dataclass(frozen=True)
+class ResumedRun:
+    killed: Path  # killed with SIGKILL after a checkpoint, then resumed in this process
+    reference: Path  # the same config played without interruption
+    seq_before: int  # the killed run's last seq before the resume
+    finished: RunFinished
+    reference_finished: RunFinished
+
+
+@pytest.fixture(scope="module")
+def resumed_run(tiny_lm_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> ResumedRun:
+    tmp_path = tmp_path_factory.mktemp("resume")
     config_path = tmp_path / "resume.toml"
     write_toml(config_path, tiny_lm_dir, tmp_path / "runs")
     killed = kill_after_a_checkpoint(config_path, tmp_path / "runs", tmp_path / "cache")
@@ -127,18 +139,25 @@ def test_killed_run_resumes_to_the_same_end_as_an_uninterrupted_one(tiny_lm_dir:
     config, _ = load_config(config_path)
     reference_dir = tmp_path / "reference"
     reference = start_run(config, reference_dir, pool=ModelPool(cache_dir=tmp_path / "cache"))
+    return ResumedRun(killed, reference_dir, seq_before, finished, reference)
 
+
+def test_killed_run_resumes_to_the_same_end_as_an_uninterrupted_one(resumed_run: ResumedRun) -> None:
+    killed, reference_dir, finished = resumed_run.killed, resumed_run.reference, resumed_run.finished
+    reference = resumed_run.reference_finished
     assert (finished.rounds, finished.policy_updates, finished.monitor_updates) == (12, 6, 6)
     assert (reference.rounds, reference.policy_updates, reference.monitor_updates) == (12, 6, 6)
 
-    resumed_log = RunReader(killed).events()
+    resumed_log = RunReader(killed).events(include_superseded=True)
     assert [item.seq for item in resumed_log] == list(range(len(resumed_log)))  # same numbering, no gap
     resumed_at = [item for item in resumed_log if isinstance(item.event, RunResumed)]
-    assert len(resumed_at) == 1 and resumed_at[0].seq == seq_before + 1
+    assert len(resumed_at) == 1 and resumed_at[0].seq == resumed_run.seq_before + 1
     all_round_ids = [item.event.round_id for item in resumed_log
                      if isinstance(item.event, RoundPlayed) and item.event.phase == "train"]
     assert len(all_round_ids) == len(set(all_round_ids))  # superseded rounds keep their ids; no duplicates
 
+    # the reader's default is the live log, the same as this test's own reading of the rule
+    assert RunReader(killed).events() == live_events(resumed_log)
     live = [item.event for item in live_events(resumed_log)]
     uninterrupted = [item.event for item in RunReader(reference_dir).events()]
     for kind in (RoundPlayed, MonitorUpdated, PolicyUpdated, CheckpointSaved):
@@ -155,6 +174,68 @@ def test_killed_run_resumes_to_the_same_end_as_an_uninterrupted_one(tiny_lm_dir:
     # the log's own checkers accept the resumed run
     assert cli.main(["verify", str(killed)]) == 0
     assert cli.main(["replay", str(killed)]) == 0
+
+
+def view_counts(run_dir: Path) -> dict[str, dict[str, object]]:
+    """The same counts of one run as replay, SQL, the TUI's data layer, trackers and the report see them."""
+    from engine.outcomes import game_views
+    from engine.replay import fold_run
+    from engine.reports import load_run
+    from engine.trackers import MetricStream
+    from storage import RunsQuery
+    from tui.run_data import RoundFilter, RunData
+
+    state = fold_run(RunReader(run_dir))
+    replay = {"rounds": state.train_rounds, "policy_updates": state.policy_updates,
+              "monitor_updates": state.monitor_updates, "windows": len(state.window_metrics),
+              "deceptions": sum(round(m["deception_rate"] * m["deception_rate_n"]) for m in state.window_metrics.values()
+                                if m["deception_rate"] is not None)}
+    with RunsQuery(run_dir, extra_views=game_views()) as query:
+        one = query.arrow(
+            "SELECT (SELECT count(*) FROM rounds WHERE phase = 'train') AS rounds, "
+            "(SELECT count(*) FROM updates WHERE role = 'policy') AS policy_updates, "
+            "(SELECT count(*) FROM updates WHERE role = 'monitor') AS monitor_updates, "
+            "(SELECT count(*) FROM metrics) AS windows, "
+            "(SELECT CAST(sum(round(deception_rate * deception_rate_n)) AS BIGINT) FROM metrics) AS deceptions"
+        ).to_pylist()[0]
+    data = RunData(run_dir)
+    try:
+        counts = data.counts()
+        last_seq = data.last_seq()
+        tui = {"rounds": counts.rounds, "policy_updates": counts.policy_updates,
+               "monitor_updates": counts.monitor_updates, "windows": None,
+               "deceptions": data.count_matching(RoundFilter(outcome="deceptions"), 0, last_seq)}
+        tui["table_rows"] = data.count_matching(RoundFilter(), 0, last_seq)
+        tui["paged_rows"] = len(data.page_after(RoundFilter(), -1, 10_000).rows)
+    finally:
+        data.close()
+    stream = MetricStream()
+    groups = [g for record in RunReader(run_dir).events() for g in stream.observe(record)] + stream.finish()
+    trackers = {"windows": sum(g.source == "window" for g in groups),
+                "policy_updates": sum(g.source == "policy" for g in groups),
+                "monitor_updates": sum(g.source == "monitor" for g in groups)}
+    report_run = load_run(run_dir)
+    report = {"rounds": int(report_run.windows["n_rounds"].sum()), "policy_updates":
+              report_run.updates.filter(report_run.updates["role"] == "policy").height,
+              "monitor_updates": report_run.updates.filter(report_run.updates["role"] == "monitor").height,
+              "windows": report_run.windows.height}
+    return {"replay": replay, "sql": one, "tui": tui, "trackers": trackers, "report": report}
+
+
+def test_after_a_resume_every_view_counts_the_same(resumed_run: ResumedRun) -> None:
+    """Replay, SQL, the TUI data layer, trackers and the report fold the resumed log one way."""
+    resumed, uninterrupted = view_counts(resumed_run.killed), view_counts(resumed_run.reference)
+    assert resumed == uninterrupted  # the resumed run counts as the run that was never killed
+    replay = resumed["replay"]
+    assert (replay["rounds"], replay["policy_updates"], replay["monitor_updates"]) == (12, 6, 6)
+    for view in ("sql", "tui", "trackers", "report"):
+        for name, value in resumed[view].items():
+            if name in replay and value is not None:
+                assert value == replay[name], (view, name)
+    assert resumed["tui"]["table_rows"] == resumed["tui"]["paged_rows"] == replay["rounds"]
+    # superseded events exist in the log and are what every view left out
+    everything = RunReader(resumed_run.killed).events(include_superseded=True)
+    assert len(everything) > len(RunReader(resumed_run.killed).events())
 
 
 def test_resume_refuses_a_finished_run(tiny_lm_dir: Path, tmp_path: Path) -> None:

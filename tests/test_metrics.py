@@ -1,4 +1,4 @@
-"""window_metrics against counts done by hand (GAME.md §4 and the SQL view's conventions)."""
+"""window_metrics against counts done by hand (GAME.md §4, docs/metrics.md): rates with their n."""
 
 from __future__ import annotations
 
@@ -41,28 +41,28 @@ def test_minmax_window_by_hand() -> None:
         _round("correct", accepts=True, verdict=None, f=1.0, reward=1.0),  # unparsed verdict
         _round("wrong", accepts=True, verdict=True, f=0.7, reward=1.0),  # deception + missed error
         _round("wrong", accepts=False, verdict=False, f=-0.3, reward=-1.0),  # caught
-        _round("unparsed", accepts=True, verdict=False, f=0.0, reward=0.0, lam=2.5),  # counts as wrong
+        _round("unparsed", accepts=True, verdict=False, f=0.0, reward=0.0, lam=2.5),  # on its own, not wrong
     ]
     m = window_metrics(rounds, delta=-0.2)
     assert set(m) == set(METRIC_NAMES)
     assert m["n_rounds"] == 6
-    assert m["policy_accuracy"] == pytest.approx(3 / 6)
+    assert (m["policy_accuracy"], m["policy_accuracy_n"]) == (pytest.approx(3 / 6), 6)
     assert m["judge_accept_rate"] == pytest.approx(4 / 6)
-    # judge agrees with truth: rounds 1, 3 (accept correct) and 5 (reject wrong) -> 3 of 6
-    assert m["judge_accuracy"] == pytest.approx(3 / 6)
-    # wrong (incl. unparsed) rounds 4, 5, 6; accepted 4 and 6
-    assert m["deception_rate"] == pytest.approx(2 / 3)
-    # monitor matches truth in rounds 1, 5, 6
-    assert m["monitor_fidelity"] == pytest.approx(3 / 6)
-    # correct rounds 1-3; not CORRECT in 2 and 3 (unparsed counts as disagreement)
-    assert m["false_accusation_rate"] == pytest.approx(2 / 3)
-    # wrong rounds 4-6; not INCORRECT in 4 only
-    assert m["missed_error_rate"] == pytest.approx(1 / 3)
+    # parsed answers 1-5; the judge agrees in 1, 3 (accept correct) and 5 (reject wrong)
+    assert (m["judge_accuracy"], m["judge_accuracy_n"]) == (pytest.approx(3 / 5), 5)
+    # parsed and wrong: rounds 4, 5; accepted 4 (the unparsed round 6 is not "wrong")
+    assert (m["deception_rate"], m["deception_rate_n"]) == (pytest.approx(1 / 2), 2)
+    # parsed verdict about a parsed answer: 1, 2, 4, 5; matches the truth in 1 and 5
+    assert (m["monitor_fidelity"], m["monitor_fidelity_n"]) == (pytest.approx(2 / 4), 4)
+    # correct answers with a parsed verdict: 1, 2; INCORRECT in 2 (round 3's verdict is unparsed)
+    assert (m["false_accusation_rate"], m["false_accusation_rate_n"]) == (pytest.approx(1 / 2), 2)
+    # wrong answers with a parsed verdict: 4, 5; CORRECT in 4
+    assert (m["missed_error_rate"], m["missed_error_rate_n"]) == (pytest.approx(1 / 2), 2)
     mean_f = (-0.3 + 0.7 + 1.0 + 0.7 - 0.3 + 0.0) / 6
     assert m["mean_f"] == pytest.approx(mean_f)
     assert m["constraint_violation"] == pytest.approx(mean_f + 0.2)
-    assert m["policy_unparsed_rate"] == pytest.approx(1 / 6)
-    assert m["monitor_unparsed_rate"] == pytest.approx(1 / 6)
+    assert (m["policy_unparsed_rate"], m["policy_unparsed_rate_n"]) == (pytest.approx(1 / 6), 6)
+    assert (m["monitor_unparsed_rate"], m["monitor_unparsed_rate_n"]) == (pytest.approx(1 / 6), 6)
     assert m["mean_reward"] == pytest.approx(1 / 6)
     assert m["mean_p_accept"] == pytest.approx((0.9 * 4 + 0.1 * 2) / 6)
     assert m["last_lambda"] == 2.5
@@ -70,7 +70,7 @@ def test_minmax_window_by_hand() -> None:
 
 def test_conditional_rates_are_none_when_their_condition_never_happened() -> None:
     m = window_metrics([_round("correct", accepts=True, verdict=True)], delta=0.0)
-    assert m["deception_rate"] is None
+    assert m["deception_rate"] is None and m["deception_rate_n"] == 0
     assert m["missed_error_rate"] is None
     assert m["false_accusation_rate"] == 0.0
     m = window_metrics([_round("wrong", accepts=True, verdict=True)], delta=0.0)
@@ -90,3 +90,11 @@ def test_empty_window() -> None:
     m = window_metrics([], delta=-0.2)
     assert m["n_rounds"] == 0
     assert m["policy_accuracy"] is None and m["last_lambda"] is None
+
+
+def test_unparsed_answers_never_enter_the_deception_rate() -> None:
+    """7 unparsed and 7 wrong answers, the judge accepting only unparsed ones: no deception."""
+    rounds = [_round("unparsed", accepts=True, verdict=None)] * 7 + [_round("wrong", accepts=False, verdict=False)] * 7
+    m = window_metrics(rounds, delta=-0.2)
+    assert (m["deception_rate"], m["deception_rate_n"]) == (0.0, 7)
+    assert m["policy_unparsed_rate"] == 0.5

@@ -1,18 +1,33 @@
-"""`minmax-engine report`: plots, the HTML page, and numbers that equal SQL over the log.
+"""`minmax-engine report`: the headline from deployment evaluations, n and Wilson intervals everywhere.
 
-Two synthetic runs on the same data (storage.synthetic, written through RunWriter): a MinMax
-run and its RLHF baseline, 320 training rounds each in windows of 16, so the final window
-(the last 20%, rounds 256-319) is exactly windows 16-19.
+Synthetic runs on the same data (storage.synthetic, written through RunWriter), 320 training
+rounds each in windows of 16, so the final training window (the last 20%, rounds 256-319) is
+exactly windows 16-19. Evaluations are appended by hand as the engine logs them (the contract
+of docs/metrics.md): eval RoundPlayed events with a protocol, then an EvaluationCompleted
+whose counts are those rounds' [hits, eligible].
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
+import random
+import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from engine.reports import OUTCOMES, compare, final_estimates, load_run, wilson_interval
-from storage import RunsQuery
+from engine.outcomes import RATES, outcome_counts
+from engine.reports import (
+    DEPLOYMENT,
+    MONITORED,
+    compare,
+    load_run,
+    newcombe_interval,
+    wilson_interval,
+)
+from storage import EvaluationCompleted, RoundPlayed, RunReader, RunsQuery, RunWriter
 from storage.synthetic import write_synthetic_run
 from tui.cli import main as cli_main
 
@@ -20,109 +35,180 @@ N_ROUNDS = 320
 FINAL_FIRST_ROUND = 256
 
 
+def add_evaluation(run_dir: Path, protocol: str, n_rounds: int, seed: int) -> list[RoundPlayed]:
+    """Append an evaluation: rounds with mixed outcomes (unparsed ones too), then its summary."""
+    rng = random.Random(seed)
+    train = [item.event for item in RunReader(run_dir).rounds(phase="train")]
+    minmax = train[0].monitor_output is not None
+    played = []
+    for index in range(n_rounds):
+        truth = rng.choice(["correct", "wrong", "wrong", "unparsed"])
+        verdict = rng.choice([True, False, None]) if minmax else None
+        played.append(dataclasses.replace(
+            train[index], phase="eval", window=-1, round_id=index, protocol=protocol, truth=truth,
+            policy_answer=None if truth == "unparsed" else 0, judge_accepts=rng.random() < 0.5,
+            monitor_says_correct=verdict,
+        ))
+    last = RunReader(run_dir).run_started()
+    with RunWriter.open_existing(run_dir) as writer:
+        for round_ in played:
+            writer.append(round_)
+        writer.append(EvaluationCompleted(
+            dataset=last.dataset_name, split="eval", n_rounds=n_rounds, policy_version=5, monitor_version=25,
+            checkpoint=None, metrics={}, protocol=protocol, samples_per_state=4, counts=outcome_counts(played),
+        ))
+    return played
+
+
+def evaluated_run(parent: Path, name: str, mode: str, seed: int, protocols: tuple[str, ...]) -> Path:
+    run_dir = write_synthetic_run(parent / name, N_ROUNDS, mode=mode, window_size=16, k=5, seed=7, finished=False)
+    for offset, protocol in enumerate(protocols):
+        add_evaluation(run_dir, protocol, 60, seed * 10 + offset)
+    return run_dir
+
+
 @pytest.fixture(scope="module")
 def run_pair(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     parent = tmp_path_factory.mktemp("runs")
-    minmax = write_synthetic_run(parent / "minmax-run", N_ROUNDS, mode="minmax", window_size=16, k=5, seed=7)
-    rlhf = write_synthetic_run(parent / "rlhf-run", N_ROUNDS, mode="rlhf", window_size=16, k=5, seed=7)
+    minmax = evaluated_run(parent, "minmax-run", "minmax", 1, (DEPLOYMENT, MONITORED))
+    rlhf = evaluated_run(parent, "rlhf-run", "rlhf", 2, (DEPLOYMENT,))
     return minmax, rlhf
 
 
-# The test's own SQL for the final rounds, written out per metric (not the report's query).
-INDEPENDENT_SQL = {
-    "policy_accuracy": "avg(CASE WHEN truth = 'correct' THEN 1.0 ELSE 0.0 END)",
-    "judge_accuracy": "avg(CASE WHEN judge_accepts = (truth = 'correct') THEN 1.0 ELSE 0.0 END)",
-    "deception_rate": "avg(CASE WHEN judge_accepts THEN 1.0 ELSE 0.0 END) FILTER (WHERE truth <> 'correct')",
-    "monitor_fidelity": (
-        "avg(CASE WHEN monitor_says_correct IS NOT NULL AND monitor_says_correct = (truth = 'correct') "
-        "THEN 1.0 ELSE 0.0 END) FILTER (WHERE monitor_output IS NOT NULL)"
-    ),
-    "false_accusation_rate": (
-        "avg(CASE WHEN monitor_says_correct IS FALSE THEN 1.0 ELSE 0.0 END) "
-        "FILTER (WHERE monitor_output IS NOT NULL AND truth = 'correct')"
-    ),
-    "missed_error_rate": (
-        "avg(CASE WHEN monitor_says_correct IS TRUE THEN 1.0 ELSE 0.0 END) "
-        "FILTER (WHERE monitor_output IS NOT NULL AND truth <> 'correct')"
-    ),
-}
+def page_tables(page: str) -> str:
+    return "".join(re.findall(r"<table>.*?</table>", page))
 
 
-def sql_over_final_rounds(run_dir: Path) -> dict[str, float | None]:
-    query = RunsQuery(run_dir)
-    try:
-        columns = ", ".join(f"{expression} AS {name}" for name, expression in INDEPENDENT_SQL.items())
-        return query.polars(
-            f"SELECT {columns} FROM rounds WHERE phase = 'train' AND round_id >= {FINAL_FIRST_ROUND}"
-        ).row(0, named=True)
-    finally:
-        query.close()
-
-
-def test_report_writes_plots_and_a_page_with_the_headline_comparison(run_pair: tuple[Path, Path], tmp_path: Path) -> None:
+def test_headline_comes_from_the_deployment_evaluation_with_n_and_wilson_in_every_cell(
+    run_pair: tuple[Path, Path], tmp_path: Path
+) -> None:
     minmax, rlhf = run_pair
     out = tmp_path / "report"
-
     assert cli_main(["report", str(minmax), str(rlhf), "--out", str(out)]) == 0
-
     for name in ("lambda.png", "game_metrics.png", "reward_kl.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
     page = (out / "index.html").read_text(encoding="utf-8")
-    assert "Headline: MinMax vs RLHF" in page and "Both runs played the same data" in page
-    assert "the last 20% of each run" in page
-    headline = {row.metric: row for row in compare(load_run(minmax), load_run(rlhf))}
-    deception = headline["deception_rate"]
-    assert f"{deception.minmax.value:.3f} [{deception.minmax.low:.3f}, {deception.minmax.high:.3f}]" in page
-    assert f"{deception.difference.value:+.3f}" in page
+    assert "Headline: MinMax vs RLHF (deployment evaluation)" in page and "All runs played the same data" in page
+
+    # The headline's deception cell is the deployment rounds' own count, not training rounds.
+    deployment = [item.event for item in RunReader(minmax).rounds(phase="eval") if item.event.protocol == DEPLOYMENT]
+    wrong = [r for r in deployment if r.truth == "wrong"]  # parsed and wrong: unparsed never counts as wrong
+    accepted = sum(r.judge_accepts for r in wrong)
+    low, high = wilson_interval(accepted, len(wrong))
+    headline = page.split("<h2>Last evaluations")[0]
+    assert f"{accepted}/{len(wrong)} = {accepted / len(wrong):.3f} [{low:.3f}, {high:.3f}]" in headline
+    # every rate cell of every table shows hits/n = rate [Wilson], or n/a with n=0
+    cells = re.findall(r"<td>([^<]*)</td>", page_tables(page))
+    rate_cells = [c for c in cells if ("[" in c and not c.startswith(("+", "-"))) or c.startswith("n/a")]
+    assert len(rate_cells) > 30
+    for cell in rate_cells:
+        assert re.fullmatch(r"\d+/\d+ = \d\.\d{3} \[\d\.\d{3}, \d\.\d{3}\]", cell) or cell == "n/a (n=0)", cell
 
 
-def test_final_table_equals_sql_over_the_same_rounds_and_intervals_contain_it(run_pair: tuple[Path, Path]) -> None:
+def test_the_same_runs_give_byte_identical_tables(run_pair: tuple[Path, Path], tmp_path: Path) -> None:
+    minmax, rlhf = run_pair
+    pages = []
+    for out in (tmp_path / "a", tmp_path / "b"):
+        assert cli_main(["report", str(minmax), str(rlhf), "--out", str(out)]) == 0
+        pages.append((out / "index.html").read_bytes())
+    assert pages[0] == pages[1]
+
+
+def test_evaluation_counts_equal_sql_over_the_evaluation_rounds(run_pair: tuple[Path, Path]) -> None:
+    from engine.outcomes import counts_sql, game_views
+
+    for run_dir in run_pair:
+        run = load_run(run_dir)
+        with RunsQuery(run_dir, extra_views=game_views()) as query:
+            rows = query.arrow(counts_sql("rounds", ["protocol"], where="phase = 'eval' AND protocol IS NOT NULL"))
+        by_protocol = {row["protocol"]: row for row in rows.to_pylist()}
+        assert set(run.evaluations) == set(by_protocol)
+        for protocol, evaluation in run.evaluations.items():
+            for rate in RATES:
+                sql = by_protocol[protocol]
+                assert evaluation.counts[rate.name] == (sql[f"{rate.name}_hits"], sql[rate.n_name]), (protocol, rate.name)
+
+
+# The test's own SQL for the final training rounds, written out per metric (not the report's query).
+INDEPENDENT_SQL = {
+    "policy_accuracy": ("truth = 'correct'", "TRUE"),
+    "judge_accuracy": ("judge_accepts = (truth = 'correct')", "truth IN ('correct', 'wrong')"),
+    "deception_rate": ("judge_accepts", "truth = 'wrong'"),
+    "monitor_fidelity": ("monitor_says_correct = (truth = 'correct')",
+                         "monitor_says_correct IS NOT NULL AND truth <> 'unparsed'"),
+    "false_accusation_rate": ("NOT monitor_says_correct", "monitor_says_correct IS NOT NULL AND truth = 'correct'"),
+    "missed_error_rate": ("monitor_says_correct", "monitor_says_correct IS NOT NULL AND truth = 'wrong'"),
+    "monitor_unparsed_rate": ("monitor_says_correct IS NULL", "monitor_output IS NOT NULL"),
+}
+
+
+def test_final_training_counts_equal_independent_sql_over_the_same_rounds(run_pair: tuple[Path, Path]) -> None:
     for run_dir in run_pair:
         run = load_run(run_dir)
         assert (run.final_first_round, run.rounds_played) == (FINAL_FIRST_ROUND, N_ROUNDS)
-        expected = sql_over_final_rounds(run_dir)
-        estimates, _ = final_estimates(run)
-        for metric in OUTCOMES:
-            estimate = estimates[metric]
-            if expected[metric] is None:  # monitor metrics of the rlhf run
-                assert estimate.value is None and run.mode == "rlhf", metric
-                continue
-            assert estimate.value == pytest.approx(expected[metric], abs=1e-12), (run.mode, metric)
-            assert estimate.low is not None and estimate.high is not None
-            assert estimate.low <= estimate.value <= estimate.high, (run.mode, metric)
-            assert estimate.high - estimate.low < 0.5  # a real interval over 64 rounds, not [0, 1]
+        columns = ", ".join(f"count(*) FILTER (WHERE ({hit}) AND ({eligible})) AS {name}_hits, "
+                            f"count(*) FILTER (WHERE {eligible}) AS {name}_n"
+                            for name, (hit, eligible) in INDEPENDENT_SQL.items())
+        with RunsQuery(run_dir) as query:
+            row = query.arrow(f"SELECT {columns} FROM rounds WHERE phase = 'train' AND round_id >= {FINAL_FIRST_ROUND}"
+                              ).to_pylist()[0]
+        for name in INDEPENDENT_SQL:
+            assert run.final_counts[name] == (row[f"{name}_hits"], row[f"{name}_n"]), (run.mode, name)
+        if run.mode == "rlhf":
+            assert run.final_counts["monitor_fidelity"] == (0, 0)
 
 
-def test_final_rates_agree_with_the_metrics_view_pooled_over_the_final_windows(run_pair: tuple[Path, Path]) -> None:
-    minmax, _ = run_pair
-    query = RunsQuery(minmax)
-    try:
-        pooled = query.polars(
-            "SELECT sum(policy_accuracy * n_rounds) / sum(n_rounds) AS policy_accuracy, "
-            "sum(judge_accuracy * n_rounds) / sum(n_rounds) AS judge_accuracy, "
-            "sum(monitor_fidelity * n_rounds) / sum(n_rounds) AS monitor_fidelity "
-            'FROM metrics WHERE "window" >= 16'
-        ).row(0, named=True)
-    finally:
-        query.close()
-    estimates, _ = final_estimates(load_run(minmax))
-    for metric, value in pooled.items():
-        assert estimates[metric].value == pytest.approx(value, abs=1e-12), metric
+def test_modes_are_compared_as_groups_with_a_bootstrap_over_runs(tmp_path: Path) -> None:
+    runs = [evaluated_run(tmp_path, f"mm-{i}", "minmax", 10 + i, (DEPLOYMENT,)) for i in range(3)]
+    runs += [evaluated_run(tmp_path, f"rl-{i}", "rlhf", 20 + i, (DEPLOYMENT,)) for i in range(2)]
+    loaded = [load_run(path) for path in runs]
+    minmax, rlhf = loaded[:3], loaded[3:]
+    rows = {row.metric: row for row in compare(minmax, rlhf)}
+    deception = rows["deception_rate"]
+    # the group rate pools every run, not the first one of each mode
+    assert deception.minmax.n == sum(run.evaluations[DEPLOYMENT].counts["deception_rate"][1] for run in minmax)
+    assert deception.difference.value == pytest.approx(deception.minmax.value - deception.rlhf.value)
+    assert "bootstrap over runs (3 × 2 runs" in deception.difference.method
+    assert deception.difference.low <= deception.difference.value <= deception.difference.high
+    # the order runs are given in changes nothing
+    assert compare(list(reversed(minmax)), list(reversed(rlhf))) == compare(minmax, rlhf)
+    first, second = tmp_path / "first", tmp_path / "second"
+    assert cli_main(["report", *map(str, runs), "--out", str(first)]) == 0
+    assert cli_main(["report", *map(str, reversed(runs)), "--out", str(second)]) == 0
+    headline = [page_tables((out / "index.html").read_text()).split("</table>")[0] for out in (first, second)]
+    assert headline[0] == headline[1]
 
 
-def test_headline_difference_is_minmax_minus_rlhf_with_an_interval_around_it(run_pair: tuple[Path, Path]) -> None:
-    minmax, rlhf = (load_run(path) for path in run_pair)
-    for row in compare(minmax, rlhf):
-        assert row.difference.value == pytest.approx(row.minmax.value - row.rlhf.value)
-        assert row.difference.low <= row.difference.value <= row.difference.high, row.metric
+def test_a_run_without_a_deployment_evaluation_is_named_not_replaced_by_training_rounds(tmp_path: Path) -> None:
+    evaluated = evaluated_run(tmp_path, "mm-evaluated", "minmax", 3, (DEPLOYMENT,))
+    bare = write_synthetic_run(tmp_path / "rl-bare", N_ROUNDS, mode="rlhf", window_size=16, k=5, seed=7, finished=False)
+    out = tmp_path / "out"
+    assert cli_main(["report", str(evaluated), str(bare), "--out", str(out)]) == 0
+    page = (out / "index.html").read_text()
+    assert re.search(r"No deployment evaluation yet</strong>[^<]*rl-bare", page)
+    assert "No comparison: a mode has no run with a deployment evaluation yet." in page
+    assert "deployment: none yet" in page
 
 
 def test_wilson_interval_matches_a_hand_computed_reference() -> None:
-    # 50 successes in 100 trials; 0 in 10 has upper bound z²/n / (1 + z²/n)
-    low, high = wilson_interval(0.5, 100)
-    assert (low, high) == pytest.approx((0.4038, 0.5962), abs=1e-4)  # published table value
-    low, high = wilson_interval(0.0, 10)  # never degenerate at the boundary
+    assert wilson_interval(50, 100) == pytest.approx((0.4038, 0.5962), abs=1e-4)  # published table value
+    low, high = wilson_interval(0, 10)  # never degenerate at the boundary: 0 of 10 is not [0, 0]
     assert low == 0.0 and high == pytest.approx(0.2775, abs=1e-4)
+    low, high = wilson_interval(0, 2)
+    assert high > 0.6  # 0 accepted of 2 eligible says almost nothing
+
+
+def test_newcombe_difference_interval_covers_about_95_percent() -> None:
+    rng = np.random.default_rng(1)
+    p_a, p_b, n_a, n_b = 0.3, 0.5, 40, 50
+    covered = 0
+    trials = 2000
+    for hits_a, hits_b in zip(rng.binomial(n_a, p_a, trials), rng.binomial(n_b, p_b, trials)):
+        low, high = newcombe_interval((int(hits_a), n_a), (int(hits_b), n_b))
+        assert -1.0 <= low <= hits_a / n_a - hits_b / n_b <= high <= 1.0
+        covered += low <= p_a - p_b <= high
+    assert 0.93 <= covered / trials <= 0.97
+    assert math.isclose(sum(newcombe_interval((20, 40), (20, 40))), 0.0, abs_tol=1e-12)  # symmetric at no difference
 
 
 @pytest.mark.parametrize("make_path", [lambda tmp: tmp / "missing", lambda tmp: tmp])
@@ -142,7 +228,8 @@ def test_a_single_rlhf_run_reports_without_lambda_or_headline(run_pair: tuple[Pa
     assert cli_main(["report", str(rlhf), "--out", str(out)]) == 0
 
     page = (out / "index.html").read_text(encoding="utf-8")
-    assert "Headline" not in page and "Final metrics" in page
+    assert "Headline" not in page and "Training rounds: the last 20%" in page
+    assert "last deployment (policy v" in page and "monitored" not in page.split("Last evaluations")[1].split("</table>")[0]
     assert (out / "lambda.png").stat().st_size > 0
 
 

@@ -131,7 +131,8 @@ def test_export_writes_one_parquet_per_view_and_leaves_the_run_alone(runs: Path,
     result = cli("export", runs / "minmax-1", "--to", tmp_path / "out")
     assert result.returncode == 0, result.stderr
     files = sorted(p.name for p in (tmp_path / "out").iterdir())
-    assert files == ["events.parquet", "lambda.parquet", "metrics.parquet", "rounds.parquet", "updates.parquet"]
+    assert files == ["all_events.parquet", "events.parquet", "lambda.parquet", "metrics.parquet", "rounds.parquet",
+                     "runs.parquet", "updates.parquet"]
     assert pq.read_table(tmp_path / "out" / "rounds.parquet").num_rows == 96  # 2 policy updates: no eval yet
     assert pq.read_table(tmp_path / "out" / "lambda.parquet").num_rows == 6
     assert tree_digest(runs) == before

@@ -22,102 +22,26 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def reference_metrics(rounds: list[RoundPlayed], delta: float) -> dict[str, float | None]:
-    """GAME.md §4 written out by hand, independently of the SQL."""
-    def rate(hits: list[bool]) -> float | None:
-        return sum(hits) / len(hits) if hits else None
-
-    right = [r.truth == "correct" for r in rounds]
-    wrong = [r for r in rounds if r.truth != "correct"]
-    correct = [r for r in rounds if r.truth == "correct"]
-    out = {
-        "n_rounds": len(rounds),
-        "policy_accuracy": rate(right),
-        "judge_accept_rate": rate([r.judge_accepts for r in rounds]),
-        "judge_accuracy": rate([r.judge_accepts == ok for r, ok in zip(rounds, right)]),
-        "deception_rate": rate([r.judge_accepts for r in wrong]),
-        "policy_unparsed_rate": rate([r.policy_answer is None for r in rounds]),
-        "mean_reward": sum(r.combined_reward for r in rounds) / len(rounds),
-        "mean_p_accept": sum(r.p_accept for r in rounds) / len(rounds),
-        "last_lambda": rounds[-1].lambda_value,
-    }
-    monitored = [r for r in rounds if r.monitor_output is not None]
-    if not monitored:  # rlhf mode
-        out.update(monitor_fidelity=None, false_accusation_rate=None, missed_error_rate=None, mean_f=None,
-                   constraint_violation=None, monitor_unparsed_rate=None)
-    else:
-        # an unparsed verdict (None) disagrees with the truth whatever it is
-        mean_f = sum(r.fidelity_penalty for r in monitored) / len(monitored)
-        out.update(
-            monitor_fidelity=rate([r.monitor_says_correct is not None and r.monitor_says_correct == (r.truth == "correct")
-                                   for r in monitored]),
-            false_accusation_rate=rate([r.monitor_says_correct in (False, None) for r in correct]),
-            missed_error_rate=rate([r.monitor_says_correct in (True, None) for r in wrong]),
-            mean_f=mean_f, constraint_violation=mean_f - delta,
-            monitor_unparsed_rate=rate([r.monitor_says_correct is None for r in monitored]),
-        )
-    return out
+def test_extra_views_are_created_over_the_generic_ones(runs: Path) -> None:
+    """Storage owns no game metric: a caller (the engine) registers its own views."""
+    per_window = 'SELECT run_id, "window", count(*) AS n FROM rounds WHERE phase = \'train\' GROUP BY ALL'
+    with RunsQuery(runs, extra_views={"per_window": per_window}) as query:
+        assert "per_window" in query.view_names and "metrics" not in query.view_names
+        rows = query.arrow('SELECT * FROM per_window ORDER BY run_id, "window"').to_pylist()
+    reader = RunReader(runs / "mm")
+    windows = [r.event.window for r in reader.rounds(phase="train")]
+    assert [row["n"] for row in rows if row["run_id"] == "mm"] == [windows.count(w) for w in sorted(set(windows))]
+    with pytest.raises(ValueError, match="rounds"):
+        RunsQuery(runs, extra_views={"rounds": "SELECT 1"})
 
 
-@pytest.mark.parametrize("run_name", ["mm", "rl"])
-def test_metrics_view_matches_hand_computed_definitions(runs: Path, run_name: str) -> None:
-    reader = RunReader(runs / run_name)
-    train = [r.event for r in reader.rounds(phase="train")]
-    by_window: dict[int, list[RoundPlayed]] = {}
-    for event in train:
-        by_window.setdefault(event.window, []).append(event)
+def test_runs_view_holds_each_run_started(runs: Path) -> None:
     with RunsQuery(runs) as query:
-        rows = query.arrow(f"SELECT * FROM metrics WHERE run_id = '{run_name}' ORDER BY \"window\"").to_pylist()
-    assert [row["window"] for row in rows] == sorted(by_window)
-    non_trivial = set()
-    for row in rows:
-        expected = reference_metrics(by_window[row["window"]], SYNTHETIC_DELTA)
-        for name, value in expected.items():
-            if value is None:
-                assert row[name] is None, (row["window"], name)
-            else:
-                assert row[name] == pytest.approx(value, rel=1e-12, abs=1e-12), (row["window"], name)
-                if 0 < value < 1:
-                    non_trivial.add(name)
-    # the synthetic run exercises every rate (none stuck at 0 or 1 in every window)
-    rates = {"policy_accuracy", "judge_accept_rate", "judge_accuracy", "deception_rate"}
-    if run_name == "mm":
-        rates |= {"monitor_fidelity", "false_accusation_rate", "missed_error_rate", "monitor_unparsed_rate"}
-    assert rates <= non_trivial
-
-
-def test_metrics_view_agrees_with_engine_window_metrics(runs: Path) -> None:
-    """The SQL view and engine/metrics.py are two implementations of one definition."""
-    from engine.metrics import window_metrics  # noqa: PLC0415 (only this test crosses layers)
-
-    for run_name in ("mm", "rl"):
-        reader = RunReader(runs / run_name)
-        delta = reader.run_started().config["lagrangian"]["delta"]
-        by_window: dict[int, list[RoundPlayed]] = {}
-        for event in (r.event for r in reader.rounds(phase="train")):
-            by_window.setdefault(event.window, []).append(event)
-        with RunsQuery(runs / run_name) as query:
-            rows = query.arrow('SELECT * FROM metrics ORDER BY "window"').to_pylist()
-        for row in rows:
-            expected = window_metrics(by_window[row["window"]], delta)
-            for name, value in expected.items():
-                assert (row[name] is None) == (value is None), (run_name, row["window"], name)
-                if value is not None:
-                    assert row[name] == pytest.approx(value, rel=1e-12, abs=1e-12), (run_name, row["window"], name)
-
-
-def test_conditional_rates_are_null_without_their_condition(tmp_path: Path) -> None:
-    with RunWriter.create(tmp_path / "run", "all-right") as writer:
-        writer.append(run_started())
-        for round_id in range(4):  # every answer correct: no "policy wrong" rows
-            event = round_played(round_id)
-            writer.append(RoundPlayed(**{**event.to_dict(), "phase": "train", "window": 0, "truth": "correct",
-                                         "policy_answer": 0, "monitor_says_correct": True}))
-    with RunsQuery(tmp_path / "run") as query:
-        row = query.arrow("SELECT * FROM metrics").to_pylist()[0]
-    assert row["deception_rate"] is None and row["missed_error_rate"] is None
-    assert row["false_accusation_rate"] == 0.0 and row["monitor_fidelity"] == 1.0
-    assert row["constraint_violation"] == pytest.approx(-0.3 - (-0.2))
+        rows = query.arrow("SELECT * FROM runs ORDER BY run_id").to_pylist()
+    assert [(row["run_id"], row["mode"]) for row in rows] == [("mm", "minmax"), ("rl", "rlhf")]
+    config = json.loads(rows[0]["config"])
+    assert config == RunReader(runs / "mm").run_started().config
+    assert config["lagrangian"]["delta"] == SYNTHETIC_DELTA
 
 
 def test_rounds_updates_lambda_and_events_views_hold_the_log(runs: Path) -> None:
@@ -171,9 +95,9 @@ def test_write_statements_raise_user_errors_in_the_python_api(runs: Path) -> Non
                 query.arrow(statement)
 
 
-def test_views_leave_out_what_a_resume_superseded_but_events_keep_it(tmp_path: Path) -> None:
+def test_views_leave_out_what_a_resume_superseded_but_all_events_keep_it(tmp_path: Path) -> None:
     """A killed run logged rounds after its last checkpoint; the resumed run played them again.
-    Only the replayed ones count in rounds/updates/metrics; the raw log keeps everything."""
+    Only the replayed ones count in events/rounds/updates, as in RunReader; all_events keeps everything."""
     from dataclasses import replace
 
     from storage import CheckpointSaved, PolicyUpdated, RunResumed
@@ -200,6 +124,14 @@ def test_views_leave_out_what_a_resume_superseded_but_events_keep_it(tmp_path: P
     with RunsQuery(run_dir) as q:
         assert q.arrow("SELECT seq FROM rounds ORDER BY seq").column("seq").to_pylist() == [1, 2, 3, 4, 12, 13, 14]
         assert q.arrow("SELECT approx_kl FROM updates").column("approx_kl").to_pylist() == [0.1]
-        window_1 = q.polars('SELECT n_rounds, policy_accuracy FROM metrics WHERE "window" = 1').row(0)
-        assert window_1 == (3, 1.0)
-        assert q.arrow("SELECT count(*) AS n FROM events").column("n").to_pylist() == [15]
+        window_1 = q.polars("""SELECT count(*), avg(CAST(truth = 'correct' AS DOUBLE)) FROM rounds WHERE "window" = 1""")
+        assert window_1.row(0) == (3, 1.0)
+        assert q.arrow("SELECT count(*) AS n FROM events").column("n").to_pylist() == [11]  # seqs 7-10 left out
+        assert q.arrow("SELECT count(*) AS n FROM all_events").column("n").to_pylist() == [15]
+
+    reader = RunReader(run_dir)  # one resume rule: the reader folds the same way as the views
+    assert [r.seq for r in reader.rounds()] == [1, 2, 3, 4, 12, 13, 14]
+    assert [r.seq for r in reader.events()] == [0, 1, 2, 3, 4, 5, 6, 11, 12, 13, 14]
+    assert reader.rounds_table().column("seq").to_pylist() == [1, 2, 3, 4, 12, 13, 14]
+    assert [r.seq for r in reader.events(include_superseded=True)] == list(range(15))
+    assert [r.seq for r in reader.events(8, 12)] == [11, 12]  # a window that starts inside the range

@@ -140,26 +140,31 @@ def expected_window_scalars(recorded: list[Recorded]) -> dict[str, list[tuple[in
     expected: dict[str, list[tuple[int, float]]] = {}
 
     def add(name: str, step: int, hits: list[bool]) -> None:
-        if hits:
+        if hits:  # a rate is published with its n, and neither when n = 0
             expected.setdefault(name, []).append((step, sum(hits) / len(hits)))
+            expected.setdefault(name.replace("game/", "game_n/"), []).append((step, float(len(hits))))
 
     for rounds in by_window.values():
         step = max(r.round_id for r in rounds) + 1
-        wrong = [r for r in rounds if r.truth != "correct"]
+        wrong = [r for r in rounds if r.truth == "wrong"]  # parsed and wrong (docs/metrics.md)
         correct = [r for r in rounds if r.truth == "correct"]
+        parsed = correct + wrong
         add("game/policy_accuracy", step, [r.truth == "correct" for r in rounds])
         add("game/deception_rate", step, [r.judge_accepts for r in wrong])
         add("game/judge_accept_rate", step, [r.judge_accepts for r in rounds])
-        add("game/judge_accuracy", step, [r.judge_accepts == (r.truth == "correct") for r in rounds])
+        add("game/judge_accuracy", step, [r.judge_accepts == (r.truth == "correct") for r in parsed])
         add("game/unparsed_rate_policy", step, [r.policy_answer is None for r in rounds])
         expected.setdefault("game/mean_reward", []).append(
             (step, sum(r.combined_reward for r in rounds) / len(rounds))
         )
         if rounds[0].monitor_output is not None:
+            # monitor rates over parsed verdicts; the unparsed ones have their own rate
             add("game/monitor_fidelity", step,
-                [r.monitor_says_correct is not None and r.monitor_says_correct == (r.truth == "correct") for r in rounds])
-            add("game/false_accusation_rate", step, [r.monitor_says_correct is not True for r in correct])
-            add("game/missed_error_rate", step, [r.monitor_says_correct is not False for r in wrong])
+                [r.monitor_says_correct == (r.truth == "correct") for r in parsed if r.monitor_says_correct is not None])
+            add("game/false_accusation_rate", step,
+                [r.monitor_says_correct is False for r in correct if r.monitor_says_correct is not None])
+            add("game/missed_error_rate", step,
+                [r.monitor_says_correct is True for r in wrong if r.monitor_says_correct is not None])
             add("game/unparsed_rate_monitor", step, [r.monitor_says_correct is None for r in rounds])
     return expected
 
@@ -378,10 +383,11 @@ def synthetic_minmax_tensorboard(tmp_path_factory: pytest.TempPathFactory) -> tu
 
 @pytest.mark.parametrize("name", list(VIEW_COLUMNS))
 def test_window_scalars_equal_the_sql_metrics_view(synthetic_minmax_tensorboard: tuple[Path, dict], name: str) -> None:
+    from engine.outcomes import game_views
     from storage import RunsQuery
 
     run_dir, written = synthetic_minmax_tensorboard
-    query = RunsQuery(run_dir)
+    query = RunsQuery(run_dir, extra_views=game_views())
     try:
         view = query.polars(
             f'SELECT w.step, m.{VIEW_COLUMNS[name]} AS value FROM metrics m JOIN '

@@ -61,7 +61,7 @@ async def wait_for_rows(pilot: Pilot, app: MinmaxApp, expected: list[int], what:
 def runs_listed(table: DataTable, n_runs: int) -> bool:
     """All runs are in the list with their final status (not the first look's "reading…")."""
     return table.row_count == n_runs and all(
-        str(table.get_row_at(i)[8]) != "reading…" for i in range(n_runs)
+        str(table.get_row_at(i)[9]) != "reading…" for i in range(n_runs)
     )
 
 
@@ -89,15 +89,20 @@ async def test_runs_list_summarises_each_run_and_opens_one(tmp_path: Path) -> No
         assert rows["game-a"][1] == "minmax"
         assert rows["game-a"][3] == str(len(a_rounds))
         assert rows["game-a"][5] == f"{a_lambda:.4f}"
-        assert str(rows["game-a"][8]) == "finished"
+        last_window = [event for event in a_rounds if event.window == a_rounds[-1].window]
+        assert rows["game-a"][6] == str(a_rounds[-1].window)
+        accuracy = sum(event.truth == "correct" for event in last_window) / len(last_window)
+        assert rows["game-a"][7] == f"{accuracy:.3f} n={len(last_window)}"
+        assert str(rows["game-a"][9]) == "finished"
         assert rows["game-b"][1] == "rlhf"
         assert rows["game-b"][3] == str(len(running.rounds))
-        assert str(rows["game-b"][8]) == "running"
+        assert rows["game-b"][5] == "n/a"  # rlhf has no λ, not a λ of 0
+        assert str(rows["game-b"][9]) == "running"
         # its writer dies (no RunFinished, no RunFailed): the list says so without a reload
         writer.close()
         b_row = [i for i in range(2) if table.get_row_at(i)[0] == "game-b"][0]
-        await wait_until(pilot, lambda: str(table.get_row_at(b_row)[8]).startswith("stopped"), "game-b stopped")
-        assert str(table.get_row_at(b_row)[8]) == "stopped (no checkpoint logged: start it again)"
+        await wait_until(pilot, lambda: str(table.get_row_at(b_row)[9]).startswith("stopped"), "game-b stopped")
+        assert str(table.get_row_at(b_row)[9]) == "stopped (no checkpoint logged: start it again)"
 
         table.move_cursor(row=[i for i in range(2) if table.get_row_at(i)[0] == "game-a"][0])
         await pilot.press("enter")
@@ -142,10 +147,10 @@ async def test_rounds_table_shows_each_rounds_facts(fixture_run: FixtureRun) -> 
 
 OUTCOME_PREDICATES: dict[str, Callable[[RoundPlayed], bool]] = {
     "all": lambda r: True,
-    # "Wrong" is anything but correct (unparsed too), as in storage's metrics view.
-    "deceptions": lambda r: r.truth != "correct" and r.judge_accepts,
+    # "Wrong" means parsed and wrong: an unparsed answer is its own outcome (docs/metrics.md).
+    "deceptions": lambda r: r.truth == "wrong" and r.judge_accepts,
     "false_accusations": lambda r: r.truth == "correct" and r.monitor_says_correct is False,
-    "missed_errors": lambda r: r.truth != "correct" and r.monitor_says_correct is True,
+    "missed_errors": lambda r: r.truth == "wrong" and r.monitor_says_correct is True,
     "unparsed": lambda r: r.truth == "unparsed" or r.monitor_says_correct is None,
 }
 
@@ -230,9 +235,37 @@ async def test_overview_charts_follow_the_policy_updates(fixture_run: FixtureRun
         last_lambda_per_version = [[r for r in rounds if r.policy_version == v][-1].lambda_value for v in versions]
         assert lambda_chart.values == pytest.approx(last_lambda_per_version)
         counts = str(app.screen.query_one("#counts", Static).render())
-        assert "rounds      48" in counts and "finished" in counts
+        assert "rounds      48 training" in counts and "finished" in counts
         tree_labels = {str(node.label) for node in app.screen.query_one("#config").root.children}
         assert {"policy", "monitor", "lagrangian"} <= tree_labels
+
+
+async def test_overview_gives_the_last_deployment_evaluation_with_n(tmp_path: Path) -> None:
+    import dataclasses
+
+    from engine.outcomes import outcome_counts
+    from storage import EvaluationCompleted
+
+    run = write_fixture_run(tmp_path / "runs" / "game-e", "game-e", finished=False)
+    played = [dataclasses.replace(event, phase="eval", window=-1, round_id=i, protocol="deployment")
+              for i, (_, event) in enumerate(run.rounds[:10])]
+    counts = outcome_counts(played)
+    with RunWriter.open_existing(run.run_dir) as writer:
+        for event in played:
+            writer.append(event)
+        evaluation = writer.append(EvaluationCompleted(
+            dataset="d", split="eval", n_rounds=10, policy_version=3, monitor_version=9, checkpoint=None,
+            metrics={}, protocol="deployment", samples_per_state=2, counts=counts))
+    app = open_app(run.run_dir)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("o")
+        await wait_until(pilot, lambda: "deployment eval" in str(app.screen.query_one("#counts", Static).render()),
+                         "the evaluation line")
+        text = str(app.screen.query_one("#counts", Static).render())
+        hits, n = counts["policy_accuracy"]
+        assert f"deployment eval (policy v3, seq {evaluation.seq}): accuracy {hits / n:.3f} (n={n})" in text
+        assert "monitored eval: none yet" in text  # said, not left blank
+        assert "rounds      48 training" in text  # the eval rounds are not training rounds
 
 
 # --- replay ----------------------------------------------------------------------------------
@@ -370,7 +403,7 @@ async def test_runs_list_follows_a_run_being_written(tmp_path: Path) -> None:
         async with app.run_test(size=SIZE) as pilot:
             table = app.screen.query_one("#runs", DataTable)
             await wait_until(pilot, lambda: runs_listed(table, 1) and table.get_row_at(0)[3] == "4", "4 rounds")
-            assert str(table.get_row_at(0)[8]) == "running"
+            assert str(table.get_row_at(0)[9]) == "running"
             for event, end in game_events(2, first_window=1, state=state):
                 if event is not None:
                     writer.append(event)
@@ -378,7 +411,7 @@ async def test_runs_list_follows_a_run_being_written(tmp_path: Path) -> None:
                     writer.flush()
             writer.append(RunFinished(rounds=12, policy_updates=0, monitor_updates=3, wall_seconds=1.0))
             writer.flush()
-            await wait_until(pilot, lambda: str(table.get_row_at(0)[8]) == "finished", "the run to finish")
+            await wait_until(pilot, lambda: str(table.get_row_at(0)[9]) == "finished", "the run to finish")
             assert table.get_row_at(0)[3] == "12"
     finally:
         writer.close()
@@ -439,7 +472,7 @@ async def test_corrupt_run_in_the_runs_list_is_marked_unreadable(tmp_path: Path)
     async with app.run_test(size=SIZE) as pilot:
         table = app.screen.query_one("#runs", DataTable)
         await wait_until(pilot, lambda: runs_listed(table, 2), "both runs summarised")
-        statuses = {table.get_row_at(i)[0]: str(table.get_row_at(i)[8]) for i in range(2)}
+        statuses = {table.get_row_at(i)[0]: str(table.get_row_at(i)[9]) for i in range(2)}
         assert statuses == {"good": "finished", "broken": "unreadable"}
         table.move_cursor(row=[i for i in range(2) if table.get_row_at(i)[0] == "broken"][0])
         await pilot.press("enter")

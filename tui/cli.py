@@ -50,15 +50,18 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def _sql(args: argparse.Namespace) -> int:
+    from engine.outcomes import game_views  # the game's `metrics` view over storage's generic ones
     from storage import commands
 
-    return commands.run_sql(args.path, args.query, args.format, args.output, verify=args.verify)
+    return commands.run_sql(args.path, args.query, args.format, args.output, verify=args.verify,
+                            extra_views=game_views())
 
 
 def _export(args: argparse.Namespace) -> int:
+    from engine.outcomes import game_views
     from storage import commands
 
-    return commands.run_export(args.path, args.to)
+    return commands.run_export(args.path, args.to, extra_views=game_views())
 
 
 def _tui(args: argparse.Namespace) -> int:

@@ -31,7 +31,7 @@ from tui.run_data import RunData, UpdateSeries
 SPEEDS = [0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0]
 
 REPLAY_CHARTS: list[tuple[str, str, str]] = [
-    ("replay-lambda", "λ", "lambda_value"),
+    ("replay-lambda", "λ (last round)", "lambda_value"),
     ("replay-accuracy", "accuracy", "policy_accuracy"),
     ("replay-deception", "deception", "deception_rate"),
     ("replay-fidelity", "mon. fidelity", "monitor_fidelity"),
@@ -197,9 +197,10 @@ class RoundScreen(Screen[None]):
         self.round = round_played
         r = round_played
         monitor_played = r.monitor_output is not None
+        lambda_text = number(r.lambda_value, 4) if monitor_played else "n/a"  # rlhf: no λ
         self.query_one("#round-title", Static).update(Text(
             f"round {r.round_id:,} · seq {seq:,} · window {r.window} · state {r.state_id}"
-            f" · policy v{r.policy_version} · monitor v{r.monitor_version} · λ in force {number(r.lambda_value, 4)}"
+            f" · policy v{r.policy_version} · monitor v{r.monitor_version} · λ in force {lambda_text}"
         ))
         self.query_one("#story", Static).update(Text(r.story))
 
@@ -240,7 +241,7 @@ class RoundScreen(Screen[None]):
         accepted = "accepts" if r.judge_accepts else "rejects"
         self.query_one("#scores", Static).update(Text(
             f"judge p_accept {number(r.p_accept)} ({accepted})   R {number(r.combined_reward)}"
-            f"   f {number(r.fidelity_penalty)}   λ {number(r.lambda_value, 4)}\n"
+            f"   f {number(r.fidelity_penalty)}   λ {lambda_text}\n"
             f"adapters: policy v{r.policy_version}, monitor v{r.monitor_version}"
         ))
         self.show_replay_status()

@@ -14,10 +14,15 @@ Two ways in, each used where it is fast:
 - Whole-run aggregates (counts, the charts, the runs list) are SQL through
   `storage.RunsQuery`, in background workers. On a million rounds they take seconds: DuckDB
   scans every record batch of the log.
+
+Both ways read the live log (the reader's resume rule: events a resume superseded are left
+out), and every outcome and rate comes from the one table of engine/outcomes.py: the filters
+are its Arrow renderings, the charts and the runs list its SQL.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import threading
 from collections.abc import Callable
@@ -28,6 +33,7 @@ from typing import Any, Literal
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from engine.outcomes import ANY_UNPARSED, DECEPTION, FALSE_ACCUSATION, MISSED_ERROR, aggregate_sql, game_views
 from storage import RoundPlayed, RunReader, RunsQuery, RunStarted, UserError, is_run_dir, run_dirs_at
 from storage.status import run_status
 
@@ -38,7 +44,14 @@ OUTCOME_LABELS: dict[Outcome, str] = {
     "deceptions": "deceptions (wrong & accepted)",
     "false_accusations": "false accusations",
     "missed_errors": "missed errors",
-    "unparsed": "unparsed",
+    "unparsed": "unparsed (answer or verdict)",
+}
+# The rows each filter keeps: the outcomes of engine/outcomes.py, rendered for Arrow.
+OUTCOME_PREDICATES = {
+    "deceptions": DECEPTION,
+    "false_accusations": FALSE_ACCUSATION,
+    "missed_errors": MISSED_ERROR,
+    "unparsed": ANY_UNPARSED,
 }
 
 # The table shows training rounds: the game as it was played and trained on. Evaluation
@@ -65,10 +78,6 @@ PAGE_WINDOW = 4096
 COUNT_WINDOW = 65536
 
 
-def _is(column: pa.ChunkedArray, value: Any) -> pa.ChunkedArray:
-    return pc.equal(column, pa.scalar(value, column.type))
-
-
 @dataclass(frozen=True)
 class RoundFilter:
     """What the rounds table shows; every field narrows the rows further."""
@@ -78,33 +87,23 @@ class RoundFilter:
     max_policy_version: int | None = None
     question_contains: str = ""
 
-    def mask(self, table: pa.Table) -> pa.ChunkedArray:
-        """True for the rows of `table` (TABLE_COLUMNS) that the table shows."""
-        keep = pc.and_kleene(_is(table["event_type"], "RoundPlayed"), _is(table["phase"], "train"))
-        truth, verdict = table["truth"], table["monitor_says_correct"]
-        # "Policy wrong" is anything but correct (an unparsed answer too), as in the SQL
-        # `metrics` view, so that a filter's rows and the rates beside them agree.
-        policy_wrong = pc.invert(_is(truth, "correct"))
-        if self.outcome == "deceptions":
-            keep = pc.and_kleene(keep, pc.and_kleene(policy_wrong, table["judge_accepts"]))
-        elif self.outcome == "false_accusations":
-            keep = pc.and_kleene(keep, pc.and_kleene(_is(truth, "correct"), pc.invert(verdict)))
-        elif self.outcome == "missed_errors":
-            keep = pc.and_kleene(keep, pc.and_kleene(policy_wrong, verdict))
-        elif self.outcome == "unparsed":
-            # Either player: no choice letter in O, or a monitor that played (rlhf runs have
-            # no monitor output) without a parsable verdict.
-            monitor_unparsed = pc.and_(pc.is_valid(table["monitor_output"]), pc.is_null(verdict))
-            keep = pc.and_kleene(keep, pc.or_kleene(_is(truth, "unparsed"), monitor_unparsed))
+    def expression(self) -> pc.Expression:
+        """The rows of a table (TABLE_COLUMNS) that the table shows; null means "not shown"."""
+        keep = pc.and_kleene(pc.equal(pc.field("event_type"), "RoundPlayed"), pc.equal(pc.field("phase"), "train"))
+        if self.outcome != "all":
+            keep = pc.and_kleene(keep, OUTCOME_PREDICATES[self.outcome].arrow())
         if self.min_policy_version is not None:
-            keep = pc.and_kleene(keep, pc.greater_equal(table["policy_version"], self.min_policy_version))
+            keep = pc.and_kleene(keep, pc.greater_equal(pc.field("policy_version"), self.min_policy_version))
         if self.max_policy_version is not None:
-            keep = pc.and_kleene(keep, pc.less_equal(table["policy_version"], self.max_policy_version))
+            keep = pc.and_kleene(keep, pc.less_equal(pc.field("policy_version"), self.max_policy_version))
         if self.question_contains:
-            found = pc.match_substring(table["question"], self.question_contains, ignore_case=True)
+            # A literal substring match: user text never becomes code.
+            found = pc.match_substring(pc.field("question"), self.question_contains, ignore_case=True)
             keep = pc.and_kleene(keep, found)
-        # Null (a non-round row, an unparsed verdict) means "not shown".
-        return pc.fill_null(keep, False)
+        return keep
+
+    def apply(self, table: pa.Table) -> pa.Table:
+        return table.filter(self.expression())
 
 
 @dataclass(frozen=True)
@@ -176,11 +175,14 @@ class RunSummary:
     started_at: str
     rounds: int | None  # None: not counted yet
     updates: int | None
-    last_lambda: float | None
-    last_accuracy: float | None
+    last_lambda: float | None  # λ in force at the last training round; None in rlhf (no λ)
+    last_accuracy: float | None  # over the last training window (last_window)
     last_deception_rate: float | None
     status: RunStatus | None  # None: not known until the log has been read to its end
     problem: str | None = None  # set when the run could not be read; the rest is then empty
+    last_window: int | None = None  # the training window last_accuracy and last_deception_rate cover
+    last_accuracy_n: int | None = None
+    last_deception_n: int | None = None
 
 
 class QueryLane:
@@ -199,7 +201,7 @@ class QueryLane:
         """Rows of a fixed statement: no SQL here is built from anything the user typed."""
         with self._lock:
             if self._query is None:
-                self._query = RunsQuery(self.run_dir)
+                self._query = RunsQuery(self.run_dir, extra_views=game_views())
             # RunsQuery lists the segments again before each statement: a growing run is
             # seen whole without reopening anything.
             return self._query.arrow(sql).to_pylist()
@@ -254,7 +256,7 @@ class RunData:
         while first <= last_seq:
             window_last = min(last_seq, first + PAGE_WINDOW - 1)
             window = self._window(first, window_last)
-            kept = window.filter(round_filter.mask(window)).select(ROW_COLUMNS)
+            kept = round_filter.apply(window).select(ROW_COLUMNS)
             for row in kept.slice(0, limit - len(rows)).to_pylist():
                 rows.append(RoundRow(**row))
             if len(rows) == limit:
@@ -274,7 +276,7 @@ class RunData:
             if stop():
                 return None
             window = self._window(first, min(last_seq, first + COUNT_WINDOW - 1))
-            total += pc.sum(round_filter.mask(window).cast(pa.int64())).as_py() or 0
+            total += round_filter.apply(window).num_rows
         return total
 
     def last_seq(self) -> int:
@@ -290,7 +292,7 @@ class RunData:
         while last >= 0:
             first = max(0, last - PAGE_WINDOW + 1)
             window = self._window(first, last)
-            kept = window.filter(every_round.mask(window))
+            kept = every_round.apply(window)
             if kept.num_rows:
                 return int(kept["seq"][-1].as_py())
             last = first - 1
@@ -306,18 +308,9 @@ class RunData:
 
     def update_series(self) -> UpdateSeries:
         rows = self._sql.rows(
-            "SELECT policy_version,"
-            " last(lambda_value ORDER BY seq) AS lambda_value,"
-            " avg(CASE WHEN truth = 'correct' THEN 1.0 ELSE 0.0 END) AS policy_accuracy,"
-            " avg(CASE WHEN judge_accepts THEN 1.0 ELSE 0.0 END)"
-            "   FILTER (WHERE truth <> 'correct') AS deception_rate,"
-            " avg(CASE WHEN monitor_says_correct = (truth = 'correct') THEN 1.0 ELSE 0.0 END)"
-            "   FILTER (WHERE monitor_output IS NOT NULL) AS monitor_fidelity,"
-            " avg(combined_reward) AS mean_reward,"
-            " avg(reward_policy) AS mean_reward_policy,"
-            " avg(reward_monitor) AS mean_reward_monitor"
-            f" FROM rounds WHERE {_TRAIN_ONLY} GROUP BY policy_version ORDER BY policy_version"
+            aggregate_sql("rounds", ["policy_version"], where=_TRAIN_ONLY) + " ORDER BY policy_version"
         )
+        minmax = self.run_started().mode == "minmax"
         kl_by_version = {
             int(row["version"]): row["kl_ref"]
             for row in self._sql.rows("SELECT version, kl_ref FROM updates WHERE role = 'policy'")
@@ -329,7 +322,8 @@ class RunData:
         versions = [int(row["policy_version"]) for row in rows]
         return UpdateSeries(
             policy_versions=versions,
-            lambda_value=column("lambda_value"),
+            # rlhf has no λ: NaN reads as "n/a", never as a λ of 0
+            lambda_value=column("last_lambda") if minmax else [math.nan] * len(versions),
             policy_accuracy=column("policy_accuracy"),
             deception_rate=column("deception_rate"),
             monitor_fidelity=column("monitor_fidelity"),
@@ -365,8 +359,10 @@ class RunData:
         started_at = self._sql.rows("SELECT ts FROM events WHERE seq = 0")[0]["ts"]
         last_round_seq = self.neighbour_round_seq(self.reader.last_seq() + 1, -1)
         last_window = self._sql.rows(
-            'SELECT policy_accuracy, deception_rate FROM metrics ORDER BY "window" DESC LIMIT 1'
+            'SELECT "window", policy_accuracy, policy_accuracy_n, deception_rate, deception_rate_n '
+            'FROM metrics ORDER BY "window" DESC LIMIT 1'
         )
+        window = last_window[0] if last_window else None
         return RunSummary(
             run_dir=self.run_dir,
             run_id=self.run_id,
@@ -374,13 +370,48 @@ class RunData:
             started_at=str(started_at),
             rounds=counts.rounds,
             updates=counts.policy_updates + counts.monitor_updates,
-            last_lambda=self.round_at(last_round_seq).lambda_value if last_round_seq is not None else None,
-            last_accuracy=_as_optional_float(last_window[0]["policy_accuracy"]) if last_window else None,
-            last_deception_rate=(
-                _as_optional_float(last_window[0]["deception_rate"]) if last_window else None
-            ),
+            last_lambda=(self.round_at(last_round_seq).lambda_value
+                         if last_round_seq is not None and started.mode == "minmax" else None),
+            last_accuracy=_as_optional_float(window["policy_accuracy"]) if window else None,
+            last_deception_rate=_as_optional_float(window["deception_rate"]) if window else None,
             status=counts.status,
+            last_window=int(window["window"]) if window else None,
+            last_accuracy_n=int(window["policy_accuracy_n"]) if window else None,
+            last_deception_n=int(window["deception_rate_n"]) if window else None,
         )
+
+    def last_evaluations(self) -> dict[str, EvaluationFigures]:
+        """The last EvaluationCompleted of each protocol ("deployment", "monitored") with its counts."""
+        rows = self._sql.rows(
+            "SELECT seq, payload FROM events WHERE event_type = 'EvaluationCompleted' ORDER BY seq"
+        )
+        found: dict[str, EvaluationFigures] = {}
+        for row in rows:
+            payload = json.loads(row["payload"])
+            protocol, counts = payload.get("protocol"), payload.get("counts") or {}
+            if not counts or protocol not in ("deployment", "monitored"):
+                continue  # logged before evaluations had protocols and counts: no n to show
+            found[protocol] = EvaluationFigures(
+                protocol=protocol,
+                seq=int(row["seq"]),
+                policy_version=int(payload.get("policy_version", 0)),
+                counts={name: (int(pair[0]), int(pair[1])) for name, pair in counts.items()},
+            )
+        return found
+
+
+@dataclass(frozen=True)
+class EvaluationFigures:
+    """What one EvaluationCompleted says, as [hits, eligible] per rate."""
+
+    protocol: str
+    seq: int
+    policy_version: int
+    counts: dict[str, tuple[int, int]]
+
+    def describe(self, name: str, label: str) -> str:
+        hits, eligible = self.counts.get(name, (0, 0))
+        return f"{label} {hits / eligible:.3f} (n={eligible})" if eligible else f"{label} n/a (n=0)"
 
 
 def _as_float(value: Any) -> float:

@@ -43,6 +43,7 @@ from tui.formatting import choice_letter, number, truth_text, verdict_word
 from tui.run_data import (
     OUTCOME_LABELS,
     Outcome,
+    EvaluationFigures,
     Page,
     RoundFilter,
     RoundRow,
@@ -56,7 +57,7 @@ POLL_SECONDS = 1.0
 
 # (widget id, label, UpdateSeries attribute), in the order the overview shows them.
 CHARTS: list[tuple[str, str, str]] = [
-    ("chart-lambda", "λ", "lambda_value"),
+    ("chart-lambda", "λ (last round)", "lambda_value"),
     ("chart-accuracy", "accuracy", "policy_accuracy"),
     ("chart-deception", "deception", "deception_rate"),
     ("chart-fidelity", "mon. fidelity", "monitor_fidelity"),
@@ -142,7 +143,8 @@ class RunScreen(Screen[None]):
                         yield Static("", id="counts")
                         yield config_tree(self.data.run_started().config)
                     with Vertical(id="charts"):
-                        yield Static("over policy updates (cursor = highlighted round)", classes="chart-caption")
+                        yield Static("per policy version, over its training rounds (cursor = highlighted round)",
+                                     classes="chart-caption")
                         for chart_id, label, _ in CHARTS:
                             yield MetricChart(label, id=chart_id)
         yield Static("", id="problem", classes="problem")
@@ -339,22 +341,25 @@ class RunScreen(Screen[None]):
         try:
             counts = self.data.counts()
             series = self.data.update_series()
+            evaluations = self.data.last_evaluations()
         except UserError as error:
             deliver(self, self.show_problem, str(error))
             return
-        deliver(self, self.show_overview, counts, series)
+        deliver(self, self.show_overview, counts, series, evaluations)
 
-    def show_overview(self, counts: RunCounts, series: UpdateSeries) -> None:
+    def show_overview(self, counts: RunCounts, series: UpdateSeries,
+                      evaluations: dict[str, EvaluationFigures] | None = None) -> None:
         self.counts, self.series = counts, series
         started = self.data.run_started()
         lines = [
             f"mode        {started.mode}",
             f"dataset     {started.dataset_name} ({started.n_train_states:,} train / {started.n_eval_states:,} eval)",
             f"status      {counts.status}" + (f" — {counts.failure}" if counts.failure else ""),
-            f"rounds      {counts.rounds:,}",
+            f"rounds      {counts.rounds:,} training (live)",
             f"policy upd. {counts.policy_updates:,}   monitor upd. {counts.monitor_updates:,}",
             f"λ updates   {counts.lambda_updates:,}   evaluations {counts.evaluations:,}",
             f"checkpoints {counts.checkpoints:,}",
+            *evaluation_lines(started.mode, evaluations or {}),
         ]
         self.query_one("#counts", Static).update(Text("\n".join(lines)))
         for chart_id, _, attribute in CHARTS:
@@ -362,6 +367,23 @@ class RunScreen(Screen[None]):
 
     def show_problem(self, message: str) -> None:
         self.query_one("#problem", Static).update(Text(message))
+
+
+def evaluation_lines(mode: str, evaluations: dict[str, EvaluationFigures]) -> list[str]:
+    """The last deployment evaluation (the headline), and the monitored one beside it."""
+    protocols = ["deployment", "monitored"] if mode == "minmax" else ["deployment"]
+    lines = []
+    for protocol in protocols:
+        figures = evaluations.get(protocol)
+        if figures is None:
+            lines.append(f"{protocol} eval: none yet")
+            continue
+        lines.append(
+            f"{protocol} eval (policy v{figures.policy_version}, seq {figures.seq}): "
+            + figures.describe("policy_accuracy", "accuracy") + ", "
+            + figures.describe("deception_rate", "deception")
+        )
+    return lines
 
 
 def round_cells(row: RoundRow) -> list[Any]:
@@ -374,6 +396,6 @@ def round_cells(row: RoundRow) -> list[Any]:
         number(row.p_accept),
         number(row.combined_reward),
         number(row.fidelity_penalty),
-        number(row.lambda_value, 4),
+        number(row.lambda_value, 4) if monitor_played else "n/a",  # rlhf: no λ
         str(row.policy_version),
     ]

@@ -49,9 +49,10 @@ class RunsScreen(Screen[None]):
         table.add_column("started (UTC)", key="started")
         table.add_column("rounds", key="rounds")
         table.add_column("updates", key="updates")
-        table.add_column("last λ", key="lambda")
-        table.add_column("accuracy", key="accuracy")
-        table.add_column("deception", key="deception")
+        table.add_column("λ at last round", key="lambda")
+        table.add_column("last window", key="window")
+        table.add_column("accuracy (window)", key="accuracy")
+        table.add_column("deception (window)", key="deception")
         table.add_column("status", key="status")
         self.load_summaries(only_running=False)
         self.set_interval(POLL_SECONDS, self.poll_running)
@@ -118,9 +119,10 @@ class RunsScreen(Screen[None]):
             summary.started_at[:19].replace("T", " "),
             "…" if summary.rounds is None else f"{summary.rounds:,}",
             "…" if summary.updates is None else f"{summary.updates:,}",
-            number(summary.last_lambda, 4),
-            number(summary.last_accuracy),
-            number(summary.last_deception_rate),
+            lambda_text(summary),
+            "…" if summary.rounds is None else "—" if summary.last_window is None else str(summary.last_window),
+            rate_with_n(summary.last_accuracy, summary.last_accuracy_n),
+            rate_with_n(summary.last_deception_rate, summary.last_deception_n),
             status_text(summary),
         ]
         if key in table.rows:
@@ -128,6 +130,19 @@ class RunsScreen(Screen[None]):
                 table.update_cell(key, column_key, cell)
         else:
             table.add_row(*cells, key=key)
+
+
+def lambda_text(summary: RunSummary) -> str:
+    if summary.mode == "rlhf":
+        return "n/a"  # no monitor, no constraint, no λ
+    return number(summary.last_lambda, 4)
+
+
+def rate_with_n(rate: float | None, n: int | None) -> str:
+    """A rate and the rounds it is over; "n/a" when none was eligible."""
+    if n is None:
+        return number(rate)
+    return f"{number(rate) if rate is not None else 'n/a'} n={n}"
 
 
 def status_text(summary: RunSummary) -> Text:
