@@ -16,7 +16,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from engine.config import ConfigOverrides, load_config
+from engine.config import ConfigOverrides, default_role_notices, load_config
 from storage.errors import UserError
 
 
@@ -44,6 +44,8 @@ def run(args: argparse.Namespace) -> int:
     config, warnings = load_config(args.config, overrides)
     for warning in warnings:
         print(f"minmax-engine play: warning: {warning}", file=sys.stderr)
+    for notice in default_role_notices(config):
+        print(f"minmax-engine play: {notice}", file=sys.stderr)
     run_id = game.new_run_id(config)
     run_dir = Path(config.run_dir) / run_id
     print(f"minmax-engine play: run {run_id} in {run_dir}", flush=True)
