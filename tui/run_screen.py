@@ -39,6 +39,7 @@ from textual.widgets import (
 from storage import UserError
 from tui.charts import MetricChart
 from tui.deliver import deliver
+from tui.tables import MeasuredTable
 from tui.formatting import choice_letter, number, truth_text, verdict_word
 from tui.run_data import (
     OUTCOME_LABELS,
@@ -134,7 +135,7 @@ class RunScreen(Screen[None]):
                     yield Input(placeholder="from upd.", id="min-version", type="integer")
                     yield Input(placeholder="to upd.", id="max-version", type="integer")
                     yield Input(placeholder="search question text  (Enter)", id="search")
-                yield DataTable(id="rounds-table", cursor_type="row", zebra_stripes=True)
+                yield MeasuredTable(id="rounds-table", cursor_type="row", zebra_stripes=True)
                 yield Static("loading…", id="page-status")
             with TabPane("Overview", id="overview"):
                 with Horizontal():

@@ -13,6 +13,7 @@ from textual.widgets import DataTable, Footer, Header, Static
 
 from storage import RunReader, UserError
 from tui.deliver import deliver
+from tui.tables import MeasuredTable
 from tui.formatting import number
 from tui.run_data import RunSummary, find_run_dirs, first_look, summarize_run_dir
 
@@ -37,7 +38,7 @@ class RunsScreen(Screen[None]):
     def compose(self) -> ComposeResult:
         yield Header()
         yield Static(Text(f"Runs in {self.runs_dir}"), id="runs-title", classes="screen-title")
-        yield DataTable(id="runs", cursor_type="row", zebra_stripes=True)
+        yield MeasuredTable(id="runs", cursor_type="row", zebra_stripes=True)
         yield Static("", id="runs-problem", classes="problem")
         yield Footer()
 
@@ -124,7 +125,7 @@ class RunsScreen(Screen[None]):
         ]
         if key in table.rows:
             for column_key, cell in zip(table.columns, cells, strict=True):
-                table.update_cell(key, column_key, cell)
+                table.update_cell(key, column_key, cell, update_width=True)  # "…" grows to 100,000
         else:
             table.add_row(*cells, key=key)
 
