@@ -410,13 +410,6 @@ def test_nonexistent_path_is_one_line_on_stderr(tmp_path: Path, capsys: pytest.C
     assert "nowhere" in line and "no such file or directory" in line
 
 
-def test_directory_without_runs_is_one_line_on_stderr(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    (tmp_path / "notes").mkdir()
-    (tmp_path / "notes" / "readme.txt").write_text("not a run")
-    line = one_line_error(capsys, ["tui", str(tmp_path / "notes")])
-    assert "neither a run directory" in line
-
-
 def test_corrupt_run_is_one_line_on_stderr(fixture_run: FixtureRun, capsys: pytest.CaptureFixture[str]) -> None:
     first_segment = sorted((fixture_run.run_dir / "log").glob("*.arrow"))[0]
     first_segment.write_bytes(b"this is not an arrow file")

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from textual.geometry import Region
-from textual.widgets import DataTable
+from textual.widgets import DataTable, Static
 
 from storage import RunFinished, RunWriter
 from tests.test_tui import SIZE, runs_listed, table_seqs, wait_for_rows, wait_until
@@ -106,3 +106,26 @@ async def test_rounds_table_columns_fit_their_cells_even_when_painted_before_idl
             verdict = {True: "CORRECT", False: "INCORRECT", None: "unparsed"}[event.monitor_says_correct]
             assert f" {verdict} " in text, text
             assert f" {event.p_accept:.3f} " in text, text
+
+
+# --- an empty or growing runs directory ----------------------------------------------------
+
+
+async def test_tui_opens_on_an_empty_directory_and_lists_runs_created_later(tmp_path: Path) -> None:
+    runs_dir = tmp_path / "runs"
+    runs_dir.mkdir()
+    (runs_dir / "notes.txt").write_text("not a run")  # other files do not stop it either
+    app = open_app(runs_dir)  # used to be a one-line error and exit 2
+    async with app.run_test(size=SIZE) as pilot:
+        table = app.screen.query_one("#runs", DataTable)
+        empty_note = app.screen.query_one("#runs-empty", Static)
+        assert table.row_count == 0 and empty_note.display
+        assert "no runs in" in str(empty_note.render())
+
+        write_fixture_run(runs_dir / "game-a", "game-a")  # a run created while the list is open
+        await wait_until(pilot, lambda: runs_listed(table, 1), "the new run to be listed without F5")
+        assert table.get_row_at(0)[0] == "game-a" and str(table.get_row_at(0)[8]) == "finished"
+        assert not empty_note.display
+
+        write_fixture_run(runs_dir / "group" / "game-b", "game-b", mode="rlhf")
+        await wait_until(pilot, lambda: runs_listed(table, 2), "a second one, one level deeper")

@@ -470,9 +470,5 @@ def resolve_start_path(path: Path) -> tuple[Literal["run", "runs"], Path]:
         raise UserError(f"{path}: not a directory; pass a run directory (runs/<run_id>) or a directory of runs")
     if is_run_dir(path):
         return "run", path
-    if find_run_dirs(path):
-        return "runs", path
-    raise UserError(
-        f"{path}: neither a run directory (it has no log/run.json) nor a directory of runs;"
-        " pass runs/<run_id> or the folder that holds run directories"
-    )
+    # Any other directory is a directory of runs, perhaps none yet: the list finds new ones.
+    return "runs", path

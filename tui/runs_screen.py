@@ -38,6 +38,8 @@ class RunsScreen(Screen[None]):
     def compose(self) -> ComposeResult:
         yield Header()
         yield Static(Text(f"Runs in {self.runs_dir}"), id="runs-title", classes="screen-title")
+        yield Static(Text(f"no runs in {self.runs_dir} yet; runs started there appear here on their own"),
+                     id="runs-empty")
         yield MeasuredTable(id="runs", cursor_type="row", zebra_stripes=True)
         yield Static("", id="runs-problem", classes="problem")
         yield Footer()
@@ -59,8 +61,7 @@ class RunsScreen(Screen[None]):
     def poll_running(self) -> None:
         if self.loading():
             return  # one pass at a time; the one under way sees the latest log anyway
-        if any(summary.status == "running" for summary in self.summaries.values()):
-            self.load_summaries(only_running=True)
+        self.load_summaries(only_running=True)  # running runs, and runs created since the last look
 
     def action_reload(self) -> None:
         if not self.loading():
@@ -89,14 +90,19 @@ class RunsScreen(Screen[None]):
 
     @work(thread=True, group="runs")
     def load_summaries(self, only_running: bool) -> None:
+        found = find_run_dirs(self.runs_dir)
+        new_dirs = [run_dir for run_dir in found if run_dir not in self.summarized_at_seq]
         if only_running:
-            run_dirs = [s.run_dir for s in self.summaries.values() if s.status == "running"]
+            # A run whose first events were not flushed yet reads as unreadable: look again.
+            again = [s.run_dir for s in list(self.summaries.values()) if s.status == "running" or s.problem]
+            run_dirs = again + new_dirs
         else:
-            run_dirs = find_run_dirs(self.runs_dir)
-            # First what the first event says (instant), then the aggregates (seconds on a
-            # million rounds), so every run is listed at once.
-            for run_dir in run_dirs:
-                deliver(self, self.show_summary, first_look(run_dir))
+            run_dirs = found
+        # First what the first event says (instant), then the aggregates (seconds on a
+        # million rounds), so every run is listed at once.
+        for run_dir in run_dirs if not only_running else new_dirs:
+            self.summarized_at_seq.setdefault(run_dir, None)
+            deliver(self, self.show_summary, first_look(run_dir))
         for run_dir in run_dirs:
             try:
                 last_seq = RunReader(run_dir).last_seq()
@@ -128,6 +134,7 @@ class RunsScreen(Screen[None]):
                 table.update_cell(key, column_key, cell, update_width=True)  # "…" grows to 100,000
         else:
             table.add_row(*cells, key=key)
+            self.query_one("#runs-empty", Static).display = False
 
 
 def status_text(summary: RunSummary) -> Text:
