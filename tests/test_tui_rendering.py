@@ -22,6 +22,7 @@ from storage import RunFinished, RunWriter
 from tests.test_tui import SIZE, runs_listed, table_seqs, wait_for_rows, wait_until
 from tests.test_tui_fixture_runs import make_round, run_started, write_fixture_run
 from tui.app import open_app
+from tui.charts import BARS, MetricChart
 from tui.run_data import RunData
 from tui.run_screen import PAGE_SIZE, RunScreen
 
@@ -35,7 +36,7 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def big_runs_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A finished rlhf run of 100,000 training rounds (short texts, so it writes in seconds)."""
     runs_dir = tmp_path_factory.mktemp("big") / "runs"
@@ -129,3 +130,42 @@ async def test_tui_opens_on_an_empty_directory_and_lists_runs_created_later(tmp_
 
         write_fixture_run(runs_dir / "group" / "game-b", "game-b", mode="rlhf")
         await wait_until(pilot, lambda: runs_listed(table, 2), "a second one, one level deeper")
+
+
+# --- charts ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("values", "cursor", "value_text", "range_text"),
+    [
+        ([0.25, 0.5, 1.0], None, "1.000 last", ("0.250", "1.000")),
+        ([0.25, 0.5, 1.0], 0, "0.250 w3", ("0.250", "1.000")),
+        ([0.7, 0.7, 0.7], None, "0.700 last", ("0.000", "0.700")),  # flat: against zero
+        ([0.0, 0.0], 1, "0.000 w4", ("0.000", "0.000")),
+    ],
+)
+async def test_chart_prints_its_y_range_and_says_which_value_it_shows(
+    values: list[float], cursor: int | None, value_text: str, range_text: tuple[str, str]
+) -> None:
+    from textual.app import App
+
+    class ChartApp(App[None]):
+        def compose(self):
+            yield MetricChart("accuracy", id="chart")
+
+    app = ChartApp()
+    async with app.run_test(size=(80, 3)) as pilot:
+        chart = app.query_one(MetricChart)
+        chart.set_values(values, [3, 4, 5][: len(values)])
+        chart.cursor = cursor
+        await pilot.pause()
+        line = str(chart.render())
+        assert value_text in " ".join(line.split())
+        *_, low, bars, high = line.split()
+        assert (low, high) == range_text
+        assert set(bars) <= set(BARS) and bars
+        if values[0] == values[-1]:
+            # A flat series is one bar height throughout: the top when above zero, the bottom at zero.
+            assert set(bars) == ({BARS[-1]} if values[0] > 0 else {BARS[0]})
+        else:
+            assert bars[0] == BARS[0] and bars[-1] == BARS[-1]

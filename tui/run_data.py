@@ -51,11 +51,11 @@ RunStatus = Literal["running", "finished", "failed"]
 TABLE_COLUMNS = [
     "seq", "event_type", "phase", "round_id", "truth", "policy_answer", "monitor_output",
     "monitor_says_correct", "p_accept", "judge_accepts", "combined_reward", "fidelity_penalty",
-    "lambda_value", "policy_version", "monitor_version", "question",
+    "lambda_value", "policy_version", "monitor_version", "question", "window",
 ]
 ROW_COLUMNS = [
     "seq", "round_id", "truth", "policy_answer", "monitor_says_correct", "p_accept",
-    "combined_reward", "fidelity_penalty", "lambda_value", "policy_version", "monitor_version",
+    "combined_reward", "fidelity_penalty", "lambda_value", "policy_version", "monitor_version", "window",
 ]
 
 # Seqs read per window: a page of 100 rounds fits in the first window of a plain table; a
@@ -130,13 +130,15 @@ class RoundRow:
     lambda_value: float
     policy_version: int
     monitor_version: int
+    window: int
 
 
 @dataclass(frozen=True)
 class UpdateSeries:
-    """The charts' data: one point per policy version (the rounds played with it)."""
+    """The charts' data: one point per training window (the rounds played in it)."""
 
-    policy_versions: list[int]
+    windows: list[int]
+    policy_versions: list[int]  # the policy version each window was played with
     lambda_value: list[float]
     policy_accuracy: list[float]
     deception_rate: list[float]
@@ -146,9 +148,9 @@ class UpdateSeries:
     mean_reward_monitor: list[float]
     kl_ref: list[float]
 
-    def index_of_version(self, policy_version: int) -> int | None:
+    def index_of_window(self, window: int) -> int | None:
         try:
-            return self.policy_versions.index(policy_version)
+            return self.windows.index(window)
         except ValueError:
             return None
 
@@ -305,7 +307,7 @@ class RunData:
 
     def update_series(self) -> UpdateSeries:
         rows = self._sql.rows(
-            "SELECT policy_version,"
+            'SELECT "window", min(policy_version) AS policy_version,'
             " last(lambda_value ORDER BY seq) AS lambda_value,"
             " avg(CASE WHEN truth = 'correct' THEN 1.0 ELSE 0.0 END) AS policy_accuracy,"
             " avg(CASE WHEN judge_accepts THEN 1.0 ELSE 0.0 END)"
@@ -315,7 +317,7 @@ class RunData:
             " avg(combined_reward) AS mean_reward,"
             " avg(reward_policy) AS mean_reward_policy,"
             " avg(reward_monitor) AS mean_reward_monitor"
-            f" FROM rounds WHERE {_TRAIN_ONLY} GROUP BY policy_version ORDER BY policy_version"
+            f' FROM rounds WHERE {_TRAIN_ONLY} GROUP BY "window" ORDER BY "window"'
         )
         kl_by_version = {
             int(row["version"]): row["kl_ref"]
@@ -327,6 +329,7 @@ class RunData:
 
         versions = [int(row["policy_version"]) for row in rows]
         return UpdateSeries(
+            windows=[int(row["window"]) for row in rows],
             policy_versions=versions,
             lambda_value=column("lambda_value"),
             policy_accuracy=column("policy_accuracy"),
@@ -335,8 +338,8 @@ class RunData:
             mean_reward=column("mean_reward"),
             mean_reward_policy=column("mean_reward_policy"),
             mean_reward_monitor=column("mean_reward_monitor"),
-            # Point v describes the rounds played with version v, and the update that trained
-            # on them is the one that produced v + 1: its KL belongs to point v.
+            # A window played with version v was trained on by the update that produced v + 1:
+            # its KL belongs to every window of v.
             kl_ref=[_as_float(kl_by_version.get(version + 1)) for version in versions],
         )
 
