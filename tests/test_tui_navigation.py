@@ -5,17 +5,19 @@ round of a finished run, scrolling a long output without Tab, and a help that li
 from __future__ import annotations
 
 import dataclasses
+import random
 from pathlib import Path
 
 import pytest
 from textual.containers import VerticalScroll
 from textual.widgets import DataTable, Input, Static
 
-from storage import RunWriter
+from storage import EvaluationCompleted, RunWriter
 from tests.test_tui import SIZE, fixture_run, page_status, table_seqs, wait_for_rows, wait_until  # noqa: F401
-from tests.test_tui_fixture_runs import FixtureRun, game_events, run_started
+from tests.test_tui_fixture_runs import FixtureRun, game_events, make_round, run_started
 from tests.test_tui_rendering import BIG_RUN_ROUNDS, big_runs_dir  # noqa: F401
 from tui.app import open_app
+from tui.evaluations_screen import EvaluationsScreen, metric_cell, wilson_interval
 from tui.help_screen import HelpScreen
 from tui.round_screen import RoundScreen
 from tui.run_screen import PAGE_SIZE, RunScreen
@@ -155,7 +157,7 @@ async def test_help_lists_every_key_of_every_screen(fixture_run: FixtureRun) -> 
 
     names = {"question_mark": "?", "escape": "Esc", "enter": "Enter", "f5": "F5", "r": "r", "o": "o",
              "right_square_bracket": "]", "left_square_bracket": "[", "less_than_sign": "<",
-             "greater_than_sign": ">", "g": "g", "slash": "/", "n": "n", "p": "p", "right": "→",
+             "greater_than_sign": ">", "g": "g", "e": "e", "slash": "/", "n": "n", "p": "p", "right": "→",
              "left": "←", "space": "space", "plus": "+", "equals_sign": "+", "minus": "-", "up": "↑",
              "down": "↓", "pageup": "PgUp", "pagedown": "PgDn", "shift+down": "Shift+↑ ↓",
              "shift+up": "Shift+↑ ↓", "q": "q"}
@@ -174,3 +176,58 @@ async def test_help_lists_every_key_of_every_screen(fixture_run: FixtureRun) -> 
         await wait_until(pilot, lambda: help_pane.scroll_y > 0, "the help to scroll")
         await pilot.press("escape")
         assert isinstance(app.screen, RunScreen)
+
+
+async def test_evaluations_view_lists_each_evaluation_and_its_rounds(tmp_path: Path) -> None:
+    rng = random.Random(3)
+    evaluations = []  # (seq, rounds)
+    with RunWriter.create(tmp_path / "evals", "evals") as writer:
+        writer.append(run_started())
+        for event, _ in game_events(3):
+            if event is not None:
+                writer.append(event)
+        for policy_version in (1, 2):
+            rounds = []
+            for index in range(6):
+                event = make_round(rng, index, 0, policy_version, 3, 0.5, "minmax")
+                rounds.append((writer.append(dataclasses.replace(event, phase="eval")).seq, event))
+            accuracy = sum(e.truth == "correct" for _, e in rounds) / len(rounds)
+            completed = writer.append(EvaluationCompleted(
+                dataset="fixture-stories", split="eval", n_rounds=len(rounds), policy_version=policy_version,
+                monitor_version=3, checkpoint=None, metrics={"policy_accuracy": accuracy},
+            ))
+            evaluations.append((completed.seq, rounds, accuracy))
+    app = open_app(tmp_path / "evals")
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_until(pilot, lambda: isinstance(app.screen, RunScreen) and len(table_seqs(app)) == 12, "rounds")
+        await pilot.press("e")
+        await wait_until(pilot, lambda: isinstance(app.screen, EvaluationsScreen), "the evaluations screen")
+        table = app.screen.query_one("#evaluations", DataTable)
+        await wait_until(pilot, lambda: table.row_count == 2, "two evaluations")
+        for row, (seq, rounds, accuracy) in enumerate(evaluations):
+            cells = table.get_row_at(row)
+            assert cells[0] == f"{seq:,}" and cells[4] == "6"
+            assert cells[5] == f"{accuracy:.3f} (n ?)"  # a log without per-metric counts
+        rounds_table = app.screen.query_one("#eval-rounds", DataTable)
+        first_seqs = [seq for seq, _ in evaluations[0][1]]
+        await wait_until(pilot, lambda: [int(str(k.value)) for k in rounds_table.rows] == first_seqs, "its rounds")
+        await pilot.press("down")
+        second_seqs = [seq for seq, _ in evaluations[1][1]]
+        await wait_until(pilot, lambda: [int(str(k.value)) for k in rounds_table.rows] == second_seqs,
+                         "the second one's rounds")
+        assert "6 rounds of the evaluation at seq" in str(app.screen.query_one("#eval-rounds-title", Static).render())
+        await pilot.press("escape")
+        assert isinstance(app.screen, RunScreen)
+
+
+def test_wilson_interval_and_metric_cells_with_counts() -> None:
+    low, high = wilson_interval(8, 10)
+    assert (round(low, 3), round(high, 3)) == (0.490, 0.943)  # the 95% Wilson interval of 8/10
+    assert wilson_interval(0, 5)[0] == 0.0 and wilson_interval(5, 5)[1] == 1.0
+    counted = dataclasses.replace(
+        EvaluationCompleted(dataset="d", split="eval", n_rounds=10, policy_version=1, monitor_version=1,
+                            checkpoint=None, metrics={"policy_accuracy": 0.8}),
+    )
+    object.__setattr__(counted, "counts", {"policy_accuracy": [8, 10], "deception_rate": [0, 0]})
+    assert metric_cell(counted, "policy_accuracy") == "0.800 [0.49, 0.94] n=10"
+    assert metric_cell(counted, "deception_rate") == "n/a (n=0)"

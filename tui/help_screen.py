@@ -25,6 +25,8 @@ KEYS_HELP = """\
   [ / ]        previous / next page of rounds
   < / >        first / last page
   g            go to round N: type its number, Enter opens it
+  e            evaluations: each one's metrics with n and 95% intervals, its protocol
+               (deployment / monitored) and, below, the rounds of the highlighted one
   outcome      all rounds
                deceptions: policy wrong (or unparsed) and the judge accepts
                false accusations: policy correct, monitor says INCORRECT

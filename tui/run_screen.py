@@ -103,6 +103,7 @@ class RunScreen(Screen[None]):
         Binding("less_than_sign", "first_page", "First page", show=False),
         Binding("greater_than_sign", "last_page", "Last page"),
         Binding("g", "focus_goto", "Go to round"),
+        Binding("e", "evaluations", "Evaluations"),
         Binding("slash", "focus_search", "Search"),
         Binding("escape", "back", "Back"),
     ]
@@ -233,6 +234,11 @@ class RunScreen(Screen[None]):
         self.action_show_tab("rounds")
         self.query_one("#page-status", Static).update(Text("finding the last page…"))
         self.find_last_page(self.round_filter)
+
+    def action_evaluations(self) -> None:
+        from tui.evaluations_screen import EvaluationsScreen
+
+        self.app.push_screen(EvaluationsScreen(self.data))
 
     def action_focus_goto(self) -> None:
         self.action_show_tab("rounds")
