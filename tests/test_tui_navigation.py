@@ -12,7 +12,7 @@ import pytest
 from textual.containers import VerticalScroll
 from textual.widgets import DataTable, Input, Static
 
-from storage import EvaluationCompleted, RunWriter
+from storage import EvaluationCompleted, RoundPlayed, RunWriter
 from tests.test_tui import SIZE, fixture_run, page_status, table_seqs, wait_for_rows, wait_until  # noqa: F401
 from tests.test_tui_fixture_runs import FixtureRun, game_events, make_round, run_started
 from tests.test_tui_rendering import BIG_RUN_ROUNDS, big_runs_dir  # noqa: F401
@@ -178,10 +178,11 @@ async def test_help_lists_every_key_of_every_screen(fixture_run: FixtureRun) -> 
         assert isinstance(app.screen, RunScreen)
 
 
-async def test_evaluations_view_lists_each_evaluation_and_its_rounds(tmp_path: Path) -> None:
+def write_evaluated_run(run_dir: Path) -> list[tuple[int, list[tuple[int, RoundPlayed]], float]]:
+    """Three windows of play, then two evaluations of six eval rounds each: (seq, rounds, accuracy)."""
     rng = random.Random(3)
-    evaluations = []  # (seq, rounds)
-    with RunWriter.create(tmp_path / "evals", "evals") as writer:
+    evaluations = []
+    with RunWriter.create(run_dir, run_dir.name) as writer:
         writer.append(run_started())
         for event, _ in game_events(3):
             if event is not None:
@@ -197,6 +198,11 @@ async def test_evaluations_view_lists_each_evaluation_and_its_rounds(tmp_path: P
                 monitor_version=3, checkpoint=None, metrics={"policy_accuracy": accuracy},
             ))
             evaluations.append((completed.seq, rounds, accuracy))
+    return evaluations
+
+
+async def test_evaluations_view_lists_each_evaluation_and_its_rounds(tmp_path: Path) -> None:
+    evaluations = write_evaluated_run(tmp_path / "evals")
     app = open_app(tmp_path / "evals")
     async with app.run_test(size=SIZE) as pilot:
         await wait_until(pilot, lambda: isinstance(app.screen, RunScreen) and len(table_seqs(app)) == 12, "rounds")
