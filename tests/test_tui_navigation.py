@@ -157,7 +157,7 @@ async def test_help_lists_every_key_of_every_screen(fixture_run: FixtureRun) -> 
 
     names = {"question_mark": "?", "escape": "Esc", "enter": "Enter", "f5": "F5", "r": "r", "o": "o",
              "right_square_bracket": "]", "left_square_bracket": "[", "less_than_sign": "<",
-             "greater_than_sign": ">", "g": "g", "e": "e", "slash": "/", "n": "n", "p": "p", "right": "→",
+             "greater_than_sign": ">", "g": "g", "e": "e", "c": "c", "slash": "/", "n": "n", "p": "p", "right": "→",
              "left": "←", "space": "space", "plus": "+", "equals_sign": "+", "minus": "-", "up": "↑",
              "down": "↓", "pageup": "PgUp", "pagedown": "PgDn", "shift+down": "Shift+↑ ↓",
              "shift+up": "Shift+↑ ↓", "q": "q"}
@@ -237,3 +237,36 @@ def test_wilson_interval_and_metric_cells_with_counts() -> None:
     object.__setattr__(counted, "counts", {"policy_accuracy": [8, 10], "deception_rate": [0, 0]})
     assert metric_cell(counted, "policy_accuracy") == "0.800 [0.49, 0.94] n=10"
     assert metric_cell(counted, "deception_rate") == "n/a (n=0)"
+
+
+async def test_compare_puts_marked_runs_side_by_side(tmp_path: Path) -> None:
+    from tests.test_tui import runs_listed
+    from tests.test_tui_fixture_runs import write_fixture_run
+    from tui.compare_screen import CompareScreen
+    from tui.runs_screen import RunsScreen
+
+    runs_dir = tmp_path / "runs"
+    plain = write_fixture_run(runs_dir / "a-plain", "a-plain")
+    evaluations = write_evaluated_run(runs_dir / "b-evals")
+    app = open_app(runs_dir)
+    async with app.run_test(size=SIZE) as pilot:
+        table = app.screen.query_one("#runs", DataTable)
+        await wait_until(pilot, lambda: runs_listed(table, 2), "both runs")
+        await pilot.press("c")
+        assert isinstance(app.screen, RunsScreen)
+        assert "mark two or more runs" in str(app.screen.query_one("#runs-problem", Static).render())
+        table.move_cursor(row=0)
+        await pilot.press("space", "space")  # marks a-plain, then b-evals (the cursor moves down)
+        assert [str(table.get_row_at(i)[0]) for i in range(2)] == ["✓ a-plain", "✓ b-evals"]
+        await pilot.press("c")
+        await wait_until(pilot, lambda: isinstance(app.screen, CompareScreen), "the compare screen")
+        compare = app.screen.query_one("#compare", DataTable)
+        await wait_until(pilot, lambda: compare.row_count > 0, "the figures")
+        assert [str(column.label) for column in compare.ordered_columns] == ["figure", "a-plain", "b-evals"]
+        rows = {compare.get_row_at(i)[0]: compare.get_row_at(i)[1:] for i in range(compare.row_count)}
+        assert rows["training rounds"] == [f"{len(plain.rounds):,}", "12"]
+        assert rows["λ at last round"][0] == f"{plain.rounds[-1][1].lambda_value:.4f}"
+        last_accuracy = evaluations[-1][2]
+        assert rows["last eval: accuracy"] == ["—", f"{last_accuracy:.3f} (n ?)"]
+        await pilot.press("escape")
+        assert isinstance(app.screen, RunsScreen)

@@ -18,6 +18,7 @@ KEYS_HELP = """\
 [b]Runs list[/b]
   ↑ ↓ PgUp PgDn Home End   choose a run      Enter    open it
   F5           summarise every run again (running and new runs refresh on their own)
+  space        mark / unmark the run  c        compare the marked runs side by side
 
 [b]Run[/b]
   r / o        rounds table / overview (config, counts, charts per window)

@@ -27,6 +27,8 @@ class RunsScreen(Screen[None]):
     BINDINGS = [
         Binding("enter", "open_run", "Open run", show=True),
         Binding("f5", "reload", "Reload"),
+        Binding("space", "mark", "Mark"),
+        Binding("c", "compare", "Compare marked"),
     ]
 
     def __init__(self, runs_dir: Path) -> None:
@@ -34,6 +36,7 @@ class RunsScreen(Screen[None]):
         self.runs_dir = runs_dir
         self.summaries: dict[str, RunSummary] = {}
         self.summarized_at_seq: dict[Path, int | None] = {}
+        self.marked: list[str] = []  # run keys marked for the compare screen, in marking order
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -84,6 +87,29 @@ class RunsScreen(Screen[None]):
 
         self.app.push_screen(RunScreen(summary.run_dir, can_go_back=True))
 
+    def action_mark(self) -> None:
+        table = self.query_one("#runs", DataTable)
+        if table.row_count == 0:
+            return
+        row_key, _ = table.coordinate_to_cell_key(table.cursor_coordinate)
+        key = str(row_key.value)
+        if key in self.marked:
+            self.marked.remove(key)
+        else:
+            self.marked.append(key)
+        self.show_summary(self.summaries[key])
+        table.move_cursor(row=table.cursor_row + 1)
+
+    def action_compare(self) -> None:
+        if len(self.marked) < 2:
+            self.query_one("#runs-problem", Static).update(
+                Text("mark two or more runs with space, then press c to compare them"))
+            return
+        self.query_one("#runs-problem", Static).update("")
+        from tui.compare_screen import CompareScreen
+
+        self.app.push_screen(CompareScreen([self.summaries[key].run_dir for key in self.marked]))
+
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         event.stop()
         self.action_open_run()
@@ -119,7 +145,7 @@ class RunsScreen(Screen[None]):
         self.summaries[key] = summary
         table = self.query_one("#runs", DataTable)
         cells = [
-            summary.run_id,
+            f"✓ {summary.run_id}" if key in self.marked else summary.run_id,
             summary.mode,
             summary.started_at[:19].replace("T", " "),
             "…" if summary.rounds is None else f"{summary.rounds:,}",
