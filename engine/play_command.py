@@ -44,8 +44,8 @@ def run(args: argparse.Namespace) -> int:
     config, warnings = load_config(args.config, overrides)
     for warning in warnings:
         print(f"minmax-engine play: warning: {warning}", file=sys.stderr)
-    for notice in default_role_notices(config):
-        print(f"minmax-engine play: {notice}", file=sys.stderr)
+    for notice in default_role_notices(config):  # on stdout: stderr stays the one-line error
+        print(f"minmax-engine play: {notice}", flush=True)
     run_id = game.new_run_id(config)
     run_dir = Path(config.run_dir) / run_id
     print(f"minmax-engine play: run {run_id} in {run_dir}", flush=True)

@@ -158,10 +158,10 @@ def test_play_announces_the_roles_the_config_leaves_out(tmp_path: Path) -> None:
     raw = json.loads((ORIGINAL / "rlhf_config.json").read_text())
     path = tmp_path / "rlhf_config.json"
     path.write_text(json.dumps(raw))
-    err = io.StringIO()
-    with redirect_stderr(err), redirect_stdout(io.StringIO()):
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stderr(err), redirect_stdout(out):
         code = cli_main(["play", "--config", str(path), "--dataset", str(tmp_path / "missing.jsonl"),
                          "--run-dir", str(tmp_path / "runs")])
-    assert code == 2
-    assert "minmax-engine play: reward: embedded SmolLM2-135M-Instruct (not set in config)" in err.getvalue()
-    assert "minmax-engine play: judge: embedded SmolLM2-135M-Instruct (not set in config)" in err.getvalue()
+    assert code == 2 and err.getvalue().count("\n") == 1  # the error alone, in one line
+    assert "minmax-engine play: reward: embedded SmolLM2-135M-Instruct (not set in config)" in out.getvalue()
+    assert "minmax-engine play: judge: embedded SmolLM2-135M-Instruct (not set in config)" in out.getvalue()

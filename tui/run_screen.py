@@ -1,6 +1,8 @@
 """One run: the rounds table (paged, filtered, searchable) and the overview with its charts.
 
-The rounds table holds one page at a time; `[` and `]` move between pages. A page is "the
+The rounds table holds one page at a time; `[` and `]` move between pages, `<` and `>` jump
+to the first and last (tui/navigation.py finds every page start for that), `g` opens a round
+by its number and `e` the run's evaluations. A page is "the
 next PAGE_SIZE rounds the filter keeps after seq s" (see tui/run_data.py), and the screen
 keeps the start of every page it has passed, so a 1,000,000-round run opens as fast as a
 small one. How many rounds the filter keeps is counted separately, in the background, and
@@ -39,9 +41,8 @@ from textual.widgets import (
 from storage import UserError
 from tui.charts import MetricChart
 from tui.deliver import deliver
-from tui.navigation import page_starts, seq_of_round
-from tui.tables import MeasuredTable
 from tui.formatting import choice_letter, number, truth_text, verdict_word
+from tui.navigation import page_starts, seq_of_round
 from tui.run_data import (
     OUTCOME_LABELS,
     Outcome,
@@ -52,6 +53,7 @@ from tui.run_data import (
     RunData,
     UpdateSeries,
 )
+from tui.tables import MeasuredTable
 
 PAGE_SIZE = 100
 POLL_SECONDS = 1.0

@@ -1,4 +1,8 @@
-"""The runs list: one line per run directory under RUNS_DIR; Enter opens one."""
+"""The runs list: one line per run directory under RUNS_DIR; Enter opens one.
+
+The directory may be empty or still growing: a timer looks for new run directories as well
+as re-reading running runs. Space marks runs and `c` compares the marked ones.
+"""
 
 from __future__ import annotations
 
@@ -13,13 +17,13 @@ from textual.widgets import DataTable, Footer, Header, Static
 
 from storage import RunReader, UserError
 from tui.deliver import deliver
-from tui.tables import MeasuredTable
 from tui.formatting import number
 from tui.run_data import RunSummary, find_run_dirs, first_look, summarize_run_dir
+from tui.tables import MeasuredTable
 
 STATUS_STYLES = {"running": "bold yellow", "finished": "green", "failed": "bold red"}
 
-# A running run changes under us; finished and failed ones are summarised once.
+# A running run changes under us and new runs appear; finished and failed ones are summarised once.
 POLL_SECONDS = 2.0
 
 
