@@ -14,6 +14,11 @@ get it back, validated, from `recorded_config`. These models are the only place 
 default and range live (the engine's internal settings are built from them), and every field
 carries a one-line description: docs/config.md is generated from them
 (`python -m engine.config_docs > docs/config.md`; a test fails when it is stale).
+
+Why one file over 500 lines: every table of a run config is declared here, beside the legacy
+translation and the loader, so a reader sees each setting's default, range and description in
+one place (the one-default-one-place rule); the player and referee tables live with their
+packages.
 """
 
 from __future__ import annotations
@@ -158,6 +163,21 @@ class DevicesConfig(BaseModel):
         return self
 
 
+class WandbConfig(BaseModel):
+    """[logging.wandb]: the W&B run's identity (the legacy layout's `logging.wandb_config`)."""
+
+    model_config = CONFIG_MODEL
+
+    project: str = Field(default="minmax-engine", min_length=1, description="W&B project the run is logged to.")
+    entity: str | None = Field(default=None, description="W&B user or team; none: the account's default.")
+    name: str | None = Field(default=None, description="W&B run name; none: the run id.")
+    group: str | None = Field(default=None, description="W&B group, to view runs together.")
+    tags: list[str] = Field(default_factory=list, description="W&B tags, besides the mode.")
+    mode: Literal["online", "offline", "disabled"] | None = Field(
+        default=None, description="W&B mode ($WANDB_MODE overrides it); none: online with an API key, else offline."
+    )
+
+
 class LoggingConfig(BaseModel):
     """[logging]: where a run's metrics go besides its log (engine/trackers.py)."""
 
@@ -167,6 +187,7 @@ class LoggingConfig(BaseModel):
         default_factory=lambda: ["console"],
         description="Trackers fed from the log: the console progress bar, TensorBoard files, W&B (offline unless keyed).",
     )
+    wandb: WandbConfig = Field(default_factory=WandbConfig, description="W&B project, entity, name, group, tags, mode.")
 
 
 class RunConfig(BaseModel):
@@ -287,6 +308,20 @@ def config_warnings(config: RunConfig) -> list[str]:
     return warnings
 
 
+def default_role_notices(config: RunConfig) -> list[str]:
+    """One line per role whose model the config does not name, e.g. "reward: embedded
+    SmolLM2-135M-Instruct (not set in config)": a default model must never be a silent one."""
+    roles: list[Role] = ["policy", "reward", "judge"] if config.mode == "rlhf" else list(ROLES)
+    notices = []
+    for role in roles:
+        section = getattr(config, role)
+        if "model" not in section.model_fields_set:
+            model = section.model
+            shown = f"embedded {model.removeprefix('embedded:')}" if model.startswith("embedded:") else model
+            notices.append(f"{role}: {shown} (not set in config)")
+    return notices
+
+
 def _read_file(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise UserError(f"{path}: config file not found; pass --config configs/tiny.toml or a path to your own")
@@ -372,8 +407,11 @@ def _translate_legacy(raw: dict[str, Any], path: Path, warnings: list[str]) -> d
             raise UserError(f"{path}: {name}: must be an object of settings")
         return value
 
-    translated: dict[str, Any] = {}
+    # The original project's RLHF baseline config is the same layout without the monitor.
+    translated: dict[str, Any] = {"mode": "minmax" if "monitor_model" in raw else "rlhf"}
     for role in ("policy", "monitor"):
+        if f"{role}_model" not in raw:
+            continue
         legacy = section(f"{role}_model")
         player: dict[str, Any] = {}
         for key, value in legacy.items():
@@ -399,7 +437,8 @@ def _translate_legacy(raw: dict[str, Any], path: Path, warnings: list[str]) -> d
                 warnings.append(f"{path}: {role}_model.{key} is ignored: the {role} is frozen and scored in one forward pass")
             else:
                 raise UserError(f"{path}: {role}_model.{key}: unknown key; remove it (known: model_name)")
-        translated[role] = referee
+        if f"{role}_model" in raw:
+            translated[role] = referee
     for key, value in section("training").items():
         if key not in _LEGACY_TRAINING_KEYS:
             raise UserError(
@@ -409,9 +448,9 @@ def _translate_legacy(raw: dict[str, Any], path: Path, warnings: list[str]) -> d
         table, new_key = _LEGACY_TRAINING_KEYS[key]
         translated.setdefault(table, {})[new_key] = value
     for key, value in section("logging").items():
-        if key != "backends":
-            raise UserError(f"{path}: logging.{key}: unknown key; remove it (known: backends)")
-        translated["logging"] = {"backends": value}
+        if key not in ("backends", "wandb_config"):
+            raise UserError(f"{path}: logging.{key}: unknown key; remove it (known: backends, wandb_config)")
+        translated.setdefault("logging", {})["wandb" if key == "wandb_config" else key] = value
     return translated
 
 

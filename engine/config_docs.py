@@ -59,12 +59,17 @@ def _cell(text: str) -> str:
 def _section(name: str, model: type[BaseModel], description: str) -> list[str]:
     lines = [f"## [{name}]", "", description, ""]
     lines += ["| key | type | default | meaning |", "|---|---|---|---|"]
+    subtables: list[str] = []
     for key, field in model.model_fields.items():
+        if _is_table(field):  # e.g. [logging.wandb]: its own section after this one
+            assert isinstance(field.annotation, type)
+            subtables += _section(f"{name}.{key}", field.annotation, field.description or "")
+            continue
         kind = _type_name(field.annotation)
         bounds = _bounds(field)
         type_cell = f"{kind} ({bounds})" if bounds else kind
         lines.append(f"| `{key}` | {_cell(type_cell)} | {_cell(_default(field))} | {_cell(field.description or '')} |")
-    return lines + [""]
+    return lines + [""] + subtables
 
 
 def _is_table(field: FieldInfo) -> bool:

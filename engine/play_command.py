@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from engine.config import ConfigOverrides, load_config
+from engine.config import ConfigOverrides, default_role_notices, load_config
 from storage.errors import UserError
 
 if TYPE_CHECKING:
@@ -49,6 +49,8 @@ def run(args: argparse.Namespace) -> int:
     config, warnings = load_config(args.config, overrides)
     for warning in warnings:
         print(f"minmax-engine play: warning: {warning}", file=sys.stderr)
+    for notice in default_role_notices(config):  # on stdout: stderr stays the one-line error
+        print(f"minmax-engine play: {notice}", flush=True)
     run_id = game.new_run_id(config)
     run_dir = Path(config.run_dir) / run_id
     # Announced from inside: the run's line comes once its directory exists, after every

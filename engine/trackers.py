@@ -415,12 +415,17 @@ def wandb_api_key_present() -> bool:
 
 
 class WandbTracker:
-    """A real wandb run; offline (files under <run_dir>/wandb) unless an API key is present."""
+    """A real wandb run; offline (files under <run_dir>/wandb) unless an API key is present.
+
+    The W&B run starts at RunStarted, from the run's recorded `logging.wandb` (project,
+    entity, name, group, tags, mode), so a live run, a resumed one and a backfill all land
+    where the run's own config says.
+    """
 
     name = "wandb"
 
     def __init__(self, run_dir: Path, run_id: str, *, job_type: str, notices: TextIO) -> None:
-        import wandb
+        import wandb  # noqa: F401 - a missing package is a failure to start, reported once
 
         wandb_dir = run_dir / "wandb"
         wandb_dir.mkdir(parents=True, exist_ok=True)
@@ -428,9 +433,18 @@ class WandbTracker:
         # files belong in the run directory, so an unwritable one is a failure to start.
         if not os.access(wandb_dir, os.W_OK):
             raise PermissionError(f"{wandb_dir} is not writable")
-        explicit_mode = os.environ.get("WANDB_MODE")
-        self.mode = explicit_mode if explicit_mode else ("online" if wandb_api_key_present() else "offline")
+        self.run_dir, self.run_id, self.job_type = run_dir, run_id, job_type
         self.notices = notices
+        self.mode = "offline"
+        self.run: Any = None
+
+    def _start(self, run_started: RunStarted) -> None:
+        import wandb
+
+        wanted = (run_started.config.get("logging") or {}).get("wandb") or {}
+        # $WANDB_MODE overrides the config for one session (e.g. offline on a plane).
+        explicit_mode = os.environ.get("WANDB_MODE") or wanted.get("mode")
+        self.mode = explicit_mode if explicit_mode else ("online" if wandb_api_key_present() else "offline")
         settings = wandb.Settings(
             mode=self.mode,  # type: ignore[arg-type]
             silent=True,
@@ -440,10 +454,19 @@ class WandbTracker:
             save_code=False,
         )
         self.run = wandb.init(
-            dir=str(run_dir), project="minmax-engine", name=run_id, job_type=job_type, settings=settings
+            dir=str(self.run_dir),
+            project=wanted.get("project") or "minmax-engine",
+            entity=wanted.get("entity"),
+            name=wanted.get("name") or self.run_id,
+            group=wanted.get("group"),
+            tags=[run_started.mode, *wanted.get("tags", [])],
+            job_type=self.job_type,
+            settings=settings,
         )
 
     def write(self, groups: Sequence[MetricGroup]) -> None:
+        if self.run is None:
+            return  # nothing to log before RunStarted
         for group in groups:
             if group.values:
                 self.run.log(dict(group.values), step=group.step)
@@ -453,13 +476,16 @@ class WandbTracker:
             self.recall(recorded.event)
 
     def recall(self, run_started: RunStarted) -> None:
-        # A resumed run is a new W&B run (one per process): it gets the same config and tag.
+        # A resumed run is a new W&B run (one per process): it gets the same config and tags.
+        if self.run is None:
+            self._start(run_started)
         self.run.config.update({"mode": run_started.mode, "dataset": run_started.dataset_name, **run_started.config})
-        self.run.tags = (run_started.mode,)
 
     def close(self) -> None:
         import wandb
 
+        if self.run is None:
+            return  # never reached RunStarted: no W&B run was made
         offline_dir = Path(self.run.dir).parent  # .../wandb/offline-run-<time>-<id>
         self.run.finish()
         # finish() returns before wandb's service process has written the transaction log;

@@ -143,7 +143,7 @@ def test_every_view_equals_the_definitions(rows: list[tuple], minmax: bool, wind
         train_table = table.filter(pc.equal(table["phase"], "train"))
         assert {name: tuple(pair) for name, pair in arrow_counts(train_table).items()} == reference_counts(train)
 
-        # TUI: each filter keeps exactly its rounds; the charts are the per-version rates
+        # TUI: each filter keeps exactly its rounds; the charts are the per-window rates
         data = RunData(run_dir)
         try:
             last_seq = data.last_seq()
@@ -153,8 +153,8 @@ def test_every_view_equals_the_definitions(rows: list[tuple], minmax: bool, wind
                 page = data.page_after(RoundFilter(outcome=outcome), -1, 1000)
                 assert len(page.rows) == expected, outcome
             series = data.update_series()
-            for index, version in enumerate(series.policy_versions):
-                counts = reference_counts([r for r in train if r.policy_version == version])
+            for index, window in enumerate(series.windows):
+                counts = reference_counts([r for r in train if r.window == window])
                 for name in ("policy_accuracy", "deception_rate", "monitor_fidelity"):
                     hits, eligible = counts[name]
                     value = getattr(series, name)[index]

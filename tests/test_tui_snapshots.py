@@ -103,3 +103,32 @@ def test_help(snap_compare, runs_dir: Path) -> None:
         await pilot.press("question_mark")
         await pilot.pause()
     assert snap_compare(open_app(runs_dir / "game-a"), terminal_size=SIZE, run_before=help_screen)
+
+
+def test_evaluations(snap_compare, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.test_tui_navigation import write_evaluated_run
+    from tui.evaluations_screen import EvaluationsScreen
+
+    write_evaluated_run(tmp_path / "runs" / "evals")
+    monkeypatch.chdir(tmp_path)
+
+    async def evaluations(pilot: Pilot) -> None:
+        await until(rounds_loaded)(pilot)
+        await pilot.press("e")
+        await until(lambda p: isinstance(p.app.screen, EvaluationsScreen)
+                    and p.app.screen.query_one("#eval-rounds", DataTable).row_count > 0)(pilot)
+    assert snap_compare(open_app(Path("runs/evals")), terminal_size=SIZE, run_before=evaluations)
+
+
+def test_compare(snap_compare, runs_dir: Path) -> None:
+    from tui.compare_screen import CompareScreen
+
+    async def compare(pilot: Pilot) -> None:
+        await until(lambda p: p.app.screen.query_one("#runs", DataTable).row_count == 2
+                    and all(str(p.app.screen.query_one("#runs", DataTable).get_row_at(i)[8]) != "reading…"
+                            for i in range(2)))(pilot)
+        pilot.app.screen.query_one("#runs", DataTable).move_cursor(row=0)
+        await pilot.press("space", "space", "c")
+        await until(lambda p: isinstance(p.app.screen, CompareScreen)
+                    and p.app.screen.query_one("#compare", DataTable).row_count > 0)(pilot)
+    assert snap_compare(open_app(runs_dir), terminal_size=SIZE, run_before=compare)

@@ -2,7 +2,7 @@
 
 `n`/`→` and `p`/`←` step one training round forward and back (by seq, so in the order the
 rounds were played and logged); space starts and stops auto-play, `+`/`-` change its speed.
-The charts under the round put their cursor on the policy update the round was played with,
+The charts under the round put their cursor on the training window the round was played in,
 so λ, accuracy and deception move along as the game unfolds. On a run still being written,
 auto-play waits at the newest round and goes on when more arrive.
 """
@@ -21,7 +21,7 @@ from textual.screen import Screen
 from textual.timer import Timer
 from textual.widgets import Footer, Header, Static
 
-from storage import RoundPlayed, UserError
+from storage import Recorded, RoundPlayed, RunFailed, RunFinished, UserError
 from tui.charts import MetricChart
 from tui.deliver import deliver
 from tui.formatting import CHOICE_LETTERS, choice_letter, number, truth_text, verdict_word
@@ -65,8 +65,18 @@ class RoundScreen(Screen[None]):
         Binding("space", "toggle_play", "Play/pause"),
         Binding("plus,equals_sign", "speed(1)", "Faster"),
         Binding("minus", "speed(-1)", "Slower"),
+        Binding("down", "scroll_game(1)", "Scroll", show=False),
+        Binding("up", "scroll_game(-1)", "Scroll up", show=False),
+        Binding("pagedown", "scroll_game_page(1)", "Page down", show=False),
+        Binding("pageup", "scroll_game_page(-1)", "Page up", show=False),
+        Binding("shift+down", "scroll_story(1)", "Story down", show=False),
+        Binding("shift+up", "scroll_story(-1)", "Story up", show=False),
         Binding("escape", "back", "Back"),
     ]
+
+    # Nothing takes focus on its own, so ↑ ↓ PgUp PgDn reach this screen's bindings and scroll
+    # the outputs without a Tab first (a pane focused by click or Tab scrolls itself).
+    AUTO_FOCUS = None
 
     seq: reactive[int] = reactive(-1, init=False)
     playing: reactive[bool] = reactive(False)
@@ -79,6 +89,9 @@ class RoundScreen(Screen[None]):
         self.series = series
         self.round: RoundPlayed | None = None
         self.play_timer: Timer | None = None
+        # Where a forward step found no next round: "end" (the run is over) or "waiting"
+        # (a live run: more rounds may come). None while there are rounds ahead.
+        self.at_last: str | None = None
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -108,6 +121,7 @@ class RoundScreen(Screen[None]):
     # --- replay ----------------------------------------------------------------------------
 
     def watch_seq(self, seq: int) -> None:
+        self.at_last = None
         self.load_round(seq)
 
     def watch_playing(self) -> None:
@@ -134,6 +148,16 @@ class RoundScreen(Screen[None]):
     def action_toggle_play(self) -> None:
         self.playing = not self.playing
 
+    def action_scroll_game(self, lines: int) -> None:
+        self.query_one("#game-pane", VerticalScroll).scroll_relative(y=lines * 3, animate=False)
+
+    def action_scroll_game_page(self, pages: int) -> None:
+        pane = self.query_one("#game-pane", VerticalScroll)
+        pane.scroll_relative(y=pages * max(1, pane.size.height - 2), animate=False)
+
+    def action_scroll_story(self, lines: int) -> None:
+        self.query_one("#story-pane", VerticalScroll).scroll_relative(y=lines * 3, animate=False)
+
     def action_speed(self, step: int) -> None:
         self.speed_index = min(len(SPEEDS) - 1, max(0, self.speed_index + step))
 
@@ -153,6 +177,16 @@ class RoundScreen(Screen[None]):
             return
         if neighbour is not None:
             deliver(self, setattr, self, "seq", neighbour)
+        elif step > 0:
+            deliver(self, self.reached_last_round, self.data.reader.events(self.data.last_seq()))
+
+    def reached_last_round(self, tail: list[Recorded]) -> None:
+        """No round after this one: stop auto-play if the run is over; on a live run, wait."""
+        ended = bool(tail) and isinstance(tail[-1].event, RunFinished | RunFailed)
+        self.at_last = "end" if ended else "waiting"
+        if ended:
+            self.playing = False
+        self.show_replay_status()
 
     @work(thread=True, exclusive=True, group="round")
     def load_round(self, seq: int) -> None:
@@ -177,17 +211,16 @@ class RoundScreen(Screen[None]):
     def show_series(self, series: UpdateSeries) -> None:
         self.series = series
         for chart_id, _, attribute in REPLAY_CHARTS:
-            self.query_one(f"#{chart_id}", MetricChart).set_values(getattr(series, attribute))
+            self.query_one(f"#{chart_id}", MetricChart).set_values(getattr(series, attribute), series.windows)
         self.move_chart_cursor()
 
     def move_chart_cursor(self) -> None:
         if self.series is None or self.round is None:
             return
-        version = self.round.policy_version
-        if version not in self.series.policy_versions:
-            self.load_series()  # a live run reached a policy version the charts lack
+        cursor = self.series.index_of_window(self.round.window)
+        if cursor is None and self.round.window > max(self.series.windows, default=-1):
+            self.load_series()  # a live run reached a window the charts lack
             return
-        cursor = self.series.index_of_version(version)
         for chart in self.query(MetricChart):
             chart.cursor = cursor
 
@@ -248,11 +281,16 @@ class RoundScreen(Screen[None]):
         self.move_chart_cursor()
 
     def show_replay_status(self) -> None:
-        state = "▶ playing" if self.playing else "⏸ paused"
+        if self.at_last == "end":
+            state = "⏹ last round of the run"
+        elif self.playing:
+            state = "▶ playing, waiting for new rounds" if self.at_last == "waiting" else "▶ playing"
+        else:
+            state = "⏸ paused"
         step = f"round {self.round.round_id:,}" if self.round is not None else "loading…"
         self.query_one("#replay-status", Static).update(Text(
             f"{state} · {SPEEDS[self.speed_index]:g} rounds/s · {step}"
-            "   n/p step · space play · +/- speed · Esc back"
+            "   n/p step · space play · +/- speed · ↑↓ PgUp PgDn scroll · Esc back"
         ))
 
     def show_problem(self, message: str) -> None:

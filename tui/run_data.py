@@ -65,11 +65,11 @@ RunStatus = str
 TABLE_COLUMNS = [
     "seq", "event_type", "phase", "round_id", "truth", "policy_answer", "monitor_output",
     "monitor_says_correct", "p_accept", "judge_accepts", "combined_reward", "fidelity_penalty",
-    "lambda_value", "policy_version", "monitor_version", "question",
+    "lambda_value", "policy_version", "monitor_version", "question", "window",
 ]
 ROW_COLUMNS = [
     "seq", "round_id", "truth", "policy_answer", "monitor_says_correct", "p_accept",
-    "combined_reward", "fidelity_penalty", "lambda_value", "policy_version", "monitor_version",
+    "combined_reward", "fidelity_penalty", "lambda_value", "policy_version", "monitor_version", "window",
 ]
 
 # Seqs read per window: a page of 100 rounds fits in the first window of a plain table; a
@@ -130,13 +130,15 @@ class RoundRow:
     lambda_value: float
     policy_version: int
     monitor_version: int
+    window: int
 
 
 @dataclass(frozen=True)
 class UpdateSeries:
-    """The charts' data: one point per policy version (the rounds played with it)."""
+    """The charts' data: one point per training window (the rounds played in it)."""
 
-    policy_versions: list[int]
+    windows: list[int]
+    policy_versions: list[int]  # the policy version each window was played with
     lambda_value: list[float]
     policy_accuracy: list[float]
     deception_rate: list[float]
@@ -146,9 +148,9 @@ class UpdateSeries:
     mean_reward_monitor: list[float]
     kl_ref: list[float]
 
-    def index_of_version(self, policy_version: int) -> int | None:
+    def index_of_window(self, window: int) -> int | None:
         try:
-            return self.policy_versions.index(policy_version)
+            return self.windows.index(window)
         except ValueError:
             return None
 
@@ -308,7 +310,12 @@ class RunData:
 
     def update_series(self) -> UpdateSeries:
         rows = self._sql.rows(
-            aggregate_sql("rounds", ["policy_version"], where=_TRAIN_ONLY) + " ORDER BY policy_version"
+            # one point per training window (the outcome table's metrics), with the policy
+            # version that played it for the KL of the update that followed
+            "SELECT m.*, v.policy_version FROM ("
+            + aggregate_sql("rounds", ['"window"'], where=_TRAIN_ONLY)
+            + f') AS m JOIN (SELECT "window", min(policy_version) AS policy_version FROM rounds WHERE {_TRAIN_ONLY}'
+            ' GROUP BY "window") AS v USING ("window") ORDER BY "window"'
         )
         minmax = self.run_started().mode == "minmax"
         kl_by_version = {
@@ -321,6 +328,7 @@ class RunData:
 
         versions = [int(row["policy_version"]) for row in rows]
         return UpdateSeries(
+            windows=[int(row["window"]) for row in rows],
             policy_versions=versions,
             # rlhf has no λ: NaN reads as "n/a", never as a λ of 0
             lambda_value=column("last_lambda") if minmax else [math.nan] * len(versions),
@@ -330,8 +338,8 @@ class RunData:
             mean_reward=column("mean_reward"),
             mean_reward_policy=column("mean_reward_policy"),
             mean_reward_monitor=column("mean_reward_monitor"),
-            # Point v describes the rounds played with version v, and the update that trained
-            # on them is the one that produced v + 1: its KL belongs to point v.
+            # A window played with version v was trained on by the update that produced v + 1:
+            # its KL belongs to every window of v.
             kl_ref=[_as_float(kl_by_version.get(version + 1)) for version in versions],
         )
 
@@ -488,9 +496,5 @@ def resolve_start_path(path: Path) -> tuple[Literal["run", "runs"], Path]:
         raise UserError(f"{path}: not a directory; pass a run directory (runs/<run_id>) or a directory of runs")
     if is_run_dir(path):
         return "run", path
-    if find_run_dirs(path):
-        return "runs", path
-    raise UserError(
-        f"{path}: neither a run directory (it has no log/run.json) nor a directory of runs;"
-        " pass runs/<run_id> or the folder that holds run directories"
-    )
+    # Any other directory is a directory of runs, perhaps none yet: the list finds new ones.
+    return "runs", path

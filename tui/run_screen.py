@@ -1,6 +1,8 @@
 """One run: the rounds table (paged, filtered, searchable) and the overview with its charts.
 
-The rounds table holds one page at a time; `[` and `]` move between pages. A page is "the
+The rounds table holds one page at a time; `[` and `]` move between pages, `<` and `>` jump
+to the first and last (tui/navigation.py finds every page start for that), `g` opens a round
+by its number and `e` the run's evaluations. A page is "the
 next PAGE_SIZE rounds the filter keeps after seq s" (see tui/run_data.py), and the screen
 keeps the start of every page it has passed, so a 1,000,000-round run opens as fast as a
 small one. How many rounds the filter keeps is counted separately, in the background, and
@@ -40,6 +42,7 @@ from storage import UserError
 from tui.charts import MetricChart
 from tui.deliver import deliver
 from tui.formatting import choice_letter, number, truth_text, verdict_word
+from tui.navigation import page_starts, seq_of_round
 from tui.run_data import (
     OUTCOME_LABELS,
     Outcome,
@@ -51,6 +54,7 @@ from tui.run_data import (
     RunData,
     UpdateSeries,
 )
+from tui.tables import MeasuredTable
 
 PAGE_SIZE = 100
 POLL_SECONDS = 1.0
@@ -99,6 +103,10 @@ class RunScreen(Screen[None]):
         Binding("o", "show_tab('overview')", "Overview"),
         Binding("right_square_bracket", "page(1)", "Next page"),
         Binding("left_square_bracket", "page(-1)", "Prev page"),
+        Binding("less_than_sign", "first_page", "First page", show=False),
+        Binding("greater_than_sign", "last_page", "Last page"),
+        Binding("g", "focus_goto", "Go to round"),
+        Binding("e", "evaluations", "Evaluations"),
         Binding("slash", "focus_search", "Search"),
         Binding("escape", "back", "Back"),
     ]
@@ -135,7 +143,8 @@ class RunScreen(Screen[None]):
                     yield Input(placeholder="from upd.", id="min-version", type="integer")
                     yield Input(placeholder="to upd.", id="max-version", type="integer")
                     yield Input(placeholder="search question text  (Enter)", id="search")
-                yield DataTable(id="rounds-table", cursor_type="row", zebra_stripes=True)
+                    yield Input(placeholder="go to round (g)", id="goto", type="integer")
+                yield MeasuredTable(id="rounds-table", cursor_type="row", zebra_stripes=True)
                 yield Static("loading…", id="page-status")
             with TabPane("Overview", id="overview"):
                 with Horizontal():
@@ -143,7 +152,7 @@ class RunScreen(Screen[None]):
                         yield Static("", id="counts")
                         yield config_tree(self.data.run_started().config)
                     with Vertical(id="charts"):
-                        yield Static("per policy version, over its training rounds (cursor = highlighted round)",
+                        yield Static("per training window (cursor and value: the highlighted round's window, else the last)",
                                      classes="chart-caption")
                         for chart_id, label, _ in CHARTS:
                             yield MetricChart(label, id=chart_id)
@@ -219,6 +228,35 @@ class RunScreen(Screen[None]):
         self.page = None
         self.load_page(self.round_filter, self.page_starts[-1], keep_cursor=False)
 
+    def action_first_page(self) -> None:
+        if len(self.page_starts) > 1:
+            self.page_starts, self.page = [-1], None
+            self.load_page(self.round_filter, -1, keep_cursor=False)
+
+    def action_last_page(self) -> None:
+        self.action_show_tab("rounds")
+        self.query_one("#page-status", Static).update(Text("finding the last page…"))
+        self.find_last_page(self.round_filter)
+
+    def action_evaluations(self) -> None:
+        from tui.evaluations_screen import EvaluationsScreen
+
+        self.app.push_screen(EvaluationsScreen(self.data))
+
+    def action_focus_goto(self) -> None:
+        self.action_show_tab("rounds")
+        self.query_one("#goto", Input).focus()
+
+    @on(Input.Submitted, "#goto")
+    def goto_submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        text = event.value.strip()
+        if not text.isdigit():
+            self.show_problem(f"go to round: {text!r} is not a round number; type a whole number")
+            return
+        self.show_problem("")
+        self.find_round(int(text))
+
     def action_focus_search(self) -> None:
         self.action_show_tab("rounds")
         self.query_one("#search", Input).focus()
@@ -243,10 +281,10 @@ class RunScreen(Screen[None]):
         self.app.push_screen(RoundScreen(self.data, int(str(event.row_key.value)), series=self.series))
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
-        if self.series is None or event.row_key.value is None:
+        if self.series is None or event.row_key.value is None or self.page is None:
             return
-        version = event.data_table.get_row(event.row_key)[-1]
-        cursor = self.series.index_of_version(int(str(version)))
+        window = next((row.window for row in self.page.rows if str(row.seq) == event.row_key.value), None)
+        cursor = self.series.index_of_window(window) if window is not None else None
         for chart in self.query(MetricChart):
             chart.cursor = cursor
 
@@ -274,6 +312,41 @@ class RunScreen(Screen[None]):
             self.count_rounds(self.round_filter, self.counted_through + 1)
         if self.counts is not None:
             self.load_overview()  # only once someone has looked at it
+
+    @work(thread=True, exclusive=True, group="jump")
+    def find_last_page(self, round_filter: RoundFilter) -> None:
+        worker = get_current_worker()
+        try:
+            starts = page_starts(self.data, round_filter, PAGE_SIZE, stop=lambda: worker.is_cancelled)
+        except UserError as error:
+            deliver(self, self.show_problem, str(error))
+            return
+        if starts is not None:
+            deliver(self, self.show_last_page, round_filter, starts)
+
+    def show_last_page(self, round_filter: RoundFilter, starts: list[int]) -> None:
+        if round_filter != self.round_filter:
+            return  # the filter changed while the pages were being found
+        self.page_starts, self.page = starts, None
+        self.load_page(round_filter, starts[-1], keep_cursor=False)
+
+    @work(thread=True, exclusive=True, group="jump")
+    def find_round(self, round_id: int) -> None:
+        try:
+            seq = seq_of_round(self.data, round_id)
+        except UserError as error:
+            deliver(self, self.show_problem, str(error))
+            return
+        deliver(self, self.open_found_round, round_id, seq)
+
+    def open_found_round(self, round_id: int, seq: int | None) -> None:
+        if seq is None:
+            self.show_problem(f"go to round: this run has no training round {round_id:,} (yet)")
+            return
+        self.query_one("#rounds-table", DataTable).focus()
+        from tui.round_screen import RoundScreen
+
+        self.app.push_screen(RoundScreen(self.data, seq, series=self.series))
 
     @work(thread=True, exclusive=True, group="page")
     def load_page(self, round_filter: RoundFilter, after_seq: int, keep_cursor: bool) -> None:
@@ -332,7 +405,7 @@ class RunScreen(Screen[None]):
         self.query_one("#page-status", Static).update(
             Text(
                 f"{shown} · page {page_number:,} · {OUTCOME_LABELS[self.round_filter.outcome]}"
-                "   [ and ] change page, Enter opens a round"
+                "   [ ] change page, < > first/last, g go to round, Enter opens a round"
             )
         )
 
@@ -363,7 +436,7 @@ class RunScreen(Screen[None]):
         ]
         self.query_one("#counts", Static).update(Text("\n".join(lines)))
         for chart_id, _, attribute in CHARTS:
-            self.query_one(f"#{chart_id}", MetricChart).set_values(getattr(series, attribute))
+            self.query_one(f"#{chart_id}", MetricChart).set_values(getattr(series, attribute), series.windows)
 
     def show_problem(self, message: str) -> None:
         self.query_one("#problem", Static).update(Text(message))

@@ -1,4 +1,8 @@
-"""The runs list: one line per run directory under RUNS_DIR; Enter opens one."""
+"""The runs list: one line per run directory under RUNS_DIR; Enter opens one.
+
+The directory may be empty or still growing: a timer looks for new run directories as well
+as re-reading running runs. Space marks runs and `c` compares the marked ones.
+"""
 
 from __future__ import annotations
 
@@ -16,10 +20,11 @@ from storage.writer import writer_alive
 from tui.deliver import deliver
 from tui.formatting import number
 from tui.run_data import RunSummary, find_run_dirs, first_look, summarize_run_dir
+from tui.tables import MeasuredTable
 
 STATUS_STYLES = {"running": "bold yellow", "finished": "green", "failed": "bold red", "stopped": "magenta"}
 
-# A running run changes under us; finished and failed ones are summarised once.
+# A running run changes under us and new runs appear; finished and failed ones are summarised once.
 POLL_SECONDS = 2.0
 
 
@@ -27,6 +32,8 @@ class RunsScreen(Screen[None]):
     BINDINGS = [
         Binding("enter", "open_run", "Open run", show=True),
         Binding("f5", "reload", "Reload"),
+        Binding("space", "mark", "Mark"),
+        Binding("c", "compare", "Compare marked"),
     ]
 
     def __init__(self, runs_dir: Path) -> None:
@@ -34,11 +41,14 @@ class RunsScreen(Screen[None]):
         self.runs_dir = runs_dir
         self.summaries: dict[str, RunSummary] = {}
         self.summarized_at_seq: dict[Path, int | None] = {}
+        self.marked: list[str] = []  # run keys marked for the compare screen, in marking order
 
     def compose(self) -> ComposeResult:
         yield Header()
         yield Static(Text(f"Runs in {self.runs_dir}"), id="runs-title", classes="screen-title")
-        yield DataTable(id="runs", cursor_type="row", zebra_stripes=True)
+        yield Static(Text(f"no runs in {self.runs_dir} yet; runs started there appear here on their own"),
+                     id="runs-empty")
+        yield MeasuredTable(id="runs", cursor_type="row", zebra_stripes=True)
         yield Static("", id="runs-problem", classes="problem")
         yield Footer()
 
@@ -60,8 +70,7 @@ class RunsScreen(Screen[None]):
     def poll_running(self) -> None:
         if self.loading():
             return  # one pass at a time; the one under way sees the latest log anyway
-        if any(summary.status == "running" for summary in self.summaries.values()):
-            self.load_summaries(only_running=True)
+        self.load_summaries(only_running=True)  # running runs, and runs created since the last look
 
     def action_reload(self) -> None:
         if not self.loading():
@@ -84,20 +93,48 @@ class RunsScreen(Screen[None]):
 
         self.app.push_screen(RunScreen(summary.run_dir, can_go_back=True))
 
+    def action_mark(self) -> None:
+        table = self.query_one("#runs", DataTable)
+        if table.row_count == 0:
+            return
+        row_key, _ = table.coordinate_to_cell_key(table.cursor_coordinate)
+        key = str(row_key.value)
+        if key in self.marked:
+            self.marked.remove(key)
+        else:
+            self.marked.append(key)
+        self.show_summary(self.summaries[key])
+        table.move_cursor(row=table.cursor_row + 1)
+
+    def action_compare(self) -> None:
+        if len(self.marked) < 2:
+            self.query_one("#runs-problem", Static).update(
+                Text("mark two or more runs with space, then press c to compare them"))
+            return
+        self.query_one("#runs-problem", Static).update("")
+        from tui.compare_screen import CompareScreen
+
+        self.app.push_screen(CompareScreen([self.summaries[key].run_dir for key in self.marked]))
+
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         event.stop()
         self.action_open_run()
 
     @work(thread=True, group="runs")
     def load_summaries(self, only_running: bool) -> None:
+        found = find_run_dirs(self.runs_dir)
+        new_dirs = [run_dir for run_dir in found if run_dir not in self.summarized_at_seq]
         if only_running:
-            run_dirs = [s.run_dir for s in self.summaries.values() if s.status == "running"]
+            # A run whose first events were not flushed yet reads as unreadable: look again.
+            again = [s.run_dir for s in list(self.summaries.values()) if s.status == "running" or s.problem]
+            run_dirs = again + new_dirs
         else:
-            run_dirs = find_run_dirs(self.runs_dir)
-            # First what the first event says (instant), then the aggregates (seconds on a
-            # million rounds), so every run is listed at once.
-            for run_dir in run_dirs:
-                deliver(self, self.show_summary, first_look(run_dir))
+            run_dirs = found
+        # First what the first event says (instant), then the aggregates (seconds on a
+        # million rounds), so every run is listed at once.
+        for run_dir in run_dirs if not only_running else new_dirs:
+            self.summarized_at_seq.setdefault(run_dir, None)
+            deliver(self, self.show_summary, first_look(run_dir))
         for run_dir in run_dirs:
             try:
                 last_seq = RunReader(run_dir).last_seq()
@@ -114,7 +151,7 @@ class RunsScreen(Screen[None]):
         self.summaries[key] = summary
         table = self.query_one("#runs", DataTable)
         cells = [
-            summary.run_id,
+            f"✓ {summary.run_id}" if key in self.marked else summary.run_id,
             summary.mode,
             summary.started_at[:19].replace("T", " "),
             "…" if summary.rounds is None else f"{summary.rounds:,}",
@@ -127,9 +164,10 @@ class RunsScreen(Screen[None]):
         ]
         if key in table.rows:
             for column_key, cell in zip(table.columns, cells, strict=True):
-                table.update_cell(key, column_key, cell)
+                table.update_cell(key, column_key, cell, update_width=True)  # "…" grows to 100,000
         else:
             table.add_row(*cells, key=key)
+            self.query_one("#runs-empty", Static).display = False
 
 
 def lambda_text(summary: RunSummary) -> str:
