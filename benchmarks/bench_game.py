@@ -43,6 +43,7 @@ import torch  # noqa: E402
 
 from engine import game as game_module  # noqa: E402
 from engine.config import ConfigOverrides, load_config  # noqa: E402
+from engine.devices import set_intra_op_threads  # noqa: E402
 from players import ModelPool  # noqa: E402
 from storage import RunReader  # noqa: E402
 from storage.events import MonitorUpdated, PolicyUpdated, RoundPlayed  # noqa: E402
@@ -158,6 +159,8 @@ def main() -> int:
     configs = args.config or [root / "configs/tiny.toml", root / "configs/science-cpu.toml"]
     if args.threads is not None:
         torch.set_num_threads(args.threads)
+    else:
+        set_intra_op_threads()  # as `minmax-engine play` chooses
     with os.popen("uptime") as uptime:
         print(f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} CPUs, uptime: {uptime.read().strip()}")
     scratch = Path(tempfile.mkdtemp(prefix="minmax-bench-game-"))
