@@ -96,13 +96,15 @@ class LlamaDecoder:
         self.groups = self.heads // self.kv_heads
         self.head_dim = getattr(self.config, "head_dim", None) or self.config.hidden_size // self.heads
         self.scaling = self.head_dim**-0.5
-        # Prompt keys/values per layer, every distinct prompt once: [kv, P * Lp, D].
+        # Prompt keys/values per layer, every distinct prompt once: [kv, P * Lp, D] when rows
+        # share prompts, [kv, B, Lp, D] when each row has its own (per_row).
         self.prompt_keys: list[torch.Tensor] = []
         self.prompt_values: list[torch.Tensor] = []
+        self.per_row = False
         # Generated keys/values per layer, one row per batch row: [kv, B, capacity, D].
         self.keys: list[torch.Tensor] = []
         self.values: list[torch.Tensor] = []
-        self.prompt_bias = torch.empty(0)  # [1, B, 1, P * Lp]: 0 on the row's own prompt, -inf elsewhere
+        self.prompt_bias = torch.empty(0)  # [1, B, 1, P * Lp or Lp]: 0 on the row's own prompt, -inf elsewhere
         self.length = 0  # generated positions written so far
 
     @classmethod
@@ -142,17 +144,27 @@ class LlamaDecoder:
         prompts, prompt_length = prompt_mask.shape
         rows = source.shape[0]
         self.prompt_keys, self.prompt_values, self.keys, self.values = [], [], [], []
+        # Rows sharing a prompt read one copy of its keys (at batch 8 the prompt's cache is
+        # most of the bytes an attention step reads), scoring against every distinct prompt
+        # and masking the others; rows with prompts of their own attend row by row, which
+        # costs no more than one row's prompt each.
+        self.per_row = prompts == rows and bool(torch.equal(source, torch.arange(rows, device=source.device)))
         for cached in cache.layers:  # type: ignore[attr-defined]
-            # Rows sharing a prompt read one copy of its keys: at batch 8 the prompt's cache
-            # is most of the bytes an attention step reads.
-            self.prompt_keys.append(cached.keys.transpose(0, 1).reshape(self.kv_heads, prompts * prompt_length, self.head_dim))
-            self.prompt_values.append(cached.values.transpose(0, 1).reshape(self.kv_heads, prompts * prompt_length, self.head_dim))
+            if self.per_row:
+                self.prompt_keys.append(cached.keys.transpose(0, 1).contiguous())
+                self.prompt_values.append(cached.values.transpose(0, 1).contiguous())
+            else:
+                self.prompt_keys.append(cached.keys.transpose(0, 1).reshape(self.kv_heads, prompts * prompt_length, self.head_dim))
+                self.prompt_values.append(cached.values.transpose(0, 1).reshape(self.kv_heads, prompts * prompt_length, self.head_dim))
             self.keys.append(cached.keys.new_empty((self.kv_heads, rows, extra_tokens, self.head_dim)))
             self.values.append(cached.values.new_empty((self.kv_heads, rows, extra_tokens, self.head_dim)))
-        own_prompt = source.unsqueeze(1) == torch.arange(prompts, device=source.device).unsqueeze(0)  # [B, P]
-        visible = own_prompt.unsqueeze(2) & prompt_mask.bool().unsqueeze(0)  # [B, P, Lp]
+        if self.per_row:
+            visible = prompt_mask.bool()  # [B, Lp]
+        else:
+            own_prompt = source.unsqueeze(1) == torch.arange(prompts, device=source.device).unsqueeze(0)  # [B, P]
+            visible = (own_prompt.unsqueeze(2) & prompt_mask.bool().unsqueeze(0)).view(rows, prompts * prompt_length)
         bias = torch.zeros(visible.shape, dtype=self.prompt_keys[0].dtype, device=source.device)
-        self.prompt_bias = bias.masked_fill_(~visible, float("-inf")).view(1, rows, 1, prompts * prompt_length)
+        self.prompt_bias = bias.masked_fill_(~visible, float("-inf")).view(1, rows, 1, -1)
         self.length = 0
 
     def keep_rows(self, rows: torch.Tensor) -> None:
@@ -160,6 +172,9 @@ class LlamaDecoder:
         self.keys = [keys.index_select(1, rows) for keys in self.keys]
         self.values = [values.index_select(1, rows) for values in self.values]
         self.prompt_bias = self.prompt_bias.index_select(1, rows)
+        if self.per_row:
+            self.prompt_keys = [keys.index_select(1, rows) for keys in self.prompt_keys]
+            self.prompt_values = [values.index_select(1, rows) for values in self.prompt_values]
 
     @property
     def rows(self) -> int:
@@ -201,16 +216,22 @@ class LlamaDecoder:
         batch = query.shape[0]
         # Head h reads key/value head h // groups: [kv, B, groups, D].
         grouped = query.view(batch, self.kv_heads, self.groups, self.head_dim).transpose(0, 1)
-        prompt_scores = torch.matmul(
-            grouped.reshape(self.kv_heads, batch * self.groups, self.head_dim), prompt_keys.transpose(1, 2)
-        ).view(self.kv_heads, batch, self.groups, -1)
+        if self.per_row:
+            prompt_scores = torch.matmul(grouped, prompt_keys.transpose(2, 3))  # [kv, B, groups, Lp]
+        else:
+            prompt_scores = torch.matmul(
+                grouped.reshape(self.kv_heads, batch * self.groups, self.head_dim), prompt_keys.transpose(1, 2)
+            ).view(self.kv_heads, batch, self.groups, -1)
         own_scores = torch.matmul(grouped, keys.transpose(2, 3))  # [kv, B, groups, T]
         scores = torch.cat((prompt_scores * self.scaling + self.prompt_bias, own_scores * self.scaling), dim=-1)
         weights = torch.softmax(scores, dim=-1)
-        prompt_width = prompt_keys.shape[1]
-        from_prompt = torch.matmul(
-            weights[..., :prompt_width].reshape(self.kv_heads, batch * self.groups, prompt_width), prompt_values
-        ).view(self.kv_heads, batch, self.groups, self.head_dim)
+        prompt_width = prompt_scores.shape[-1]
+        if self.per_row:
+            from_prompt = torch.matmul(weights[..., :prompt_width], prompt_values)
+        else:
+            from_prompt = torch.matmul(
+                weights[..., :prompt_width].reshape(self.kv_heads, batch * self.groups, prompt_width), prompt_values
+            ).view(self.kv_heads, batch, self.groups, self.head_dim)
         attended = from_prompt + torch.matmul(weights[..., prompt_width:], values)
         return attended.transpose(0, 1).reshape(batch, self.heads * self.head_dim)
 

@@ -251,9 +251,9 @@ def test_fast_decode_steps_match_the_models_own_forward(tiny_lm_dir: Path, tmp_p
                 parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.1)
     assert LlamaDecoder.prepare(player.model) is not None
     a, b, c = (player.encode_prompt(prompt) for prompt in prompts_for(player))
-    prompt_ids = [a, b, a, c, a, b]
+    eos = player.base.model.generation_config.eos_token_id
 
-    def both() -> tuple[list, list]:
+    def both(prompt_ids: list[list[int]]) -> tuple[list, list]:
         fast = player.generate_from_ids(prompt_ids, seed=5)
         player._fast_decode = False
         try:
@@ -262,10 +262,13 @@ def test_fast_decode_steps_match_the_models_own_forward(tiny_lm_dir: Path, tmp_p
             del player._fast_decode
         return fast, reference
 
-    fast, reference = both()
-    player.base.model.generation_config.eos_token_id = token_unique_to_one_row([g.token_ids for g in reference])
-    stopped_fast, stopped_reference = both()
-    assert len({len(g.token_ids) for g in stopped_reference}) > 1
-    for ours, theirs in zip(fast + stopped_fast, reference + stopped_reference, strict=True):
-        assert ours.token_ids == theirs.token_ids
-        assert ours.logprobs == pytest.approx(theirs.logprobs, abs=1e-5)
+    # Rows sharing prompts (one copy of each prompt's keys), then a prompt per row.
+    for prompt_ids in ([a, b, a, c, a, b], [a, b, c]):
+        player.base.model.generation_config.eos_token_id = eos
+        fast, reference = both(prompt_ids)
+        player.base.model.generation_config.eos_token_id = token_unique_to_one_row([g.token_ids for g in reference])
+        stopped_fast, stopped_reference = both(prompt_ids)
+        assert len({len(g.token_ids) for g in stopped_reference}) > 1
+        for ours, theirs in zip(fast + stopped_fast, reference + stopped_reference, strict=True):
+            assert ours.token_ids == theirs.token_ids
+            assert ours.logprobs == pytest.approx(theirs.logprobs, abs=1e-5)
