@@ -332,7 +332,7 @@ def report_ours(ours: dict[str, float], peak: float, peak_cpu: float) -> None:
           f"prompt {ours['prompt_tokens']:.0f} tokens, {ours['tokens']:.0f} completion tokens per step")
     print(f"ours: generation {ours['generation_tokens_per_s']:.1f} tokens/s (target >= 150); learner {ours['learner_gflops']:.1f} GFLOP/s "
           f"= {100 * ours['learner_gflops'] / peak:.0f}% of the matmul peak (target >= 70%)")
-    print(f"ours: generation {ours['generation_tokens_per_cpu_s']:.1f} tokens per CPU second of the threads (steadier on a busy machine)")
+    print(f"ours: generation {ours['generation_tokens_per_cpu_s']:.1f} tokens/s had its threads run uncontended (tokens per CPU second x threads; steadier on a busy machine)")
     print(f"ours: learner {ours['learner_gflops_cpu']:.1f} GFLOP per CPU second of one thread = "
           f"{100 * ours['learner_gflops_cpu'] / peak_cpu:.0f}% of the matmul peak per CPU second (steadier on a busy machine)")
     print(f"ours: un-updated policy's PPO ratio within {ours['ratio_error']:.1e} of 1 (learner forward vs behaviour log-probs)")

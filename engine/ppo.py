@@ -30,8 +30,9 @@ PPO implementation details adopted, and where each lives in the code:
 10. Log-probs at the player's sampling temperature: log_softmax(logits / T), as generation
     recorded them [_token_logprobs]
 11. Logits only at response positions: the decoder's hidden states are gathered at the
-    positions predicting response tokens before lm_head, so the vocabulary projection costs
-    R·V per sequence instead of L·V [predicting_hidden_states]
+    positions predicting real response tokens (padding left out) before lm_head, so the
+    vocabulary projection costs (response length)·V per sequence instead of L·V
+    [predicting_hidden_states, _token_logprobs]
 12. Shared prompts are encoded once: rollouts with identical prompt ids (the n samples of a
     state) share one prompt forward whose KV cache is expanded to the responses; gradients
     flow through the shared cache, so the loss and its gradient are exactly those of n full
