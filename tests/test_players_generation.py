@@ -272,3 +272,27 @@ def test_fast_decode_steps_match_the_models_own_forward(tiny_lm_dir: Path, tmp_p
         for ours, theirs in zip(fast + stopped_fast, reference + stopped_reference, strict=True):
             assert ours.token_ids == theirs.token_ids
             assert ours.logprobs == pytest.approx(theirs.logprobs, abs=1e-5)
+
+
+def test_fast_decode_steps_apply_the_generating_players_own_adapter(tiny_lm_dir: Path, tmp_path: Path) -> None:
+    """Two players on one base: each generates with its own adapter, as the model's forward does."""
+    pool = ModelPool(cache_dir=tmp_path)
+    config = PlayerConfig(model=str(tiny_lm_dir), max_new_tokens=8)
+    policy, monitor = Player.create(pool, "policy", config), Player.create(pool, "monitor", config)
+    generator = torch.Generator().manual_seed(4)
+    with torch.no_grad():
+        for name, parameter in policy.model.named_parameters():
+            if "lora_" in name:
+                parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.2)
+    prompts = [policy.encode_prompt(prompt) for prompt in prompts_for(policy)]
+    for player in (policy, monitor):
+        fast = player.generate_from_ids(prompts, seed=9)
+        player._fast_decode = False
+        try:
+            reference = player.generate_from_ids(prompts, seed=9)
+        finally:
+            del player._fast_decode
+        for ours, theirs in zip(fast, reference, strict=True):
+            assert ours.token_ids == theirs.token_ids
+            assert ours.logprobs == pytest.approx(theirs.logprobs, abs=1e-5)
+    assert policy.generate_from_ids(prompts, seed=9)[0].logprobs != monitor.generate_from_ids(prompts, seed=9)[0].logprobs
