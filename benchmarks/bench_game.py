@@ -101,7 +101,7 @@ def play(config_path: Path, epochs: int | None, scratch: Path, pool: ModelPool, 
     config = config.model_copy(update=update)
     run_dir = scratch / game_module.new_run_id(config)
     watch = Stopwatch()
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     with (
         watch.wrapping(game_module.RunLog, "append", "log"),
         watch.wrapping(game_module.RunLog, "flush", "log"),
@@ -111,7 +111,7 @@ def play(config_path: Path, epochs: int | None, scratch: Path, pool: ModelPool, 
         watch.wrapping(game_module.Game, "train", "loop"),
     ):
         finished = game_module.start_run(config, run_dir, pool=pool)
-    total = time.perf_counter() - started
+    total, cpu_total = time.perf_counter() - started, time.process_time() - cpu_started
     loop = watch.seconds["loop"]
     log_in_loop = watch.seconds["log"] - watch.seconds["log before the loop"]
 
@@ -131,6 +131,10 @@ def play(config_path: Path, epochs: int | None, scratch: Path, pool: ModelPool, 
           f"{finished.monitor_updates} monitor updates, torch threads {torch.get_num_threads()}")
     print(f"  wall {total:.1f} s from the start of the run (models loading included), game loop {loop:.1f} s")
     print(f"  rounds per minute: {60 * rounds / total:.1f} (whole run), {60 * rounds / loop:.1f} (game loop)")
+    # On a machine shared with other work the wall clock mostly measures the others; the
+    # process's CPU time (all its threads) is what the run itself cost.
+    print(f"  process CPU time {cpu_total:.1f} s: {60 * rounds / cpu_total:.1f} rounds per CPU minute "
+          f"(wall / CPU = {total / cpu_total:.1f})")
     parts = {
         "policy generation": steps["policy"],
         "monitor generation": steps["monitor"],
