@@ -337,7 +337,7 @@ class Player:
             attention_mask = attention_mask[rows]
         position_ids, last_logits = position_ids[rows], last_logits[rows]
         next_positions = position_ids[:, -1] + 1
-        for _ in range(self.config.max_new_tokens):
+        for step in range(self.config.max_new_tokens):
             tempered = last_logits.float() / temperature
             token_logprobs = torch.log_softmax(tempered, dim=-1)
             if sample:
@@ -350,8 +350,8 @@ class Player:
                 logprobs[original_row].append(logprob)
 
             keep = ~torch.isin(chosen, eos)
-            if not bool(keep.any()):
-                break
+            if not bool(keep.any()) or step == self.config.max_new_tokens - 1:
+                break  # the budget is spent: a further step's logits would go unused
             if not bool(keep.all()):
                 kept_rows = keep.nonzero().squeeze(1)
                 running, chosen, next_positions = running[kept_rows], chosen[kept_rows], next_positions[kept_rows]

@@ -1,21 +1,24 @@
 """Decode steps of a Llama-architecture player on a preallocated KV cache.
 
     decoder = LlamaDecoder.prepare(model)          # None when the model is not one it can run
-    decoder.start(prefill_cache, attention_mask, extra_tokens=max_new_tokens)
+    decoder.start(prefill.cache, prompt_mask, source, extra_tokens=max_new_tokens)
     logits = decoder.step(tokens, positions)       # [B, V] logits of the next token
+    decoder.keep_rows(still_running)               # drop finished rows
 
 Generation spends its time in one-token decode steps, and at batch 8 a 135M model's step is
 a few dozen small matrix products. Through transformers' generic forward each step also pays
 for Python dispatch in every module, a mask rebuilt from scratch, and a KV cache that grows by
 `torch.cat` (copying every layer's keys and values once per token). This module runs the same
 arithmetic directly: the projections (and a LoRA adapter's `B(A(x)) * scaling`, in the order
-peft computes it), HF's own RMSNorm and rotary modules, and scaled-dot-product attention over
-key/value buffers sized for the whole generation at the start and written in place.
+peft computes it), HF's own RMSNorm and rotary modules, and softmax attention over the prompt's
+keys (each distinct prompt's once, however many rows continue it: the n samples of a state)
+and each row's generated keys, held in buffers sized for the whole generation at the start
+and written in place.
 
-The prompt prefill stays a normal forward pass of the model; its cache is copied into the
-buffers. Behaviour log-probs therefore come from the same weights and the same operations as
-the learner's forward pass; only float rounding differs (different matrix shapes), well below
-the 1e-5 that keeps an un-updated policy's PPO ratio at 1.
+The prompt prefill stays a normal forward pass of the model; its cache is taken over by the
+decoder. Behaviour log-probs therefore come from the same weights and the same operations as
+the learner's forward pass; only float rounding differs (other matrix shapes and summation
+orders), as it does for transformers' own decode loop against the learner's one-pass forward.
 """
 
 from __future__ import annotations
