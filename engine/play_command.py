@@ -27,6 +27,9 @@ if TYPE_CHECKING:
 
 def run(args: argparse.Namespace) -> int:
     from engine import game  # torch and transformers load only once the arguments are good
+    from engine.devices import set_intra_op_threads
+
+    set_intra_op_threads()
 
     if args.resume is not None:
         run_dir = _find_run(args.resume, args.run_dir)
@@ -68,6 +71,9 @@ def _announce(line: str) -> None:
 
 def run_eval(args: argparse.Namespace) -> int:
     from engine import game
+    from engine.devices import set_intra_op_threads
+
+    set_intra_op_threads()
 
     run_dir = _find_run(args.run, args.run_dir)
     evaluations = game.evaluate_run(run_dir, dataset=args.dataset, checkpoint=args.checkpoint)

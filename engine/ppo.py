@@ -43,8 +43,9 @@ PPO implementation details adopted, and where each lives in the code:
 10. Log-probs at the player's sampling temperature: log_softmax(logits / T), as generation
     recorded them [_token_logprobs]
 11. Logits only at response positions: the decoder's hidden states are gathered at the
-    positions predicting response tokens before lm_head, so the vocabulary projection costs
-    R·V per sequence instead of L·V [predicting_hidden_states]
+    positions predicting real response tokens (padding left out) before lm_head, so the
+    vocabulary projection costs (response length)·V per sequence instead of L·V
+    [predicting_hidden_states, _token_logprobs]
 12. Shared prompts are encoded once: rollouts with identical prompt ids (the n samples of a
     state) share one prompt forward whose KV cache is expanded to the responses; gradients
     flow through the shared cache, so the loss and its gradient are exactly those of n full
@@ -72,9 +73,6 @@ from typing import Any, Literal
 
 import torch
 from torch import nn
-# TRL's log_softmax + gather: picks one log-prob per row without keeping the full
-# log-softmax tensor alive. (TRL 1.x has no PPOTrainer, so only this utility is used.)
-from trl.trainer.utils import selective_log_softmax, selective_log_softmax_and_entropy
 
 from engine.advantages import (
     generalized_advantages,
@@ -305,15 +303,23 @@ class PPOLearner:
     def _token_logprobs(
         self, hidden: torch.Tensor, batch: SharedPromptBatch, with_entropy: bool
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """log π(a_t|s_t) at the sampling temperature (detail 10), 0 on padding."""
-        logits = _lm_head(self.player)(hidden).float()
-        if with_entropy:
-            logprobs, entropy = selective_log_softmax_and_entropy(
-                logits, batch.response_ids, entropy_requires_grad=False, temperature=self.settings.temperature
-            )
-            return logprobs * batch.response_mask, entropy
-        logprobs = selective_log_softmax(logits, batch.response_ids, temperature=self.settings.temperature)
-        return logprobs * batch.response_mask, None
+        """log π(a_t|s_t) at the sampling temperature (detail 10), 0 on padding.
+
+        The vocabulary projection runs on real response positions only (padding after a short
+        response costs nothing), and the log-probs are log_softmax(logits / T)[token], the
+        formula generation records them with.
+        """
+        real = batch.response_mask.bool()
+        logits = _lm_head(self.player)(hidden[real]).float() / self.settings.temperature  # [n_real, V]
+        all_logprobs = torch.log_softmax(logits, dim=-1)
+        picked = all_logprobs.gather(-1, batch.response_ids[real].unsqueeze(-1)).squeeze(-1)
+        logprobs = torch.zeros(real.shape, dtype=picked.dtype, device=picked.device).masked_scatter(real, picked)
+        if not with_entropy:
+            return logprobs, None
+        with torch.no_grad():
+            token_entropy = -(all_logprobs.exp() * all_logprobs).sum(-1)
+            entropy = torch.zeros(real.shape, dtype=token_entropy.dtype, device=token_entropy.device).masked_scatter(real, token_entropy)
+        return logprobs, entropy
 
     def _values(self, hidden: torch.Tensor) -> torch.Tensor:
         assert self.value_head is not None

@@ -38,6 +38,7 @@ from players.config import PlayerConfig
 from players.models import ModelPool, SharedBase
 from players.packing import left_pad
 from players.prompts import encode_rendered, render_chat
+from players.sampler import LlamaDecoder
 from storage.errors import UserError
 
 ADAPTER_WEIGHTS_FILE = "adapter_model.safetensors"
@@ -60,6 +61,9 @@ class Player:
     # Prefill each distinct prompt once (see _sample). A switch only so tests can compare
     # against the unshared loop; nothing else turns it off.
     _share_prompts = True
+    # Decode steps through players/sampler.py where the model allows; a switch only so tests
+    # can compare against transformers' own forward.
+    _fast_decode = True
 
     def __init__(self, base: SharedBase, role: str, config: PlayerConfig) -> None:
         self.base = base
@@ -270,11 +274,15 @@ class Player:
         what its still-running sequences cost.
 
         Rows with identical prompts (the n samples of one state) share one prefill: each
-        distinct prompt is encoded once and its KV cache, mask and positions are copied to
-        the rows that share it before the first draw. The padded width is the longest distinct
-        prompt, which is the longest prompt, so every row sees exactly the inputs it would
-        have seen unshared; the first-step logits are copies of the shared row's, and every
-        draw still runs over the full batch, so the generator is consumed identically.
+        distinct prompt is encoded once. The padded width is the longest distinct prompt,
+        which is the longest prompt, so every row sees exactly the inputs it would have seen
+        unshared; the first-step logits are copies of the shared row's, and every draw still
+        runs over the full batch, so the generator is consumed identically.
+
+        Decode steps run through players/sampler.py (preallocated cache, each distinct
+        prompt's keys read once by all the rows that share it) when the model is one it
+        reproduces; otherwise through the model's own forward, with the prompt's cache copied
+        to every row that shares it.
         """
         temperature = self.config.temperature
         eos = torch.tensor(sorted(self.eos_token_ids), device=self.device)
@@ -296,14 +304,20 @@ class Player:
         )
         cache = output.cache
         last_logits = output.logits[:, -1, :]
-        if shared:
+        rows = torch.tensor(source, device=self.device) if shared else running
+        decoder = LlamaDecoder.prepare(self.model) if self._fast_decode else None
+        if decoder is not None:
+            # The decoder reads each distinct prompt's cache once, whatever rows share it.
+            decoder.start(cache, attention_mask, rows, extra_tokens=self.config.max_new_tokens)
+            del cache
+        elif shared:
             # Expand the distinct prompts' prefill to one row per sample: the decode steps
             # write a different token to each row, so each needs its own cache row.
-            rows = torch.tensor(source, device=self.device)
             cache.batch_select_indices(rows)
-            attention_mask, position_ids, last_logits = attention_mask[rows], position_ids[rows], last_logits[rows]
+            attention_mask = attention_mask[rows]
+        position_ids, last_logits = position_ids[rows], last_logits[rows]
         next_positions = position_ids[:, -1] + 1
-        for _ in range(self.config.max_new_tokens):
+        for step in range(self.config.max_new_tokens):
             tempered = last_logits.float() / temperature
             token_logprobs = torch.log_softmax(tempered, dim=-1)
             if sample:
@@ -311,29 +325,34 @@ class Player:
             else:
                 chosen = tempered.argmax(dim=-1)
             chosen_logprobs = token_logprobs.gather(1, chosen.unsqueeze(1)).squeeze(1)
-            for batch_row, (token, logprob) in enumerate(zip(chosen.tolist(), chosen_logprobs.tolist())):
-                original_row = int(running[batch_row])
+            for original_row, token, logprob in zip(running.tolist(), chosen.tolist(), chosen_logprobs.tolist()):
                 tokens[original_row].append(token)
                 logprobs[original_row].append(logprob)
 
             keep = ~torch.isin(chosen, eos)
-            if not bool(keep.any()):
-                break
+            if not bool(keep.any()) or step == self.config.max_new_tokens - 1:
+                break  # the budget is spent: a further step's logits would go unused
             if not bool(keep.all()):
                 kept_rows = keep.nonzero().squeeze(1)
-                cache.batch_select_indices(kept_rows)
-                running, chosen = running[kept_rows], chosen[kept_rows]
-                attention_mask, next_positions = attention_mask[kept_rows], next_positions[kept_rows]
-            attention_mask = torch.cat([attention_mask, attention_mask.new_ones((len(running), 1))], dim=1)
-            output = self.model(
-                input_ids=chosen.unsqueeze(1),
-                attention_mask=attention_mask,
-                position_ids=next_positions.unsqueeze(1),
-                cache=cache,
-                use_cache=True,
-            )
-            cache = output.cache
-            last_logits = output.logits[:, -1, :]
+                running, chosen, next_positions = running[kept_rows], chosen[kept_rows], next_positions[kept_rows]
+                if decoder is not None:
+                    decoder.keep_rows(kept_rows)
+                else:
+                    cache.batch_select_indices(kept_rows)
+                    attention_mask = attention_mask[kept_rows]
+            if decoder is not None:
+                last_logits = decoder.step(chosen, next_positions)
+            else:
+                attention_mask = torch.cat([attention_mask, attention_mask.new_ones((len(running), 1))], dim=1)
+                output = self.model(
+                    input_ids=chosen.unsqueeze(1),
+                    attention_mask=attention_mask,
+                    position_ids=next_positions.unsqueeze(1),
+                    cache=cache,
+                    use_cache=True,
+                )
+                cache = output.cache
+                last_logits = output.logits[:, -1, :]
             next_positions = next_positions + 1
         return tokens, logprobs
 

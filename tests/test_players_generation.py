@@ -222,3 +222,64 @@ def test_shared_prompts_are_prefilled_once_and_generate_as_if_unshared(tiny_lm_d
         assert generation.logprobs == pytest.approx(
             forward_logprobs(player, generation.prompt_ids, generation.token_ids), abs=1e-4
         )
+
+
+def test_fast_decode_steps_match_the_models_own_forward(tiny_lm_dir: Path, tmp_path: Path) -> None:
+    """players/sampler.py's decode steps against transformers' forward with its cache: same
+    tokens and log-probs, with a trained-looking adapter, shared and distinct prompts, padding,
+    and rows stopping at different steps."""
+    from players.sampler import LlamaDecoder
+
+    player = make_player(tiny_lm_dir, tmp_path, max_new_tokens=12, temperature=0.8)
+    generator = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for name, parameter in player.model.named_parameters():
+            if "lora_" in name:  # LoRA B starts at zero, which would hide the adapter's term
+                parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.1)
+    assert LlamaDecoder.prepare(player.model) is not None
+    a, b, c = (player.encode_prompt(prompt) for prompt in prompts_for(player))
+    eos = player.base.model.generation_config.eos_token_id
+
+    def both(prompt_ids: list[list[int]]) -> tuple[list, list]:
+        fast = player.generate_from_ids(prompt_ids, seed=5)
+        player._fast_decode = False
+        try:
+            reference = player.generate_from_ids(prompt_ids, seed=5)
+        finally:
+            del player._fast_decode
+        return fast, reference
+
+    # Rows sharing prompts (one copy of each prompt's keys), then a prompt per row.
+    for prompt_ids in ([a, b, a, c, a, b], [a, b, c]):
+        player.base.model.generation_config.eos_token_id = eos
+        fast, reference = both(prompt_ids)
+        player.base.model.generation_config.eos_token_id = token_unique_to_one_row([g.token_ids for g in reference])
+        stopped_fast, stopped_reference = both(prompt_ids)
+        assert len({len(g.token_ids) for g in stopped_reference}) > 1
+        for ours, theirs in zip(fast + stopped_fast, reference + stopped_reference, strict=True):
+            assert ours.token_ids == theirs.token_ids
+            assert ours.logprobs == pytest.approx(theirs.logprobs, abs=1e-5)
+
+
+def test_fast_decode_steps_apply_the_generating_players_own_adapter(tiny_lm_dir: Path, tmp_path: Path) -> None:
+    """Two players on one base: each generates with its own adapter, as the model's forward does."""
+    pool = ModelPool(cache_dir=tmp_path)
+    config = PlayerConfig(model=str(tiny_lm_dir), max_new_tokens=8)
+    policy, monitor = Player.create(pool, "policy", config), Player.create(pool, "monitor", config)
+    generator = torch.Generator().manual_seed(4)
+    with torch.no_grad():
+        for name, parameter in policy.model.named_parameters():
+            if "lora_" in name:
+                parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.2)
+    prompts = [policy.encode_prompt(prompt) for prompt in prompts_for(policy)]
+    for player in (policy, monitor):
+        fast = player.generate_from_ids(prompts, seed=9)
+        player._fast_decode = False
+        try:
+            reference = player.generate_from_ids(prompts, seed=9)
+        finally:
+            del player._fast_decode
+        for ours, theirs in zip(fast, reference, strict=True):
+            assert ours.token_ids == theirs.token_ids
+            assert ours.logprobs == pytest.approx(theirs.logprobs, abs=1e-5)
+    assert policy.generate_from_ids(prompts, seed=9)[0].logprobs != monitor.generate_from_ids(prompts, seed=9)[0].logprobs

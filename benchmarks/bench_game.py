@@ -1,0 +1,200 @@
+"""Whole games, timed: rounds per minute and where the wall time goes.
+
+    PYTHONPATH=. .venv/bin/python benchmarks/bench_game.py [--config configs/tiny.toml ...] [--threads N]
+    PYTHONPATH=. .venv/bin/python benchmarks/bench_game.py --config configs/tiny.toml --epochs 17   # ~200 rounds: memory per window
+
+Each config is played once, in this process, exactly as `minmax-engine play` plays it (same
+engine entry point, console tracker off), in a scratch run directory. Printed per config:
+- wall time from the start of the run (models loading included, as `make play` pays it) and
+  of the game loop alone, rounds per minute over both;
+- the split of the loop's wall time: policy generation, monitor generation, reward model,
+  judge (from each RoundPlayed's `timings`, training and evaluation rounds together),
+  learners (each update's `seconds`), the log (every append, flush and read of the run's
+  log, timed around the engine's RunLog), checkpoints, and what is left (scheduling,
+  prompt rendering, payoffs, Python);
+- peak resident memory of the process, and the resident memory after every window (a run
+  that leaks grows from window to window; the first windows grow while allocators warm up).
+
+Configs run one after another in the same process, so the second shares the loaded models
+(its load time is near zero) and its peak memory includes the first's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+
+from engine import game as game_module  # noqa: E402
+from engine.config import ConfigOverrides, load_config  # noqa: E402
+from engine.devices import set_intra_op_threads  # noqa: E402
+from players import ModelPool  # noqa: E402
+from storage import RunReader  # noqa: E402
+from storage.events import MonitorUpdated, PolicyUpdated, RoundPlayed  # noqa: E402
+
+STEPS = ("policy", "monitor", "reward", "judge")
+
+
+def resident_mib() -> float:
+    """Current resident set size (VmRSS) of this process in MiB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def peak_resident_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+class Stopwatch:
+    """Accumulated seconds per label, by wrapping methods for the length of one run."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = defaultdict(float)
+        self.window_rss: list[float] = []
+
+    @contextmanager
+    def wrapping(self, owner: type, method: str, label: str, after: Callable[[], None] | None = None) -> Iterator[None]:
+        original = getattr(owner, method)
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            if label == "loop":  # what the log cost before the loop (opening the run) is not the loop's
+                self.seconds["log before the loop"] = self.seconds["log"]
+            started = time.perf_counter()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                self.seconds[label] += time.perf_counter() - started
+                if after is not None:
+                    after()
+
+        setattr(owner, method, timed)
+        try:
+            yield
+        finally:
+            setattr(owner, method, original)
+
+
+def play(config_path: Path, epochs: int | None, scratch: Path, pool: ModelPool, tiny_model: Path | None) -> None:
+    config, _warnings = load_config(config_path, ConfigOverrides(num_epochs=epochs, run_dir=str(scratch)))
+    update: dict[str, Any] = {"logging": config.logging.model_copy(update={"backends": []})}
+    if tiny_model is not None:
+        for role in ("policy", "monitor", "reward", "judge"):
+            update[role] = getattr(config, role).model_copy(update={"model": str(tiny_model)})
+    config = config.model_copy(update=update)
+    run_dir = scratch / game_module.new_run_id(config)
+    watch = Stopwatch()
+    started, cpu_started = time.perf_counter(), time.process_time()
+    with (
+        watch.wrapping(game_module.RunLog, "append", "log"),
+        watch.wrapping(game_module.RunLog, "flush", "log"),
+        watch.wrapping(game_module.Game, "read_rounds", "log"),
+        watch.wrapping(game_module.Game, "save_checkpoint", "checkpoints"),
+        watch.wrapping(game_module.Game, "play_window", "windows", after=lambda: watch.window_rss.append(resident_mib())),
+        watch.wrapping(game_module.Game, "train", "loop"),
+    ):
+        finished = game_module.start_run(config, run_dir, pool=pool)
+    total, cpu_total = time.perf_counter() - started, time.process_time() - cpu_started
+    loop = watch.seconds["loop"]
+    log_in_loop = watch.seconds["log"] - watch.seconds["log before the loop"]
+
+    steps: dict[str, float] = defaultdict(float)
+    learners = 0.0
+    for item in RunReader(run_dir).events():
+        event = item.event
+        if isinstance(event, RoundPlayed):
+            for step in STEPS:
+                steps[step] += event.timings.get(step, 0.0)
+        elif isinstance(event, (MonitorUpdated, PolicyUpdated)):
+            learners += event.diagnostics.get("seconds", 0.0)
+
+    rounds = finished.rounds
+    models = "tiny random Llama (--tiny-model)" if tiny_model is not None else config.policy.model
+    print(f"\n{config_path} (mode {config.mode}, {models}): {rounds} training rounds, {finished.policy_updates} policy and "
+          f"{finished.monitor_updates} monitor updates, torch threads {torch.get_num_threads()}")
+    print(f"  wall {total:.1f} s from the start of the run (models loading included), game loop {loop:.1f} s")
+    print(f"  rounds per minute: {60 * rounds / total:.1f} (whole run), {60 * rounds / loop:.1f} (game loop)")
+    # On a machine shared with other work the wall clock mostly measures the others; the
+    # process's CPU time (all its threads) is what the run itself cost.
+    print(f"  process CPU time {cpu_total:.1f} s: {60 * rounds / cpu_total:.1f} rounds per CPU minute "
+          f"(wall / CPU = {total / cpu_total:.1f})")
+    parts = {
+        "policy generation": steps["policy"],
+        "monitor generation": steps["monitor"],
+        "reward model": steps["reward"],
+        "judge": steps["judge"],
+        "learners": learners,
+        "the log": log_in_loop,
+        "checkpoints": watch.seconds["checkpoints"],
+    }
+    parts["other (scheduling, prompts, payoffs, Python)"] = loop - sum(parts.values())
+    print("  split of the game loop's wall time:")
+    for name, seconds in parts.items():
+        print(f"    {name:<46} {seconds:7.1f} s  {100 * seconds / loop:5.1f}%")
+    print(f"  the log's share of the loop: {100 * log_in_loop / loop:.2f}% (target < 1%); opening the run's log "
+          f"took {watch.seconds['log before the loop']:.1f} s before the loop")
+    print(f"  peak resident memory so far: {peak_resident_mib():.0f} MiB")
+    rss = watch.window_rss
+    if rss:
+        shown = ", ".join(f"{value:.0f}" for value in rss)
+        print(f"  resident MiB after each of {len(rss)} windows: {shown}")
+        if len(rss) >= 8:
+            half = len(rss) // 2
+            first, second = statistics.median(rss[:half]), statistics.median(rss[half:])
+            print(f"  median resident MiB, first half of the windows {first:.0f}, second half {second:.0f} "
+                  f"(growth {second - first:+.0f} MiB)")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--config", type=Path, action="append", help="run config (repeatable); default: tiny and science-cpu")
+    parser.add_argument("--epochs", type=int, help="override training.num_epochs (e.g. 17 for ~200 tiny rounds)")
+    parser.add_argument("--threads", type=int, help="torch intra-op threads (default: the engine's choice)")
+    parser.add_argument(
+        "--tiny-model", action="store_true",
+        help="every role on the tests' tiny random Llama: the engine's loop, log and learners at a "
+        "fraction of the cost (memory over hundreds of rounds; not a speed figure)",
+    )
+    args = parser.parse_args()
+    root = Path(__file__).resolve().parents[1]
+    configs = args.config or [root / "configs/tiny.toml", root / "configs/science-cpu.toml"]
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    else:
+        set_intra_op_threads()  # as `minmax-engine play` chooses
+    with os.popen("uptime") as uptime:
+        print(f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} CPUs, uptime: {uptime.read().strip()}")
+    scratch = Path(tempfile.mkdtemp(prefix="minmax-bench-game-"))
+    pool = ModelPool()
+    tiny_model = None
+    if args.tiny_model:
+        from tests.tiny_models import build_tiny_lm
+
+        tiny_model = build_tiny_lm(scratch / "tiny-lm")
+    try:
+        for config_path in configs:
+            play(config_path, args.epochs, scratch, pool, tiny_model)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
