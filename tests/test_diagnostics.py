@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
+
+import pytest
 
 from engine.config import LagrangianConfig, TrainingConfig
-from engine.diagnostics import collapse_diagnostics, lambda_diagnostics, repetition
+from engine.diagnostics import collapse_diagnostics, lambda_diagnostics, player_health, repetition
+from engine.game import start_run
 from engine.lagrangian import DualAscent
-from storage.events import LambdaUpdated
+from players import ModelPool
+from storage import RunReader
+from storage.errors import UserError
+from storage.events import DiagnosticRaised, LambdaUpdated, RoundPlayed, RunFailed
+from tests.test_game import tiny_config
+from tests.test_game_resume import write_toml
 from tests.test_replay import round_played
+from tui import cli
 
 SETTINGS = LagrangianConfig(lambda_init=1.0, delta=-0.2, step_size=0.5, lambda_max=5.0, rising_updates=3)
 
@@ -64,3 +74,48 @@ def test_collapse_of_the_monitor_in_a_window() -> None:
     assert found.values["unparsed_rate"] == 0.75 and found.values["repetition"] == 0.75 * (1 - 1 / 11)
     off = TrainingConfig(collapse_unparsed_rate=0.0, collapse_repetition=0.0)
     assert collapse_diagnostics([collapsed], off) == []
+
+
+# --- in a run: tiny random models ----------------------------------------------------------
+
+
+def test_an_unreachable_delta_is_warned_at_load_and_flagged_during_the_run(
+    tiny_lm_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config_path = tmp_path / "unreachable.toml"
+    write_toml(config_path, tiny_lm_dir, tmp_path / "runs")
+    # α = 0.7: f ≥ −0.3 on every round, so δ = −0.5 can never hold
+    text = config_path.read_text().replace("lambda_init = 1.0", "lambda_init = 1.0\ndelta = -0.5")
+    config_path.write_text(text.replace("lambda_max = 5.0", "lambda_max = 1.5").replace("backends = []", 'backends = ["console"]'))
+
+    assert cli.main(["play", "--config", str(config_path)]) == 0
+    printed = capsys.readouterr()
+    warning = next(line for line in printed.err.splitlines() if "lagrangian.delta" in line)
+    assert "below the lowest reachable f" in warning and "raise delta to at least -0.3" in warning
+
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    raised = [item.event for item in RunReader(run_dir).events() if isinstance(item.event, DiagnosticRaised)]
+    at_max = [event for event in raised if event.kind == "lambda_at_max"]
+    assert len(at_max) == 1  # raised when it starts to hold, not again every window
+    assert at_max[0].values["lambda"] == 1.5 and at_max[0].values["delta"] == -0.5
+    assert f"diagnostic after window {at_max[0].window}: λ is at lambda_max = 1.5" in printed.out
+
+
+def test_a_player_driven_into_repetition_is_flagged_and_stops_the_run(tiny_lm_dir: Path, tmp_path: Path) -> None:
+    # A learning rate far too high for the policy: within a few updates a near-greedy random
+    # model repeats two tokens over and over (it would reach NaN a few updates later).
+    config = tiny_config(
+        tiny_lm_dir, tmp_path, mode="rlhf", policy={"max_new_tokens": 12, "temperature": 0.3},
+        training={"policy_learning_rate": 0.8, "ppo_epochs": 8, "monitor_updates_per_policy": 1, "eval_every": 0,
+                  "checkpoint_every": 100, "collapse_unparsed_rate": 0.0,  # random models never parse
+                  "collapse_repetition": 0.5, "stop_on_collapse": True},
+    )
+    with pytest.raises(UserError, match="the policy may be collapsing: repetition .*stop_on_collapse"):
+        start_run(config, tmp_path / "run", pool=ModelPool(cache_dir=tmp_path / "cache"))
+    events = [item.event for item in RunReader(tmp_path / "run").events()]
+    first_window = [e for e in events if isinstance(e, RoundPlayed) and e.window == 0]
+    assert player_health(first_window, "policy")["repetition"] < 0.5  # it was not degenerate at the start
+    (raised,) = [e for e in events if isinstance(e, DiagnosticRaised)]
+    assert (raised.kind, raised.role) == ("collapse", "policy") and raised.window > 0
+    assert raised.values["repetition"] >= 0.5
+    assert isinstance(events[-1], RunFailed) and "stop_on_collapse" in events[-1].message
