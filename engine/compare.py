@@ -199,8 +199,6 @@ class _RoundCounter(threading.Thread):
 
 def run(config_path: Path, seeds_text: str, out: Path | None, *, stream: TextIO | None = None) -> int:
     """`minmax-engine compare --config FILE --seeds 0,1,2 [--out DIR]` (parsed in tui/cli.py)."""
-    from engine import game, reports  # torch and transformers load only once the arguments are good
-
     stream = stream or sys.stdout
     seeds = parse_seeds(seeds_text)
     if out is None:
@@ -208,6 +206,8 @@ def run(config_path: Path, seeds_text: str, out: Path | None, *, stream: TextIO 
     planned, warnings = plan_runs(config_path, seeds, out)
     for warning in warnings:
         print(f"minmax-engine compare: warning: {warning}", file=sys.stderr)
+    from engine import game, reports  # torch and transformers load only once the arguments are good
+
     out.mkdir(parents=True, exist_ok=True)
     per_run = planned_rounds(planned[0].config)
     progress = Progress(runs_total=len(planned), rounds_per_run=per_run, stream=stream,

@@ -63,8 +63,8 @@ def test_eval_only_evaluates_the_initial_adapters_and_finishes(tiny_lm_dir: Path
     finished = start_run(config, tmp_path / "run", eval_only=True, pool=ModelPool(cache_dir=tmp_path / "cache"))
     assert (finished.rounds, finished.policy_updates) == (0, 0)
     events = [item.event for item in RunReader(tmp_path / "run").events()]
-    assert [type(e).__name__ for e in events] == ["RunStarted", "RoundPlayed", "RoundPlayed", "EvaluationCompleted", "RunFinished"]
-    completed = events[3]
+    assert [type(e).__name__ for e in events] == ["RunStarted", "JudgeCalibrated", "RoundPlayed", "RoundPlayed", "EvaluationCompleted", "RunFinished"]
+    completed = events[4]
     assert isinstance(completed, EvaluationCompleted) and completed.policy_version == 0
     assert {"policy_accuracy", "monitor_fidelity", "constraint_violation"} <= set(completed.metrics)
     again = evaluate_run(tmp_path / "run", pool=ModelPool(cache_dir=tmp_path / "cache"))  # no checkpoint: initial adapters
