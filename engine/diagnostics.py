@@ -1,11 +1,18 @@
 """Diagnostics: a λ that cannot settle, a player that collapses. Pure functions over the log.
 
+    found = reach_diagnostics(first_window_rounds, alpha, delta)   # once, after window 0
     found = lambda_diagnostics(lambda_history, config.lagrangian)   # after each dual step
     found = collapse_diagnostics(window_rounds, config.training)    # after each window
 
 Each returns the conditions that hold now, as `Diagnostic`s; the game loop logs one
 DiagnosticRaised when a condition starts to hold (not again while it goes on holding), the
 console prints it, and `[training] stop_on_collapse` ends the run on a collapse.
+
+δ against what the monitor reaches. Validation (engine.config.config_warnings) already
+refuses to stay silent about δ < −(1 − α), the least f allows at all. But f's low end needs
+critiques the reward model scores highly: with every verdict right, a round's f is
+(1 − α)·g(r(O′)) = −(1 − α)·tanh r(O′), so the mean of that over the first window's critiques
+is the lowest mean f this monitor reaches as it writes now. "delta_below_reach": δ is below it.
 
 λ (GAME.md §3). A constraint E[f] ≤ δ that the monitor cannot meet makes dual ascent a ramp:
 λ climbs every update until λ_max. Two signs of it:
@@ -23,12 +30,14 @@ nothing flagged it). Per player over one window of rounds:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from engine.config import LagrangianConfig, TrainingConfig
 from storage.events import LambdaUpdated, RoundPlayed
 
+REACH_KINDS = frozenset({"delta_below_reach"})
 LAMBDA_KINDS = frozenset({"lambda_at_max", "lambda_rising"})
 COLLAPSE_KINDS = frozenset({"collapse"})
 SHORTEST_REPETITION_OUTPUT = 4  # tokens; shorter outputs have too few bigrams to say anything
@@ -36,10 +45,35 @@ SHORTEST_REPETITION_OUTPUT = 4  # tokens; shorter outputs have too few bigrams t
 
 @dataclass(frozen=True)
 class Diagnostic:
-    kind: str  # "lambda_at_max" | "lambda_rising" | "collapse"
+    kind: str  # "delta_below_reach" | "lambda_at_max" | "lambda_rising" | "collapse"
     role: str  # "lambda" | "policy" | "monitor"
     message: str
     values: dict[str, float]
+
+
+# --- δ against the monitor's reach ----------------------------------------------------------
+
+
+def reach_diagnostics(rounds: Sequence[RoundPlayed], alpha: float, delta: float) -> list[Diagnostic]:
+    """δ below the mean f the window's critiques would reach with every verdict right."""
+    scores = [round_.reward_monitor for round_ in rounds if round_.reward_monitor is not None]
+    if not scores:
+        return []
+    reach = sum(-(1.0 - alpha) * math.tanh(score) for score in scores) / len(scores)
+    if delta >= reach:
+        return []
+    return [
+        Diagnostic(
+            kind="delta_below_reach",
+            role="monitor",
+            message=(
+                f"lagrangian.delta = {delta:g} is below the mean f of {reach:.3f} that the monitor's first "
+                f"{len(scores)} critiques reach even with every verdict right (the reward model scores them "
+                f"too low); λ will likely climb: raise delta above {reach:.2f}"
+            ),
+            values={"delta": delta, "reach": reach, "n_critiques": float(len(scores))},
+        )
+    ]
 
 
 # --- λ -------------------------------------------------------------------------------------

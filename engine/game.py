@@ -9,6 +9,7 @@ Read this file top to bottom to see the game. One run is:
     for each window w of B fresh rounds (states cycled through the train split):
         play the B rounds with the current adapters     -> B × RoundPlayed, flushed
         a player collapsing in window w                  -> DiagnosticRaised   [when it starts]
+        δ below what window 0's critiques reach          -> DiagnosticRaised   [window 0, minmax]
         monitor: PPO on window w, read back from the log -> MonitorUpdated     [minmax only]
         dual ascent on λ from window w's mean f          -> LambdaUpdated      [minmax only]
         λ at λ_max, or rising while the violation holds  -> DiagnosticRaised   [when it starts]
@@ -68,7 +69,15 @@ from engine.checkpoints import load_checkpoint, save_checkpoint
 from engine.config import RunConfig, recorded_config
 from engine.data import Dataset, State, load_dataset
 from engine.devices import resolve_placements
-from engine.diagnostics import COLLAPSE_KINDS, LAMBDA_KINDS, Diagnostic, collapse_diagnostics, lambda_diagnostics
+from engine.diagnostics import (
+    COLLAPSE_KINDS,
+    LAMBDA_KINDS,
+    REACH_KINDS,
+    Diagnostic,
+    collapse_diagnostics,
+    lambda_diagnostics,
+    reach_diagnostics,
+)
 from engine.lagrangian import DualAscent
 from engine.replay import superseded_seqs
 from engine.metrics import window_metrics
@@ -293,9 +302,11 @@ class Game:
         first_window = self.progress.position // self.schedule.window_size
         for window in range(first_window, self.schedule.n_windows):
             first_seq, last_seq = self.play_window(window)
-            self.raise_diagnostics(
-                window, COLLAPSE_KINDS, collapse_diagnostics(self.read_rounds(first_seq, last_seq), self.config.training)
-            )
+            window_rounds = self.read_rounds(first_seq, last_seq)
+            self.raise_diagnostics(window, COLLAPSE_KINDS, collapse_diagnostics(window_rounds, self.config.training))
+            if window == 0 and self.minmax:
+                reach = reach_diagnostics(window_rounds, self.config.game.alpha, self.config.lagrangian.delta)
+                self.raise_diagnostics(window, REACH_KINDS, reach)
             if self.progress.policy_first_seq is None:
                 self.progress.policy_first_seq = first_seq
             if self.minmax:

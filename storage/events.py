@@ -84,7 +84,7 @@ class DiagnosticRaised(Event):
     """Something a user should look at now: λ that cannot settle, a collapsing player
     (engine/diagnostics.py)."""
 
-    kind: str  # "lambda_at_max" | "lambda_rising" | "collapse"
+    kind: str  # "delta_below_reach" | "lambda_at_max" | "lambda_rising" | "collapse"
     role: str  # "monitor" | "policy" | "lambda"
     message: str  # one line, printed by the console tracker
     window: int  # the training window after which it was raised

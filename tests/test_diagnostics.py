@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 
 import pytest
 
 from engine.config import LagrangianConfig, TrainingConfig
-from engine.diagnostics import collapse_diagnostics, lambda_diagnostics, player_health, repetition
+from engine.diagnostics import collapse_diagnostics, lambda_diagnostics, player_health, reach_diagnostics, repetition
 from engine.game import start_run
 from engine.lagrangian import DualAscent
 from players import ModelPool
@@ -58,6 +59,15 @@ def test_rising_updates_zero_turns_the_check_off() -> None:
     assert lambda_diagnostics(history([0.3, 0.3, 0.3], settings), settings) == []
 
 
+def test_delta_below_what_the_critiques_reach_is_flagged() -> None:
+    rounds = [dataclasses.replace(round_played(i, 0, 0.1, 1.0), reward_monitor=score) for i, score in enumerate([0.2, 0.6])]
+    reach = (-0.3 * math.tanh(0.2) - 0.3 * math.tanh(0.6)) / 2  # every verdict right: f = (1 − α)·(−tanh r)
+    (found,) = reach_diagnostics(rounds, alpha=0.7, delta=-0.2)  # reachable by f's range (≥ −0.3), not by these
+    assert found.kind == "delta_below_reach" and found.values["reach"] == pytest.approx(reach)
+    assert reach_diagnostics(rounds, alpha=0.7, delta=0.2) == []
+    assert reach_diagnostics([round_played(0, 0, None, 0.0)], alpha=0.7, delta=-0.2) == []  # rlhf: no critiques
+
+
 def test_repetition_of_a_degenerate_output() -> None:
     assert repetition([7, 7, 7, 7, 7]) == 0.75  # "to to to to to": 4 bigrams, 1 distinct
     assert repetition([1, 2, 3, 4, 5]) == 0.0
@@ -99,6 +109,8 @@ def test_an_unreachable_delta_is_warned_at_load_and_flagged_during_the_run(
     assert len(at_max) == 1  # raised when it starts to hold, not again every window
     assert at_max[0].values["lambda"] == 1.5 and at_max[0].values["delta"] == -0.5
     assert f"diagnostic after window {at_max[0].window}: λ is at lambda_max = 1.5" in printed.out
+    (below_reach,) = [event for event in raised if event.kind == "delta_below_reach"]
+    assert below_reach.window == 0 and below_reach.values["delta"] == -0.5
 
 
 def test_a_player_driven_into_repetition_is_flagged_and_stops_the_run(tiny_lm_dir: Path, tmp_path: Path) -> None:
