@@ -113,7 +113,9 @@ def test_an_unreachable_delta_is_warned_at_load_and_flagged_during_the_run(
     assert below_reach.window == 0 and below_reach.values["delta"] == -0.5
 
 
-def test_a_player_driven_into_repetition_is_flagged_and_stops_the_run(tiny_lm_dir: Path, tmp_path: Path) -> None:
+def test_a_player_driven_into_repetition_is_flagged_and_stops_the_run(
+    tiny_lm_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     # A learning rate far too high for the policy: within a few updates a near-greedy random
     # model repeats two tokens over and over (it would reach NaN a few updates later).
     config = tiny_config(
@@ -121,6 +123,7 @@ def test_a_player_driven_into_repetition_is_flagged_and_stops_the_run(tiny_lm_di
         training={"policy_learning_rate": 0.8, "ppo_epochs": 8, "monitor_updates_per_policy": 1, "eval_every": 0,
                   "checkpoint_every": 100, "collapse_unparsed_rate": 0.0,  # random models never parse
                   "collapse_repetition": 0.5, "stop_on_collapse": True},
+        logging={"backends": ["console"]},
     )
     with pytest.raises(UserError, match="the policy may be collapsing: repetition .*stop_on_collapse"):
         start_run(config, tmp_path / "run", pool=ModelPool(cache_dir=tmp_path / "cache"))
@@ -131,3 +134,4 @@ def test_a_player_driven_into_repetition_is_flagged_and_stops_the_run(tiny_lm_di
     assert (raised.kind, raised.role) == ("collapse", "policy") and raised.window > 0
     assert raised.values["repetition"] >= 0.5
     assert isinstance(events[-1], RunFailed) and "stop_on_collapse" in events[-1].message
+    assert f"diagnostic after window {raised.window}: the policy may be collapsing: repetition" in capsys.readouterr().out
