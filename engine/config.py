@@ -100,6 +100,18 @@ class TrainingConfig(BaseModel):
         default=4, ge=0,
         description="n: answers sampled per held-out state at evaluation (play temperature), besides the greedy one.",
     )
+    # --- collapse (engine/diagnostics.py) ---
+    collapse_unparsed_rate: float = Field(
+        default=0.75, ge=0.0, le=1.0,
+        description="Flag a player whose unparsed rate over a window reaches this (0: never).",
+    )
+    collapse_repetition: float = Field(
+        default=0.5, ge=0.0, le=1.0,
+        description="Flag a player whose mean share of repeated token bigrams over a window reaches this (0: never).",
+    )
+    stop_on_collapse: bool = Field(
+        default=False, description="End the run (RunFailed) when a player is flagged as collapsing."
+    )
 
     @model_validator(mode="after")
     def _groups_fit_in_windows(self) -> TrainingConfig:
@@ -126,6 +138,10 @@ class LagrangianConfig(BaseModel):
         default="additive", description='"additive": projected ascent on λ; "log": ascent on θ = log λ.'
     )
     update_delay: int = Field(default=0, ge=0, description="Monitor updates before λ starts moving.")
+    rising_updates: int = Field(
+        default=5, ge=0,
+        description="N: flag λ after it rose on N consecutive updates while the violation did not shrink (0: never).",
+    )
 
     @model_validator(mode="after")
     def _lambda_in_range(self) -> LagrangianConfig:

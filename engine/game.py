@@ -5,10 +5,14 @@
 Read this file top to bottom to see the game. One run is:
 
     RunStarted
+    the judge's calibration (content-free answers)       -> JudgeCalibrated
     for each window w of B fresh rounds (states cycled through the train split):
         play the B rounds with the current adapters     -> B × RoundPlayed, flushed
+        a player collapsing in window w                  -> DiagnosticRaised   [when it starts]
+        δ below what window 0's critiques reach          -> DiagnosticRaised   [window 0, minmax]
         monitor: PPO on window w, read back from the log -> MonitorUpdated     [minmax only]
         dual ascent on λ from window w's mean f          -> LambdaUpdated      [minmax only]
+        λ at λ_max, or rising while the violation holds  -> DiagnosticRaised   [when it starts]
         every k-th window (and after the last one):
             policy: PPO on the last k windows            -> PolicyUpdated
             every eval_every policy updates: the eval split, greedy + n sampled answers per
@@ -77,8 +81,18 @@ from engine.checkpoints import PARTIAL_SUFFIX, load_checkpoint, save_checkpoint
 from engine.config import RunConfig, recorded_config
 from engine.data import Dataset, State, fit_stories, load_dataset, read_dataset
 from engine.devices import resolve_placements
+from engine.diagnostics import (
+    COLLAPSE_KINDS,
+    LAMBDA_KINDS,
+    REACH_KINDS,
+    Diagnostic,
+    collapse_diagnostics,
+    lambda_diagnostics,
+    reach_diagnostics,
+)
 from engine.lagrangian import DualAscent
 from engine.metrics import window_counts, window_metrics
+from engine.replay import superseded_seqs
 from engine.payoffs import monitor_rollouts, policy_rollouts
 from engine.ppo import PPOLearner, PPOSettings
 from engine.round import RoundSettings, ScheduledRound, Table, answer_and_critique, judged_rounds, play_rounds
@@ -86,12 +100,15 @@ from engine.story_budget import story_budget
 from engine.trackers import Trackers, open_trackers
 from players import ModelPool, Player
 from referees import Judge, RewardModel
+from referees.calibration import NO_CALIBRATION, contextual_calibration
 from storage import RunReader, RunWriter
 from storage.errors import UserError
 from storage.events import (
     CheckpointSaved,
+    DiagnosticRaised,
     EvaluationCompleted,
     Event,
+    JudgeCalibrated,
     LambdaUpdated,
     MonitorUpdated,
     PolicyUpdated,
@@ -348,6 +365,8 @@ class Game:
             PPOLearner(table.monitor, ppo_settings(config, "monitor")) if table.monitor is not None else None
         )
         self.dual = DualAscent(config.lagrangian)
+        self.lambda_history: list[LambdaUpdated] = []  # engine/diagnostics.py reads it
+        self.diagnostics_holding: set[tuple[str, str]] = set()  # (kind, role) raised and still holding
         self.progress = Progress()
         self.checkpoint_suffix = ""  # "-resumed<seq>" after a resume (see save_checkpoint)
         self.started = time.perf_counter()
@@ -363,6 +382,11 @@ class Game:
         first_window = self.progress.position // self.schedule.window_size
         for window in range(first_window, self.schedule.n_windows):
             first_seq, last_seq = self.play_window(window)
+            window_rounds = self.read_rounds(first_seq, last_seq)
+            self.raise_diagnostics(window, COLLAPSE_KINDS, collapse_diagnostics(window_rounds, self.config.training))
+            if window == 0 and self.minmax:
+                reach = reach_diagnostics(window_rounds, self.config.game.alpha, self.config.lagrangian.delta)
+                self.raise_diagnostics(window, REACH_KINDS, reach)
             if self.progress.policy_first_seq is None:
                 self.progress.policy_first_seq = first_seq
             if self.minmax:
@@ -428,17 +452,43 @@ class Game:
         )
         mean_f = sum(round_.fidelity_penalty or 0.0 for round_ in rounds) / len(rounds)
         step = self.dual.step(mean_f)
-        self.log.append(
-            LambdaUpdated(
-                old=step.old,
-                new=step.new,
-                mean_f=mean_f,
-                delta=self.config.lagrangian.delta,
-                monitor_version=self.progress.monitor_version,
-                applied=step.applied,
-            )
+        lambda_updated = LambdaUpdated(
+            old=step.old,
+            new=step.new,
+            mean_f=mean_f,
+            delta=self.config.lagrangian.delta,
+            monitor_version=self.progress.monitor_version,
+            applied=step.applied,
+        )
+        self.log.append(lambda_updated)
+        self.lambda_history.append(lambda_updated)
+        self.raise_diagnostics(
+            rounds[0].window, LAMBDA_KINDS, lambda_diagnostics(self.lambda_history, self.config.lagrangian)
         )
         self.log.flush()
+
+    def raise_diagnostics(self, window: int, checked: frozenset[str], found: list[Diagnostic]) -> None:
+        """Log each diagnostic when it starts to hold (of the kinds just checked); stop on a
+        collapse if configured. A condition that stops holding may be raised again later."""
+        now = {(diagnostic.kind, diagnostic.role) for diagnostic in found}
+        self.diagnostics_holding = {held for held in self.diagnostics_holding if held[0] not in checked or held in now}
+        raised = [d for d in found if (d.kind, d.role) not in self.diagnostics_holding]
+        for diagnostic in raised:
+            self.diagnostics_holding.add((diagnostic.kind, diagnostic.role))
+            self.log.append(
+                DiagnosticRaised(
+                    kind=diagnostic.kind,
+                    role=diagnostic.role,
+                    message=diagnostic.message,
+                    window=window,
+                    values=_plain_floats(diagnostic.values),
+                )
+            )
+        if raised:
+            self.log.flush()
+        collapsed = [d for d in found if d.kind == "collapse"]
+        if collapsed and self.config.training.stop_on_collapse:
+            raise UserError(f"{collapsed[0].message}; the run stopped (training.stop_on_collapse = true)")
 
     def update_policy(self, first_seq: int, last_seq: int) -> None:
         """PPO on the last k windows: all played by the policy as it is now."""
@@ -674,8 +724,32 @@ def open_run(config: RunConfig, run_dir: Path, *, pool: ModelPool | None = None,
             num_threads=torch.get_num_threads(),
         )
     )
+    log.append(calibrate_judge(config, table.judge, dataset))
     log.flush()
     return game
+
+
+def calibrate_judge(config: RunConfig, judge: Judge, dataset: Dataset) -> JudgeCalibrated:
+    """The judge's calibration at run start, from the first train states (referees/calibration.py)."""
+    calibration = NO_CALIBRATION
+    if config.judge.calibration == "contextual":
+        states = dataset.train
+        calibration = contextual_calibration(
+            judge,
+            [state.story for state in states],
+            [state.question for state in states],
+            [list(state.choices) for state in states],
+            [state.state_id for state in states],
+        )
+    judge.calibration_offset = calibration.offset
+    return JudgeCalibrated(**asdict(calibration))
+
+
+def restore_calibration(events: Sequence[Recorded], judge: Judge) -> None:
+    """The offset the run logged, never recomputed: a resumed or evaluated run judges as it did.
+    Logs older than JudgeCalibrated were judged uncalibrated (offset 0)."""
+    logged = [item.event for item in events if isinstance(item.event, JudgeCalibrated)]
+    judge.calibration_offset = logged[0].offset if logged else 0.0
 
 
 def _models_in_play(config: RunConfig) -> list[str]:
@@ -761,6 +835,10 @@ def resume_run(run_dir: Path, *, pool: ModelPool | None = None) -> RunFinished:
     log = RunLog(run_dir, writer, open_trackers(config.logging.backends, run_dir, writer.run_id))
     log.trackers.resume(reader.run_started())
     game = Game(config, table, dataset, log, run_dir)
+    restore_calibration(events, table.judge)
+    voided = superseded_seqs(events)
+    game.lambda_history = [item.event for item in events if isinstance(item.event, LambdaUpdated)
+                           and item.seq <= checkpoint.seq and item.seq not in voided]
     with _failures_recorded(log):
         assert isinstance(checkpoint.event, CheckpointSaved)
         game.restore_checkpoint(checkpoint.event)  # also restores the RNG states
@@ -825,6 +903,7 @@ def evaluate_run(
         table = set_table(config, pool or ModelPool())
         if config.data.max_story_tokens is not None:
             data, _cut = fit_stories(data, config.data.max_story_tokens, table.policy.tokenizer)
+        restore_calibration(events, table.judge)
         game = Game(config, table, data, log, run_dir)
         checkpoint_path = None
         if saved:

@@ -177,7 +177,7 @@ def judged_rounds(
         [answer.text for answer in answers],
         [critique.text for critique in critiques] if critiques is not None else None,
     )
-    p_accepts = table.judge.p_accept_of(judge_prompts)
+    p_accepts = table.judge.p_accept_of(judge_prompts, [answer.text for answer in answers])
     seconds = {step: value for step, value in answered.seconds.items() if step != "monitor" or critiques is not None}
     seconds["judge"] = time.perf_counter() - clock
     seconds["total"] = sum(seconds.values())

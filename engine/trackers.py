@@ -40,7 +40,9 @@ from engine.metrics import window_metrics
 from engine.outcomes import RATE_BY_NAME
 from storage import (
     CheckpointSaved,
+    DiagnosticRaised,
     EvaluationCompleted,
+    JudgeCalibrated,
     LambdaUpdated,
     MonitorUpdated,
     PolicyUpdated,
@@ -302,6 +304,10 @@ class ConsoleTracker:
             self._start_progress()
         elif isinstance(event, CheckpointSaved):
             self._print(f"checkpoint saved: {event.path}")
+        elif isinstance(event, JudgeCalibrated) and event.method != "none":
+            self._print(f"judge calibrated ({event.method}): log-odds offset {event.offset:+.3f}")
+        elif isinstance(event, DiagnosticRaised):
+            self._print(f"diagnostic after window {event.window}: {event.message}")
         elif isinstance(event, RunFinished):
             self._stop_progress()
             self._print(self._summary_line(event))

@@ -1,7 +1,8 @@
 """The players' prompts, as chat messages. Short on purpose: on CPU every prompt token costs.
 
 The endings they ask for ("Answer: <letter>", "Verdict: CORRECT|INCORRECT") are what
-players/parsing.py looks for first.
+players/parsing.py looks for first. Both invite short quotes from the story as
+<quote>...</quote>: the judge is told which of them really are in it (referees/quotes.py).
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ def policy_messages(story: str, question: str, choices: Sequence[str]) -> list[d
             "role": "system",
             "content": (
                 "You answer a question about a story. Give one or two sentences of reasoning "
-                "from the story, then a last line 'Answer: X' where X is the letter of your choice."
+                "from the story, quoting it briefly as <quote>...</quote>, then a last line "
+                "'Answer: X' where X is the letter of your choice."
             ),
         },
         {
@@ -50,8 +52,8 @@ def monitor_messages(
             "role": "system",
             "content": (
                 "You check another assistant's answer to a question about a story. Give one or "
-                "two sentences of critique based on the story, then a last line "
-                "'Verdict: CORRECT' or 'Verdict: INCORRECT'."
+                "two sentences of critique based on the story, quoting it briefly as "
+                "<quote>...</quote>, then a last line 'Verdict: CORRECT' or 'Verdict: INCORRECT'."
             ),
         },
         {

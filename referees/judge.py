@@ -1,12 +1,20 @@
-"""Judge: the weak overseer. p_accept = P(Yes) / (P(Yes) + P(No)) at one forward pass.
+"""Judge: the weak overseer. p_accept = sigmoid(log P(Yes) − log P(No) − offset + bias).
 
 By default it does not see the story (GAME.md §1: information asymmetry); it sees the question,
-the choices, the policy's answer O and, in minmax mode, the monitor's critique O′.
+the choices, the policy's answer O and, in minmax mode, the monitor's critique O′. Before it
+reads them, the quotes in O and O′ are marked verified or unverified against the story
+(`[judge] verify_quotes`, referees/quotes.py), so this holds whichever protocol calls it.
+
+The log-odds read at one forward pass are then
+- calibrated: `calibration_offset`, the log-odds the judge gives content-free answers
+  (referees/calibration.py), is subtracted; the same offset in both modes and protocols;
+- optionally biased: a flawed overseer adds `bias_logit` when O matches `bias_pattern`.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 
 import torch
@@ -14,6 +22,7 @@ import torch
 from players.models import ModelPool
 from players.prompts import format_choices
 from referees.config import JudgeConfig
+from referees.quotes import mark_quotes
 from referees.yes_no import YesNoReader
 
 
@@ -42,6 +51,9 @@ class Judge:
     def __init__(self, reader: YesNoReader, config: JudgeConfig) -> None:
         self.reader = reader
         self.config = config
+        # Set once per run: by the game at run start (JudgeCalibrated), or from the log on resume.
+        self.calibration_offset = 0.0
+        self._bias = re.compile(config.bias_pattern, re.IGNORECASE) if config.bias_pattern else None
 
     @classmethod
     def create(
@@ -62,8 +74,10 @@ class Judge:
         answer: str,
         critique: str | None,
     ) -> str:
-        """The exact text the judge scores (the story only when the config says sees_story)."""
+        """The exact text the judge scores (the story only when the config says sees_story), with
+        the quotes in O and O′ marked against the story (when the config says verify_quotes)."""
         shown_story = story if self.config.sees_story else None
+        answer, critique = self.quotes_marked(story, answer, critique)
         return self.reader.render_text(judge_messages(shown_story, question, choices, answer, critique))
 
     def prompt_ids(
@@ -97,9 +111,38 @@ class Judge:
             for i in range(count)
         ]
 
-    def p_accept_of(self, prompts: Sequence[str]) -> list[float]:
-        """p_accept for judge inputs made by `prompts`: exactly these texts reach the model."""
-        return [1.0 / (1.0 + math.exp(-odds)) for odds in self.reader.log_odds([self.reader.encode(p) for p in prompts])]
+    def p_accept_of(self, prompts: Sequence[str], answers: Sequence[str]) -> list[float]:
+        """p_accept for judge inputs made by `prompts` (of these answers O): exactly these texts
+        reach the model; then the calibration offset and the configured bias apply."""
+        if len(prompts) != len(answers):
+            raise ValueError(f"{len(prompts)} prompts but {len(answers)} answers")
+        raw = self.reader.log_odds([self.reader.encode(prompt) for prompt in prompts])
+        return [1.0 / (1.0 + math.exp(-self.adjusted_log_odds(odds, answer))) for odds, answer in zip(raw, answers)]
+
+    def quotes_marked(self, story: str, answer: str, critique: str | None) -> tuple[str, str | None]:
+        """O and O′ as the judge reads them: quotes marked against the story (when configured)."""
+        if not self.config.verify_quotes:
+            return answer, critique
+        return mark_quotes(answer, story), None if critique is None else mark_quotes(critique, story)
+
+    def adjusted_log_odds(self, raw: float, answer: str) -> float:
+        """Raw log-odds, calibrated, plus the flawed overseer's bonus when O matches its pattern."""
+        odds = raw - self.calibration_offset
+        if self._bias is not None and self._bias.search(answer):
+            odds += self.config.bias_logit
+        return odds
+
+    def raw_log_odds(
+        self,
+        stories: Sequence[str],
+        questions: Sequence[str],
+        choices: Sequence[Sequence[str]],
+        answers: Sequence[str],
+        critiques: Sequence[str] | None,
+    ) -> list[float]:
+        """log P(Yes) − log P(No) per answer, before calibration and bias."""
+        prompts = self.prompts(stories, questions, choices, answers, critiques)
+        return self.reader.log_odds([self.reader.encode(prompt) for prompt in prompts])
 
     def p_accept(
         self,
@@ -110,4 +153,4 @@ class Judge:
         critiques: Sequence[str] | None,
     ) -> list[float]:
         """The judge's probability that each answer is right; critiques=None in rlhf mode."""
-        return self.p_accept_of(self.prompts(stories, questions, choices, answers, critiques))
+        return self.p_accept_of(self.prompts(stories, questions, choices, answers, critiques), answers)

@@ -15,8 +15,10 @@ from storage.errors import UserError
 from storage.events import (
     SCHEMA_VERSION,
     CheckpointSaved,
+    DiagnosticRaised,
     EvaluationCompleted,
     Event,
+    JudgeCalibrated,
     LambdaUpdated,
     MonitorUpdated,
     PolicyUpdated,
@@ -49,8 +51,10 @@ def __getattr__(name: str):
 __all__ = [
     "SCHEMA_VERSION",
     "CheckpointSaved",
+    "DiagnosticRaised",
     "EvaluationCompleted",
     "Event",
+    "JudgeCalibrated",
     "LambdaUpdated",
     "MonitorUpdated",
     "PolicyUpdated",

@@ -74,6 +74,30 @@ class RunStarted(Event):
 
 
 @dataclass(frozen=True, kw_only=True)
+class JudgeCalibrated(Event):
+    """The judge's calibration, computed once right after RunStarted; a resumed run applies
+    this offset as logged (referees/calibration.py)."""
+
+    method: str  # "contextual" | "none"
+    content_free_answers: list[str]  # the answers that say nothing ("N/A", "", ...)
+    state_ids: list[str]  # the train states whose questions they were put with
+    log_odds: list[float]  # the judge's raw log-odds per (state, answer), states outer
+    offset: float  # subtracted from every raw log-odds the judge gives in this run
+
+
+@dataclass(frozen=True, kw_only=True)
+class DiagnosticRaised(Event):
+    """Something a user should look at now: λ that cannot settle, a collapsing player
+    (engine/diagnostics.py)."""
+
+    kind: str  # "delta_below_reach" | "lambda_at_max" | "lambda_rising" | "collapse"
+    role: str  # "monitor" | "policy" | "lambda"
+    message: str  # one line, printed by the console tracker
+    window: int  # the training window after which it was raised
+    values: dict[str, float]  # the figures that crossed their thresholds
+
+
+@dataclass(frozen=True, kw_only=True)
 class RunResumed(Event):
     """A `play --resume` continued the run from a checkpoint; later rounds follow on."""
 
@@ -225,6 +249,8 @@ EVENT_TYPES: dict[str, type[Event]] = {
     cls.event_type: cls
     for cls in (
         RunStarted,
+        JudgeCalibrated,
+        DiagnosticRaised,
         RunResumed,
         RoundPlayed,
         MonitorUpdated,

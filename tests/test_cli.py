@@ -58,10 +58,14 @@ def test_help_loads_no_model_library() -> None:
     assert probe("play", "--help") == {"status": 0, "loaded": []}
 
 
+def test_compare_refuses_bad_seeds_before_loading_a_model() -> None:
+    assert probe("compare", "--config", "configs/tiny.toml", "--seeds", "1,1") == {"status": 2, "loaded": []}
+
+
 def test_every_command_is_one_subparser_of_one_parser() -> None:
     parser = build_parser()
     commands = next(action for action in parser._actions if isinstance(action, argparse._SubParsersAction))
-    assert sorted(commands.choices) == ["eval", "export", "log", "play", "replay", "report", "sql", "tui", "verify"]
+    assert sorted(commands.choices) == ["compare", "eval", "export", "log", "play", "replay", "report", "sql", "tui", "verify"]
     args = parser.parse_args(["sql", "runs", "SELECT 1", "--format", "csv"])
     assert (args.path, args.query, args.format, args.output) == ("runs", "SELECT 1", "csv", None)
 

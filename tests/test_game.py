@@ -96,9 +96,11 @@ def test_minmax_run_follows_the_ttur_schedule(minmax_run: Path) -> None:
 
 def test_event_order_and_lambda_in_force(minmax_run: Path) -> None:
     events = payloads(minmax_run)
-    kinds = [type(e).__name__ for e in events if not (isinstance(e, RoundPlayed) and e.phase == "eval")]
+    # diagnostics come when the random models' outputs cross a threshold, not on a schedule
+    kinds = [type(e).__name__ for e in events
+             if not (isinstance(e, RoundPlayed) and e.phase == "eval") and type(e).__name__ != "DiagnosticRaised"]
     window = ["RoundPlayed", "RoundPlayed", "MonitorUpdated", "LambdaUpdated"]
-    expected = ["RunStarted", "CheckpointSaved"]  # checkpoint 0: resumable from the first window
+    expected = ["RunStarted", "JudgeCalibrated", "CheckpointSaved"]  # checkpoint 0: resumable from the first window
     for policy_version in (1, 2, 3):
         expected += window + window + ["PolicyUpdated"]
         if policy_version % 2 == 0:

@@ -65,9 +65,9 @@ def test_eval_only_evaluates_the_initial_adapters_and_finishes(tiny_lm_dir: Path
     assert (finished.rounds, finished.policy_updates) == (0, 0)
     events = [item.event for item in RunReader(tmp_path / "run").events()]
     assert [type(e).__name__ for e in events] == (
-        ["RunStarted"] + ["RoundPlayed"] * 4 + ["EvaluationCompleted"] + ["RoundPlayed"] * 4 + ["EvaluationCompleted", "RunFinished"]
+        ["RunStarted", "JudgeCalibrated"] + ["RoundPlayed"] * 4 + ["EvaluationCompleted"] + ["RoundPlayed"] * 4 + ["EvaluationCompleted", "RunFinished"]
     )
-    deployment, monitored = events[5], events[10]
+    deployment, monitored = events[6], events[11]
     assert isinstance(deployment, EvaluationCompleted) and isinstance(monitored, EvaluationCompleted)
     assert (deployment.protocol, monitored.protocol) == ("deployment", "monitored")
     assert deployment.policy_version == 0 and "monitor_fidelity" not in deployment.metrics

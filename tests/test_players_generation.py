@@ -281,5 +281,6 @@ def test_fast_decode_steps_apply_the_generating_players_own_adapter(tiny_lm_dir:
             del player._fast_decode
         for ours, theirs in zip(fast, reference, strict=True):
             assert ours.token_ids == theirs.token_ids
-            assert ours.logprobs == pytest.approx(theirs.logprobs, abs=1e-5)
+            # two fp32 kernels summing in different orders: ~1e-6 relative, at log-probs near -7
+            assert ours.logprobs == pytest.approx(theirs.logprobs, rel=2e-6, abs=1e-5)
     assert policy.generate_from_ids(prompts, seed=9)[0].logprobs != monitor.generate_from_ids(prompts, seed=9)[0].logprobs

@@ -37,6 +37,12 @@ def _eval(args: argparse.Namespace) -> int:
     return play_command.run_eval(args)
 
 
+def _compare(args: argparse.Namespace) -> int:
+    from engine import compare
+
+    return compare.run(args.config, args.seeds, args.out)
+
+
 def _replay(args: argparse.Namespace) -> int:
     from engine import replay
 
@@ -116,6 +122,12 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--dataset", help="evaluate on this dataset's held-out split instead of the run's")
     evaluate.add_argument("--checkpoint", type=int, help="the checkpoint (policy version) to evaluate; default: the last")
     evaluate.add_argument("--run-dir", help="where to look for a run id (default: runs)")
+
+    compare = _command(commands, "compare", "play both modes for several seeds and report minmax against rlhf", _compare)
+    compare.add_argument("--config", type=Path, required=True, help="a TOML or JSON run config, e.g. configs/tiny.toml")
+    compare.add_argument("--seeds", default="0,1,2", help="comma-separated seeds, one minmax and one rlhf run each (default: 0,1,2)")
+    compare.add_argument("--out", type=Path, help="directory of the runs and the report (default: <run_dir>/compare-<config name>); "
+                         "run again to skip finished runs and resume a stopped one")
 
     replay = _command(commands, "replay", "fold a run's log and re-check its λ trajectory", _replay)
     replay.add_argument("run", type=Path, metavar="RUN", help="a run directory (runs/<run_id>)")
