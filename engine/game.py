@@ -79,7 +79,7 @@ import torch
 
 from engine.checkpoints import PARTIAL_SUFFIX, load_checkpoint, save_checkpoint
 from engine.config import RunConfig, recorded_config
-from engine.data import Dataset, State, fit_stories, load_dataset, read_dataset
+from engine.data import Dataset, State, fit_stories, read_dataset
 from engine.devices import resolve_placements
 from engine.diagnostics import (
     COLLAPSE_KINDS,
@@ -622,7 +622,8 @@ class Game:
             # Undefined metrics (None: e.g. no wrong answers, or no monitor) are left out so
             # that every value is a float; each rate's n lives in `counts`.
             metrics={name: float(value) for name, value in metrics.items()
-                     if value is not None and not name.endswith("_n")},
+                     if value is not None and not name.endswith("_n")
+                     and (self.minmax or name != "last_lambda")},  # rlhf has no λ, not a λ of 0
             protocol=protocol,
             samples_per_state=answers_per_state,
             counts={name: [hits, eligible] for name, (hits, eligible) in window_counts(rounds).items()},
@@ -822,9 +823,11 @@ def resume_run(run_dir: Path, *, pool: ModelPool | None = None) -> RunFinished:
                             "was logged); start a new run")
         _remove_partial_checkpoints(run_dir)
         _use_recorded_threads(reader.run_started(), run_dir)
+        dataset = read_dataset(config.data)  # a missing or unreadable file fails before any model loads
         seed_everything(config.seed)
         table = set_table(config, pool or ModelPool())
-        dataset = load_dataset(config.data, table.policy.tokenizer)
+        if config.data.max_story_tokens is not None:  # the budget the run recorded, cut as it was
+            dataset, _cut = fit_stories(dataset, config.data.max_story_tokens, table.policy.tokenizer)
         _check_same_data(reader, dataset, run_dir)
     except BaseException:
         writer.close()
