@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 import torch
 
+from engine.outcomes import game_views
 from storage import RunReader, RunsQuery
 from storage.events import (
     CheckpointSaved,
@@ -174,7 +175,7 @@ def check_stopped_run(run_dir: Path, resumable_from: int, capsys: pytest.Capture
     said = capsys.readouterr().out
     assert said.startswith("ok:") and f"not finished: stopped (resumable from checkpoint {resumable_from})" in said
     assert summarize_run_dir(run_dir).status == f"stopped (resumable from checkpoint {resumable_from})"
-    with RunsQuery(run_dir) as query:
+    with RunsQuery(run_dir, extra_views=game_views()) as query:
         for view in ("events", "rounds", "updates", "lambda", "metrics"):
             query.arrow(f'SELECT count(*) FROM "{view}"')
         assert query.arrow("SELECT count(*) AS n FROM events").column("n")[0].as_py() == RunReader(run_dir).last_seq() + 1

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -176,6 +177,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Imported after parsing: `--help` and usage errors answer without loading storage (numpy, Arrow).
     from storage.errors import UserError
 
+    # peft probes a transformers attribute that transformers 5 deprecated: not the user's to fix.
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
     try:
         return int(args.runs_command(args))
     except UserError as error:
