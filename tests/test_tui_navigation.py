@@ -270,3 +270,67 @@ async def test_compare_puts_marked_runs_side_by_side(tmp_path: Path) -> None:
         assert rows["last eval: accuracy"] == ["—", f"{last_accuracy:.3f} (n ?)"]
         await pilot.press("escape")
         assert isinstance(app.screen, RunsScreen)
+
+
+def write_protocol_run(run_dir: Path) -> dict[str, tuple[int, list[int], dict[str, tuple[int, int]]]]:
+    """A minmax run evaluated as the engine does: deployment rounds (the judge saw O only, no
+    monitor fields), their EvaluationCompleted, then the monitored twins and theirs.
+    Returns protocol -> (EvaluationCompleted seq, its round seqs, its counts)."""
+    from engine.metrics import window_counts
+
+    rng = random.Random(11)
+    written = {}
+    with RunWriter.create(run_dir, run_dir.name) as writer:
+        writer.append(run_started())
+        for event, _ in game_events(2):
+            if event is not None:
+                writer.append(event)
+        monitored_rounds = [dataclasses.replace(make_round(rng, index, -1, 1, 2, 0.5, "minmax"), phase="eval",
+                                                protocol="monitored") for index in range(10, 16)]
+        deployment_rounds = [
+            dataclasses.replace(twin, round_id=twin.round_id - 6, protocol="deployment", monitor_prompt=None,
+                                monitor_prompt_ids=None, monitor_output=None, monitor_token_ids=None,
+                                monitor_logprobs=None, monitor_says_correct=None, reward_monitor=None,
+                                fidelity_penalty=None)
+            for twin in monitored_rounds
+        ]
+        for protocol, rounds in (("deployment", deployment_rounds), ("monitored", monitored_rounds)):
+            seqs = [writer.append(round_).seq for round_ in rounds]
+            counts = window_counts(rounds)
+            completed = writer.append(EvaluationCompleted(
+                dataset="fixture-stories", split="eval", n_rounds=len(rounds), policy_version=1, monitor_version=2,
+                checkpoint=None, metrics={}, protocol=protocol, samples_per_state=3,
+                counts={name: [hits, eligible] for name, (hits, eligible) in counts.items()},
+            ))
+            written[protocol] = (completed.seq, seqs, counts)
+    return written
+
+
+async def test_evaluations_view_splits_deployment_from_monitored(tmp_path: Path) -> None:
+    written = write_protocol_run(tmp_path / "protocols")
+    app = open_app(tmp_path / "protocols")
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_until(pilot, lambda: isinstance(app.screen, RunScreen), "the run")
+        await pilot.press("e")
+        await wait_until(pilot, lambda: isinstance(app.screen, EvaluationsScreen), "the evaluations screen")
+        table = app.screen.query_one("#evaluations", DataTable)
+        await wait_until(pilot, lambda: table.row_count == 2, "two evaluations")
+        rounds_table = app.screen.query_one("#eval-rounds", DataTable)
+        title = app.screen.query_one("#eval-rounds-title", Static)
+        for row, protocol in enumerate(("deployment", "monitored")):
+            seq, round_seqs, counts = written[protocol]
+            cells = table.get_row_at(row)
+            assert cells[0] == f"{seq:,}" and cells[1] == protocol and cells[4] == "6 (3/state)"
+            if row:
+                await pilot.press("down")
+            # each evaluation lists its own rounds: a monitored evaluation never shows deployment ones
+            await wait_until(pilot, lambda: [int(str(k.value)) for k in rounds_table.rows] == round_seqs, protocol)
+            assert f"6 rounds of the {protocol} evaluation at seq {seq:,}" in str(title.render())
+            hits, eligible = counts["policy_accuracy"]
+            column = [column.key.value for column in table.columns.values()].index("policy_accuracy")
+            assert str(cells[column]).startswith(f"{hits / eligible:.3f} [") and str(cells[column]).endswith(f"n={eligible}")
+        # the monitor's rates are counted only where the monitor spoke
+        deployment_cells = table.get_row_at(0)
+        fidelity = [column.key.value for column in table.columns.values()].index("monitor_fidelity")
+        assert deployment_cells[fidelity] == "—"
+        assert "monitor_fidelity" in written["monitored"][2] and "monitor_fidelity" not in written["deployment"][2]
