@@ -391,3 +391,19 @@ def arrow_counts(table: pa.Table) -> dict[str, list[int]]:
     """Every rate as [hits, eligible] over the rows of an Arrow table of rounds."""
     return {rate.name: [table.filter(rate.counted.arrow()).num_rows, table.filter(rate.eligible.arrow()).num_rows]
             for rate in RATES}
+
+
+# --- intervals: one rule for every view that shows a rate with its n ----------------------
+
+WILSON_Z = 1.959963984540054  # the 97.5% normal quantile: 95% two-sided
+
+
+def wilson_interval(hits: int, n: int, z: float = WILSON_Z) -> tuple[float, float]:
+    """Wilson score interval for `hits` successes in `n` trials (NaN, NaN when n = 0)."""
+    if n <= 0:
+        return (math.nan, math.nan)
+    rate = hits / n
+    spread = z * z / n
+    centre = (rate + spread / 2) / (1 + spread)
+    half = z / (1 + spread) * math.sqrt(rate * (1 - rate) / n + spread / (4 * n))
+    return (max(0.0, centre - half), min(1.0, centre + half))

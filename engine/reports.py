@@ -38,14 +38,13 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from engine.outcomes import RATE_BY_NAME, RATES, counts_sql, game_views
+from engine.outcomes import RATE_BY_NAME, RATES, WILSON_Z, counts_sql, game_views, wilson_interval
 from storage import RunReader, RunsQuery, UserError
 from storage.outside_runs import refuse_inside_a_run
 
 FINAL_FRACTION = 0.2
 BOOTSTRAP_RESAMPLES = 2000
 BOOTSTRAP_SEED = 0
-WILSON_Z = 1.959963984540054  # the 97.5% normal quantile: 95% two-sided
 DEPLOYMENT, MONITORED = "deployment", "monitored"
 
 LABELS: dict[str, str] = {
@@ -67,17 +66,6 @@ Counts = dict[str, tuple[int, int]]  # rate -> (hits, eligible)
 # ---------------------------------------------------------------------------------------
 # Intervals
 # ---------------------------------------------------------------------------------------
-
-
-def wilson_interval(hits: int, n: int, z: float = WILSON_Z) -> tuple[float, float]:
-    """Wilson score interval for `hits` successes in `n` trials (NaN, NaN when n = 0)."""
-    if n <= 0:
-        return (math.nan, math.nan)
-    rate = hits / n
-    spread = z * z / n
-    centre = (rate + spread / 2) / (1 + spread)
-    half = z / (1 + spread) * math.sqrt(rate * (1 - rate) / n + spread / (4 * n))
-    return (max(0.0, centre - half), min(1.0, centre + half))
 
 
 def newcombe_interval(a: tuple[int, int], b: tuple[int, int], z: float = WILSON_Z) -> tuple[float, float]:

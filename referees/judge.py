@@ -116,8 +116,12 @@ class Judge:
         reach the model; then the calibration offset and the configured bias apply."""
         if len(prompts) != len(answers):
             raise ValueError(f"{len(prompts)} prompts but {len(answers)} answers")
-        raw = self.reader.log_odds([self.reader.encode(prompt) for prompt in prompts])
+        raw = self._log_odds(prompts)
         return [1.0 / (1.0 + math.exp(-self.adjusted_log_odds(odds, answer))) for odds, answer in zip(raw, answers)]
+
+    def _log_odds(self, prompts: Sequence[str]) -> list[float]:
+        """log P(Yes) − log P(No) for exactly these judge inputs, one forward pass each."""
+        return self.reader.log_odds([self.reader.encode(prompt) for prompt in prompts])
 
     def quotes_marked(self, story: str, answer: str, critique: str | None) -> tuple[str, str | None]:
         """O and O′ as the judge reads them: quotes marked against the story (when configured)."""
@@ -141,8 +145,7 @@ class Judge:
         critiques: Sequence[str] | None,
     ) -> list[float]:
         """log P(Yes) − log P(No) per answer, before calibration and bias."""
-        prompts = self.prompts(stories, questions, choices, answers, critiques)
-        return self.reader.log_odds([self.reader.encode(prompt) for prompt in prompts])
+        return self._log_odds(self.prompts(stories, questions, choices, answers, critiques))
 
     def p_accept(
         self,

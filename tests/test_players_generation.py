@@ -240,25 +240,27 @@ def test_fast_decode_steps_match_the_models_own_forward(tiny_lm_dir: Path, tmp_p
     a, b, c = (player.encode_prompt(prompt) for prompt in prompts_for(player))
     eos = player.base.model.generation_config.eos_token_id
 
-    def both(prompt_ids: list[list[int]]) -> tuple[list, list]:
-        fast = player.generate_from_ids(prompt_ids, seed=5)
-        player._fast_decode = False
-        try:
-            reference = player.generate_from_ids(prompt_ids, seed=5)
-        finally:
-            del player._fast_decode
-        return fast, reference
-
     # Rows sharing prompts (one copy of each prompt's keys), then a prompt per row.
     for prompt_ids in ([a, b, a, c, a, b], [a, b, c]):
         player.base.model.generation_config.eos_token_id = eos
-        fast, reference = both(prompt_ids)
+        fast, reference = fast_and_reference(player, prompt_ids, seed=5)
         player.base.model.generation_config.eos_token_id = token_unique_to_one_row([g.token_ids for g in reference])
-        stopped_fast, stopped_reference = both(prompt_ids)
+        stopped_fast, stopped_reference = fast_and_reference(player, prompt_ids, seed=5)
         assert len({len(g.token_ids) for g in stopped_reference}) > 1
         for ours, theirs in zip(fast + stopped_fast, reference + stopped_reference, strict=True):
             assert ours.token_ids == theirs.token_ids
             assert ours.logprobs == pytest.approx(theirs.logprobs, abs=1e-5)
+
+
+def fast_and_reference(player: Player, prompt_ids: list[list[int]], seed: int) -> tuple[list, list]:
+    """The same generation by the player's own decode loop and by transformers' (the reference)."""
+    fast = player.generate_from_ids(prompt_ids, seed=seed)
+    player._fast_decode = False
+    try:
+        reference = player.generate_from_ids(prompt_ids, seed=seed)
+    finally:
+        del player._fast_decode
+    return fast, reference
 
 
 def test_fast_decode_steps_apply_the_generating_players_own_adapter(tiny_lm_dir: Path, tmp_path: Path) -> None:
@@ -273,12 +275,7 @@ def test_fast_decode_steps_apply_the_generating_players_own_adapter(tiny_lm_dir:
                 parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.2)
     prompts = [policy.encode_prompt(prompt) for prompt in prompts_for(policy)]
     for player in (policy, monitor):
-        fast = player.generate_from_ids(prompts, seed=9)
-        player._fast_decode = False
-        try:
-            reference = player.generate_from_ids(prompts, seed=9)
-        finally:
-            del player._fast_decode
+        fast, reference = fast_and_reference(player, prompts, seed=9)
         for ours, theirs in zip(fast, reference, strict=True):
             assert ours.token_ids == theirs.token_ids
             # two fp32 kernels summing in different orders: ~1e-6 relative, at log-probs near -7

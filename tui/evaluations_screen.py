@@ -10,7 +10,6 @@ per-metric counts the interval column says "n ?".
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +20,7 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 
+from engine.outcomes import wilson_interval
 from storage import EvaluationCompleted, RoundPlayed, UserError
 from tui.deliver import deliver
 from tui.formatting import choice_letter, number, truth_text, verdict_word
@@ -47,14 +47,6 @@ class Evaluation:
     @property
     def protocol(self) -> str | None:
         return getattr(self.event, "protocol", None) or None  # "" in logs older than protocols
-
-
-def wilson_interval(hits: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """The 95% Wilson score interval of a rate hits/n (sound at 0, 1 and small n)."""
-    rate = hits / n
-    centre = (rate + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(rate * (1 - rate) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def metric_cell(evaluation: EvaluationCompleted, name: str) -> str:
