@@ -93,9 +93,20 @@ class TrainingConfig(BaseModel):
     )
     value_coef: float = Field(default=0.1, ge=0.0, description="Weight of the value-head loss (GAE only).")
     max_grad_norm: float = Field(default=1.0, gt=0.0, description="Global gradient-norm clip per optimiser step.")
+    payoff_grad_norm_every: int = Field(
+        default=1, ge=0,
+        description="Compute the saddle-point diagnostic payoff_grad_norm (‖∇θ U‖) on every N-th update of "
+        "each player (0: never). It costs an extra forward and backward over the rollouts, about a PPO "
+        "epoch; updates it skips report NaN.",
+    )
     # --- bookkeeping ---
     checkpoint_every: int = Field(default=1, ge=1, description="Checkpoint every N policy updates.")
     eval_every: int = Field(default=1, ge=0, description="Evaluate every N policy updates (0: never).")
+    eval_at_start: bool = Field(
+        default=False,
+        description="Also evaluate the untrained adapters before the first window: the baseline a run's "
+        "movement is measured from (the report's learning signal).",
+    )
     eval_samples_per_state: int = Field(
         default=4, ge=0,
         description="n: answers sampled per held-out state at evaluation (play temperature), besides the greedy one.",

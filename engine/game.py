@@ -6,6 +6,8 @@ Read this file top to bottom to see the game. One run is:
 
     RunStarted
     the judge's calibration (content-free answers)       -> JudgeCalibrated
+    [training.eval_at_start] the untrained adapters, evaluated as below
+                                                         -> eval RoundPlayed…, EvaluationCompleted
     for each window w of B fresh rounds (states cycled through the train split):
         play the B rounds with the current adapters     -> B × RoundPlayed, flushed
         a player collapsing in window w                  -> DiagnosticRaised   [when it starts]
@@ -327,6 +329,7 @@ def ppo_settings(config: RunConfig, role: str) -> PPOSettings:
         value_coef=training.value_coef,
         max_grad_norm=training.max_grad_norm,
         temperature=player.temperature,  # log-probs of logits / T, as generation recorded them
+        payoff_grad_norm_every=training.payoff_grad_norm_every,
         seed=derived_seed(config.seed, f"{role}-minibatches", 0),
     )
 
@@ -380,6 +383,9 @@ class Game:
     def train(self) -> RunFinished:
         """Play and learn window by window until the schedule is done."""
         first_window = self.progress.position // self.schedule.window_size
+        if first_window == 0 and self.config.training.eval_at_start:
+            # After checkpoint 0, so a run killed before its first update replays it on resume.
+            self.evaluate(checkpoint=None)
         for window in range(first_window, self.schedule.n_windows):
             first_seq, last_seq = self.play_window(window)
             window_rounds = self.read_rounds(first_seq, last_seq)

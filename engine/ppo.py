@@ -60,7 +60,8 @@ PPO implementation details adopted, and where each lives in the code:
     the estimate of KL(π_θ‖π_ref) per token), grad_norm (of the PPO loss), explained_variance
     (GAE only, NaN otherwise), mean_reward, mean_advantage, learning_rate, n_rollouts, seconds:
     means over the update's minibatch steps; and payoff_grad_norm (‖∇θ U‖, detail 9), once per
-    update: ‖∇θ_L U‖ in PolicyUpdated, ‖∇θ_M U‖ in MonitorUpdated.
+    update (or every training.payoff_grad_norm_every-th, NaN between: the pass costs as much as
+    a PPO epoch): ‖∇θ_L U‖ in PolicyUpdated, ‖∇θ_M U‖ in MonitorUpdated.
 """
 
 from __future__ import annotations
@@ -114,6 +115,8 @@ class PPOSettings:
     gamma: float  # GAE discount
     gae_lambda: float  # GAE λ (not the Lagrange multiplier)
     value_coef: float  # weight of the value loss (GAE only)
+    # --- diagnostics ---
+    payoff_grad_norm_every: int  # ‖∇θ U‖ (an extra forward and backward) on every N-th update; 0: never
     # --- reproducibility ---
     seed: int  # minibatch shuffling
 
@@ -392,7 +395,10 @@ class PPOLearner:
         rewards = torch.tensor([rollout.reward for rollout in rollouts], dtype=torch.float32, device=device)
         old_values = _pad_and_stack(self._current_values(chunks)) if self.value_head is not None else None
         advantages, returns = self._advantages(rewards, [r.group for r in rollouts], mask, old_values)
-        payoff_grad_norm = self._payoff_gradient_norm(chunks, rewards)  # ‖∇θ U‖ before any step (detail 9)
+        every = settings.payoff_grad_norm_every
+        payoff_grad_norm = (  # ‖∇θ U‖ before any step (detail 9); NaN on the updates it skips
+            self._payoff_gradient_norm(chunks, rewards) if every and self.updates_done % every == 0 else math.nan
+        )
 
         # Step 3 (algorithm): ppo_epochs passes of shuffled minibatches (detail 8).
         sums: dict[str, float] = {}

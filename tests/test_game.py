@@ -251,3 +251,23 @@ def test_window_metrics_agree_with_the_sql_metrics_view(minmax_run: Path) -> Non
         expected = window_metrics([r for r in train if r.window == row["window"]], delta=-0.2)
         for name, value in expected.items():
             assert row[name] == pytest.approx(value, abs=1e-12) if value is not None else row[name] is None, name
+
+
+def test_eval_at_start_evaluates_the_untrained_adapters_first_and_leaves_training_alone(
+    tiny_lm_dir: Path, tmp_path: Path
+) -> None:
+    runs = {}
+    for at_start in (False, True):
+        config = tiny_config(tiny_lm_dir, tmp_path, mode="rlhf", training={"eval_at_start": at_start})
+        start_run(config, tmp_path / f"run-{at_start}", pool=ModelPool(cache_dir=tmp_path / "cache"))
+        runs[at_start] = payloads(tmp_path / f"run-{at_start}")
+    with_start = runs[True]
+    evaluations = [e for e in with_start if isinstance(e, EvaluationCompleted)]
+    first_train = next(i for i, e in enumerate(with_start) if isinstance(e, RoundPlayed) and e.phase == "train")
+    first_eval = next(i for i, e in enumerate(with_start) if isinstance(e, EvaluationCompleted))
+    assert first_eval < first_train and evaluations[0].policy_version == 0
+    assert len(evaluations) == 1 + sum(isinstance(e, EvaluationCompleted) for e in runs[False])
+    # The baseline evaluation draws from its own seeds: training plays and learns exactly as without it.
+    def training(events: list) -> list:
+        return [(e.round_id, e.policy_output, e.p_accept) for e in events if isinstance(e, RoundPlayed) and e.phase == "train"]
+    assert training(with_start) == training(runs[False])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 import sys
@@ -330,3 +331,33 @@ def test_mean_reward_rises_on_a_task_with_one_rewarded_answer(tiny_lm_dir: Path,
     end = probability_of_target()
     assert end > start + 0.2, (start, end, sampled_rewards)
     assert sum(sampled_rewards[3:]) > sum(sampled_rewards[:3])
+
+
+def test_payoff_grad_norm_every_thins_the_extra_pass_and_leaves_the_update_alone(
+    tiny_lm_dir: Path, model_cache_dir: Path
+) -> None:
+    """Every N-th update computes ‖∇θ U‖, the others report NaN; the adapters move exactly as
+    when it is computed every time (the pass reads, never steps)."""
+    policy, _ = make_players(tiny_lm_dir, model_cache_dir)
+    rollouts = with_rewards(
+        truncated(sample_rollouts(policy, ["Who went to the market?", "Yes or no?"], samples=2, seed=6)),
+        [0.5, -1.0, 2.0, 0.0],
+    )
+    start = policy.adapter_state()
+    trajectories = {}
+    for every in (1, 2, 0):
+        with torch.no_grad():
+            for name, parameter in policy.model.named_parameters():
+                if name in start:
+                    parameter.copy_(start[name])
+        learner = PPOLearner(policy, learner_settings(minibatch_size=2, learning_rate=1e-2, payoff_grad_norm_every=every))
+        norms = [learner.update(rollouts)["payoff_grad_norm"] for _ in range(3)]
+        trajectories[every] = (norms, {name: value.clone() for name, value in policy.adapter_state().items()})
+    every_time, _ = trajectories[1]
+    assert all(math.isfinite(norm) and norm > 0 for norm in every_time)
+    thinned, _ = trajectories[2]
+    assert thinned[0] == every_time[0] and math.isnan(thinned[1]) and thinned[2] == every_time[2]
+    assert all(math.isnan(norm) for norm in trajectories[0][0])
+    for every in (2, 0):
+        for name, value in trajectories[every][1].items():
+            assert torch.equal(value, trajectories[1][1][name]), name
