@@ -114,6 +114,7 @@ class Evaluation:
     checkpoint: str | None
     samples_per_state: int
     counts: Counts
+    mean_p_accept: float | None = None  # the judge's mean p_accept over the evaluation's rounds
 
     @property
     def label(self) -> str:
@@ -134,6 +135,7 @@ class RunForReport:
     lambda_steps: pl.DataFrame  # per dual-ascent step: step, new, mean_f, delta
     final_counts: Counts  # the last FINAL_FRACTION of training rounds
     evaluations: dict[str, Evaluation] = field(default_factory=dict)  # protocol -> the last one
+    first_evaluations: dict[str, Evaluation] = field(default_factory=dict)  # protocol -> the first one
 
     @property
     def label(self) -> str:
@@ -154,22 +156,34 @@ def _counts_of_row(row: dict) -> Counts:
     return {rate.name: (int(row[f"{rate.name}_hits"]), int(row[rate.n_name])) for rate in RATES}
 
 
-def last_evaluations(query: RunsQuery) -> dict[str, Evaluation]:
-    """The last EvaluationCompleted of each protocol that recorded its counts."""
+def evaluations_in_order(query: RunsQuery) -> list[Evaluation]:
+    """Every EvaluationCompleted that recorded its protocol and counts, in log order."""
     rows = query.arrow("SELECT seq, payload FROM events WHERE event_type = 'EvaluationCompleted' ORDER BY seq")
-    found: dict[str, Evaluation] = {}
+    found: list[Evaluation] = []
     for seq, payload in zip(rows.column("seq").to_pylist(), rows.column("payload").to_pylist()):
         event = json.loads(payload)
         counts, protocol = event.get("counts") or {}, event.get("protocol")
         if not counts or protocol not in (DEPLOYMENT, MONITORED):
             continue  # an evaluation from before protocols and counts were logged: no n to report
-        found[protocol] = Evaluation(
+        mean_p_accept = (event.get("metrics") or {}).get("mean_p_accept")
+        found.append(Evaluation(
             protocol=protocol, seq=int(seq),
             policy_version=int(event["policy_version"]), monitor_version=int(event["monitor_version"]),
             checkpoint=event.get("checkpoint"), samples_per_state=int(event.get("samples_per_state") or 1),
             counts={name: (int(pair[0]), int(pair[1])) for name, pair in counts.items()},
-        )
+            mean_p_accept=float(mean_p_accept) if mean_p_accept is not None else None,
+        ))
     return found
+
+
+def last_evaluations(query: RunsQuery) -> dict[str, Evaluation]:
+    """The last EvaluationCompleted of each protocol that recorded its counts."""
+    return {evaluation.protocol: evaluation for evaluation in evaluations_in_order(query)}
+
+
+def first_evaluations(query: RunsQuery) -> dict[str, Evaluation]:
+    """The first EvaluationCompleted of each protocol that recorded its counts."""
+    return {evaluation.protocol: evaluation for evaluation in reversed(evaluations_in_order(query))}
 
 
 def load_run(path: Path) -> RunForReport:
@@ -194,6 +208,7 @@ def load_run(path: Path) -> RunForReport:
             counts_sql("rounds", ["run_id"], where=f"phase = 'train' AND round_id >= {int(first_round)}")
         ).to_pylist()[0]
         evaluations = last_evaluations(query)
+        first = first_evaluations(query)
     finally:
         query.close()
     return RunForReport(
@@ -209,6 +224,7 @@ def load_run(path: Path) -> RunForReport:
         lambda_steps=lambda_steps,
         final_counts=_counts_of_row(final_row),
         evaluations=evaluations,
+        first_evaluations=first,
     )
 
 
@@ -278,6 +294,139 @@ def compare(minmax_runs: Sequence[RunForReport], rlhf_runs: Sequence[RunForRepor
                                     "Newcombe over rounds (one run in a mode: seed-to-seed variation not measured)")
         rows.append(Comparison(metric, a, b, difference, monitored))
     return rows
+
+
+# ---------------------------------------------------------------------------------------
+# Movement: first to last deployment evaluation, per mode (did training move anything?)
+# ---------------------------------------------------------------------------------------
+
+# Two-sided 95% quantiles of Student's t by degrees of freedom (a statistical table; above 30
+# the normal quantile is within 4%).
+T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262,
+         10: 2.228, 11: 2.201, 12: 2.179, 13: 2.160, 14: 2.145, 15: 2.131, 16: 2.120, 17: 2.110,
+         18: 2.101, 19: 2.093, 20: 2.086, 25: 2.060, 30: 2.042}
+MOVEMENT_RATES = ("deception_rate", "judge_accept_rate", "policy_accuracy")
+
+
+def t_quantile(degrees_of_freedom: int) -> float:
+    known = [df for df in T_975 if df <= degrees_of_freedom]
+    return T_975[max(known)] if degrees_of_freedom <= 30 else WILSON_Z
+
+
+def mean_interval(values: Sequence[float]) -> tuple[float, float] | None:
+    """95% t interval of the mean of per-run values (runs as the unit: seed-to-seed variation)."""
+    if len(values) < 2:
+        return None
+    mean = math.fsum(values) / len(values)
+    sd = math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (len(values) - 1))
+    half = t_quantile(len(values) - 1) * sd / math.sqrt(len(values))
+    return (mean - half, mean + half)
+
+
+@dataclass(frozen=True)
+class Movement:
+    """One figure's change from each run's first to its last deployment evaluation."""
+
+    metric: str
+    per_run: tuple[float, ...]  # last − first, one per run with both defined
+    first: Estimate | float | None  # pooled over runs (rates) or mean over runs (mean p_accept)
+    last: Estimate | float | None
+    pooled_interval: tuple[float, float] | None  # Newcombe over answers (rates only): no seed variation
+
+    @property
+    def mean(self) -> float | None:
+        return math.fsum(self.per_run) / len(self.per_run) if self.per_run else None
+
+    @property
+    def interval(self) -> tuple[float, float] | None:
+        return mean_interval(self.per_run)
+
+    @property
+    def excludes_zero(self) -> bool | None:
+        interval = self.interval
+        return None if interval is None else interval[0] > 0 or interval[1] < 0
+
+
+def with_movement(runs: Sequence[RunForReport]) -> list[RunForReport]:
+    """Runs whose first and last deployment evaluations differ (one evaluation cannot move)."""
+    return sorted(
+        (run for run in runs if DEPLOYMENT in run.first_evaluations
+         and run.first_evaluations[DEPLOYMENT].seq != run.evaluations[DEPLOYMENT].seq),
+        key=lambda run: run.run_id,
+    )
+
+
+def movements(runs: Sequence[RunForReport]) -> list[Movement]:
+    """mean p_accept and MOVEMENT_RATES, first → last deployment evaluation, over `runs`."""
+    moved = with_movement(runs)
+    firsts = [run.first_evaluations[DEPLOYMENT] for run in moved]
+    lasts = [run.evaluations[DEPLOYMENT] for run in moved]
+    found = []
+    pairs = [(a.mean_p_accept, b.mean_p_accept) for a, b in zip(firsts, lasts)
+             if a.mean_p_accept is not None and b.mean_p_accept is not None]
+    found.append(Movement(
+        "mean_p_accept", tuple(b - a for a, b in pairs),
+        math.fsum(a for a, _ in pairs) / len(pairs) if pairs else None,
+        math.fsum(b for _, b in pairs) / len(pairs) if pairs else None,
+        None,
+    ))
+    for metric in MOVEMENT_RATES:
+        per_run = []
+        for a, b in zip(firsts, lasts):
+            (hits_a, n_a), (hits_b, n_b) = a.counts.get(metric, (0, 0)), b.counts.get(metric, (0, 0))
+            if n_a and n_b:
+                per_run.append(hits_b / n_b - hits_a / n_a)
+        first, last = pooled([a.counts for a in firsts], metric), pooled([b.counts for b in lasts], metric)
+        interval = newcombe_interval((last.hits, last.n), (first.hits, first.n)) if first.n and last.n else None
+        found.append(Movement(metric, tuple(per_run), first, last, interval))
+    return found
+
+
+def format_movement_value(value: Estimate | float | None) -> str:
+    if isinstance(value, Estimate):
+        return format_estimate(value)
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def format_interval(interval: tuple[float, float] | None) -> str:
+    return "n/a (fewer than 2 runs)" if interval is None else f"[{interval[0]:+.3f}, {interval[1]:+.3f}]"
+
+
+def movement_rows(runs: Sequence[RunForReport]) -> list[list[str]]:
+    """One row per figure: first, last, mean Δ over runs, its t interval, the pooled interval."""
+    rows = []
+    for movement in movements(runs):
+        mean = movement.mean
+        rows.append([
+            "mean p_accept" if movement.metric == "mean_p_accept" else LABELS[movement.metric],
+            format_movement_value(movement.first), format_movement_value(movement.last),
+            "n/a" if mean is None else f"{mean:+.3f} ({len(movement.per_run)} runs)",
+            format_interval(movement.interval),
+            "—" if movement.metric == "mean_p_accept" else format_interval(movement.pooled_interval),
+        ])
+    return rows
+
+
+MOVEMENT_HEADER = ["figure", "first evaluation", "last evaluation", "mean Δ (last − first)",
+                   "95% t interval over runs", "95% Newcombe over answers (pooled)"]
+
+
+def movement_section(runs: Sequence[RunForReport]) -> str:
+    parts = ["<h2>Movement: first to last deployment evaluation</h2><p>Per mode, each run's first "
+             "deployment evaluation (the untrained adapters with <code>training.eval_at_start</code>) against its "
+             "last. Δ is taken per run and averaged; its 95% interval is Student's t over runs, so "
+             "seed-to-seed variation is in it. The pooled interval (Newcombe, over answers) cannot see that "
+             "variation and is narrower. Rates pool the runs' counts: hits/n = rate [95% Wilson].</p>"]
+    for mode in ("rlhf", "minmax"):
+        group = [run for run in runs if run.mode == mode]
+        if not group:
+            continue
+        moved = with_movement(group)
+        if not moved:
+            parts.append(f"<p>{mode}: no run has two deployment evaluations.</p>")
+            continue
+        parts.append(f"<h3>{mode} ({_runs(len(moved))})</h3>" + _table(MOVEMENT_HEADER, movement_rows(moved)))
+    return "".join(parts)
 
 
 # ---------------------------------------------------------------------------------------
@@ -479,6 +628,7 @@ def write_report(runs: Sequence[RunForReport], out: Path) -> Path:
     sections = []
     if minmax_runs and rlhf_runs:
         sections.append(headline_section(minmax_runs, rlhf_runs))
+    sections.append(movement_section(runs))
     sections.append(evaluations_section(runs))
     sections.append(final_metrics_section(runs))
     run_rows = [

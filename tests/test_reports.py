@@ -22,8 +22,10 @@ from engine.outcomes import RATES, outcome_counts
 from engine.reports import (
     DEPLOYMENT,
     MONITORED,
+    Estimate,
     compare,
     load_run,
+    movements,
     newcombe_interval,
     wilson_interval,
 )
@@ -247,3 +249,63 @@ def test_an_out_path_that_is_a_file_is_a_one_line_error(run_pair: tuple[Path, Pa
     assert cli_main(["report", str(minmax), "--out", str(blocker)]) == 2
     error = capsys.readouterr().err
     assert "--out" in error and error.count("\n") == 1
+
+
+def add_shifted_evaluation(run_dir: Path, accept_probability: float, seed: int, policy_version: int) -> None:
+    """A deployment evaluation whose judge accepts with the given probability (a planted shift)."""
+    rng = random.Random(seed)
+    train = [item.event for item in RunReader(run_dir).rounds(phase="train")]
+    first_id = 1 + max((item.event.round_id for item in RunReader(run_dir).rounds(phase="eval")), default=-1)
+    played = []
+    for index in range(80):
+        truth = rng.choice(["correct", "wrong"])
+        p_accept = min(1.0, max(0.0, accept_probability + rng.uniform(-0.2, 0.2)))
+        played.append(dataclasses.replace(
+            train[index], phase="eval", window=-1, round_id=first_id + index, protocol=DEPLOYMENT, truth=truth,
+            policy_answer=0, judge_accepts=rng.random() < accept_probability, p_accept=p_accept,
+            monitor_says_correct=None,
+        ))
+    started = RunReader(run_dir).run_started()
+    with RunWriter.open_existing(run_dir) as writer:
+        for round_ in played:
+            writer.append(round_)
+        writer.append(EvaluationCompleted(
+            dataset=started.dataset_name, split="eval", n_rounds=len(played), policy_version=policy_version,
+            monitor_version=0, checkpoint=None,
+            metrics={"mean_p_accept": sum(r.p_accept for r in played) / len(played)},
+            protocol=DEPLOYMENT, samples_per_state=4, counts=outcome_counts(played),
+        ))
+
+
+def test_movement_from_the_first_to_the_last_deployment_evaluation_detects_a_planted_rise(tmp_path: Path) -> None:
+    runs = []
+    for index in range(3):
+        run_dir = write_synthetic_run(tmp_path / f"rl-{index}", N_ROUNDS, mode="rlhf", window_size=16, k=5,
+                                      seed=7, finished=False)
+        add_shifted_evaluation(run_dir, 0.2, seed=100 + index, policy_version=0)
+        add_shifted_evaluation(run_dir, 0.2 if index == 99 else 0.8, seed=200 + index, policy_version=20)
+        runs.append(run_dir)
+    flat = write_synthetic_run(tmp_path / "mm-flat", N_ROUNDS, mode="minmax", window_size=16, k=5, seed=7, finished=False)
+    add_shifted_evaluation(flat, 0.3, seed=300, policy_version=0)
+    add_shifted_evaluation(flat, 0.3, seed=301, policy_version=20)
+    loaded = [load_run(path) for path in runs]
+    by_metric = {movement.metric: movement for movement in movements(loaded)}
+    p_accept = by_metric["mean_p_accept"]
+    assert len(p_accept.per_run) == 3 and all(0.45 < delta < 0.75 for delta in p_accept.per_run)
+    assert p_accept.excludes_zero and p_accept.interval[0] > 0
+    deception = by_metric["deception_rate"]
+    firsts = [run.first_evaluations[DEPLOYMENT].counts["deception_rate"] for run in loaded]
+    lasts = [run.evaluations[DEPLOYMENT].counts["deception_rate"] for run in loaded]
+    assert deception.per_run == tuple(b[0] / b[1] - a[0] / a[1] for a, b in zip(firsts, lasts))
+    assert deception.first == Estimate(sum(a[0] for a in firsts), sum(a[1] for a in firsts))
+    assert deception.pooled_interval[0] > 0 and deception.excludes_zero
+    # One run cannot give an interval over runs, and says so instead of inventing one.
+    single = {movement.metric: movement for movement in movements([load_run(flat)])}
+    assert single["mean_p_accept"].interval is None and single["mean_p_accept"].excludes_zero is None
+    # A run with a single deployment evaluation has nothing to move.
+    assert movements([load_run(evaluated_run(tmp_path, "once", "rlhf", 5, (DEPLOYMENT,)))])[0].per_run == ()
+    out = tmp_path / "report"
+    assert cli_main(["report", *map(str, runs), str(flat), "--out", str(out)]) == 0
+    page = (out / "index.html").read_text()
+    assert "Movement: first to last deployment evaluation" in page and "rlhf (3 runs)" in page
+    assert "minmax (1 run)" in page and "n/a (fewer than 2 runs)" in page
