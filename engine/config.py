@@ -3,7 +3,7 @@
     config, warnings = load_config(Path("configs/tiny.toml"), ConfigOverrides(num_epochs=1))
 
 A config file is TOML or JSON with the tables of docs/ARCHITECTURE.md ([policy], [monitor],
-[reward], [judge], [data], [game], [training], [lagrangian], [devices], [logging]). The
+[reward], [judge], [data], [game], [training], [lagrangian], [devices], [logging], [cluster]). The
 older JSON layout `{policy_model, monitor_model, reward_model, judge_model, training,
 logging}` is translated first (users arrive with such files). Command-line overrides apply
 before validation, so they are validated like everything else. Unknown keys, wrong types
@@ -206,6 +206,41 @@ class LoggingConfig(BaseModel):
     wandb: WandbConfig = Field(default_factory=WandbConfig, description="W&B project, entity, name, group, tags, mode.")
 
 
+class ClusterConfig(BaseModel):
+    """[cluster]: where a run's roles, and a sweep's runs, execute (engine/cluster.py)."""
+
+    model_config = CONFIG_MODEL
+
+    backend: Literal["local", "ray"] = Field(
+        default="local",
+        description='"local": everything in this process; "ray": the four roles play in Ray actors placed from '
+        "[devices], and sweep/compare dispatch each run as a Ray task (needs `pip install -e '.[ray]'`).",
+    )
+    address: str | None = Field(
+        default=None,
+        description='The Ray cluster to join: none starts a local Ray instance, "auto" joins the one this node '
+        'belongs to, "ray://HOST:PORT" a remote one through Ray Client, "HOST:PORT" its head node.',
+    )
+    gpus_per_run: float = Field(
+        default=0.0, ge=0.0, description="GPUs each run of a sweep or comparison asks Ray for (0 on CPU machines)."
+    )
+
+    @model_validator(mode="after")
+    def _address_needs_ray(self) -> ClusterConfig:
+        if self.address is not None and self.backend != "ray":
+            raise ValueError(f'address = "{self.address}" is only read with backend = "ray"; set backend = "ray" or drop it')
+        if self.address is not None and not (
+            self.address == "auto" or self.address.startswith("ray://") or _is_host_port(self.address)
+        ):
+            raise ValueError(f'address = "{self.address}" is not a Ray address: use "auto", "ray://HOST:PORT" or "HOST:PORT"')
+        return self
+
+
+def _is_host_port(address: str) -> bool:
+    host, _, port = address.rpartition(":")
+    return bool(host) and port.isdigit()
+
+
 class RunConfig(BaseModel):
     """The whole run. Frozen: what RunStarted records is what played."""
 
@@ -224,6 +259,7 @@ class RunConfig(BaseModel):
     lagrangian: LagrangianConfig = Field(default_factory=LagrangianConfig, description="Dual ascent on λ.")
     devices: DevicesConfig = Field(default_factory=DevicesConfig, description="Where each role runs.")
     logging: LoggingConfig = Field(default_factory=LoggingConfig, description="Trackers besides the log.")
+    cluster: ClusterConfig = Field(default_factory=ClusterConfig, description="Local or Ray execution of roles and runs.")
 
     @model_validator(mode="before")
     @classmethod
@@ -271,6 +307,8 @@ class ConfigOverrides:
     mode: str | None = None
     run_dir: str | None = None
     seed: int | None = None
+    # Any other setting, by its dotted key ("training.policy_learning_rate"), applied last.
+    settings: tuple[tuple[str, Any], ...] = ()
 
 
 # --- loading -------------------------------------------------------------------------------
@@ -382,7 +420,38 @@ def _apply_overrides(raw: dict[str, Any], overrides: ConfigOverrides) -> dict[st
         merged["run_dir"] = overrides.run_dir
     if overrides.seed is not None:
         merged["seed"] = overrides.seed
+    for dotted, value in overrides.settings:
+        *tables, key = dotted.split(".")
+        section = merged
+        for table in tables:
+            inner = section.get(table, {})
+            if not isinstance(inner, dict):
+                break  # validation reports the malformed table itself
+            section[table] = dict(inner)
+            section = section[table]
+        else:
+            section[key] = value
     return merged
+
+
+def parse_setting(text: str) -> tuple[str, Any]:
+    """One `KEY=VALUE` override: a dotted key and a TOML value (a bare word is a string).
+
+    `training.window_size=8` -> ("training.window_size", 8); `mode=rlhf` -> ("mode", "rlhf").
+    """
+    key, sign, value = text.partition("=")
+    key = key.strip()
+    if not sign or not key or not all(part.isidentifier() for part in key.split(".")):
+        raise UserError(f"{text!r}: give KEY=VALUE with a dotted config key, e.g. training.window_size=8")
+    return key, parse_value(value.strip())
+
+
+def parse_value(text: str) -> Any:
+    """A TOML value (number, boolean, quoted string, list); anything else is taken as a string."""
+    try:
+        return tomllib.loads(f"value = {text}")["value"]
+    except tomllib.TOMLDecodeError:
+        return text
 
 
 # --- the legacy JSON layout ----------------------------------------------------------------

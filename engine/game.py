@@ -342,7 +342,9 @@ def seed_everything(seed: int) -> None:
 
 
 class Game:
-    def __init__(self, config: RunConfig, table: Table, dataset: Dataset, log: RunLog, run_dir: Path) -> None:
+    def __init__(
+        self, config: RunConfig, table: Table, dataset: Dataset, log: RunLog, run_dir: Path, *, pool: ModelPool | None = None
+    ) -> None:
         self.config = config
         self.table = table
         self.dataset = dataset
@@ -370,6 +372,15 @@ class Game:
         self.progress = Progress()
         self.checkpoint_suffix = ""  # "-resumed<seq>" after a resume (see save_checkpoint)
         self.started = time.perf_counter()
+        # Where rounds are played: at this table, or ([cluster] backend = "ray") through Ray
+        # actors holding copies of the players and referees (engine/cluster.py).
+        self.actors = None
+        self.seated = table
+        if config.cluster.backend == "ray":
+            from engine.cluster import seat_roles
+
+            self.actors = seat_roles(config, table, (pool or ModelPool()).cache_dir, str(run_dir))
+            self.seated = self.actors.table
 
     @property
     def minmax(self) -> bool:
@@ -421,7 +432,7 @@ class Game:
                 )
             )
         rounds = play_rounds(
-            self.table,
+            self.seated,
             scheduled,
             self.round_settings(phase="train", sample=True, seed=derived_seed(self.config.seed, "window", positions.start)),
         )
@@ -440,6 +451,7 @@ class Game:
             monitor_rollouts(rounds, unparsed_penalty=self.config.game.unparsed_penalty)
         )
         _test_moment("monitor-updated")
+        self.adapter_changed(self.monitor_learner.player)
         self.progress.monitor_version += 1
         self.log.append(
             MonitorUpdated(
@@ -494,6 +506,7 @@ class Game:
         """PPO on the last k windows: all played by the policy as it is now."""
         rounds = self.read_rounds(first_seq, last_seq)
         diagnostics = self.policy_learner.update(policy_rollouts(rounds))
+        self.adapter_changed(self.policy_learner.player)
         self.progress.policy_version += 1
         self.progress.last_trained_seq = last_seq
         self.log.append(
@@ -560,10 +573,10 @@ class Game:
         deployment: list[RoundPlayed] = []
         monitored: list[RoundPlayed] = []
         for scheduled, settings in self._eval_batches(states, answers_per_state):
-            answered = answer_and_critique(self.table, scheduled, settings)
+            answered = answer_and_critique(self.seated, scheduled, settings)
             # Each answer judged twice: on O alone, then (minmax) on O and O′. The monitored
             # round of an answer takes the id n_rounds after its deployment round's.
-            rounds = judged_rounds(self.table, answered, settings, with_critique=False, protocol="deployment")
+            rounds = judged_rounds(self.seated, answered, settings, with_critique=False, protocol="deployment")
             for round_ in rounds:
                 self.log.append(round_)
             _test_moment("eval-rounds-appended")
@@ -571,7 +584,7 @@ class Game:
             if self.minmax:
                 ids = [item.round_id + n_rounds for item in scheduled]
                 monitored.extend(
-                    judged_rounds(self.table, answered, settings, with_critique=True, protocol="monitored", round_ids=ids)
+                    judged_rounds(self.seated, answered, settings, with_critique=True, protocol="monitored", round_ids=ids)
                 )
         completed = [self._evaluation_completed("deployment", deployment, checkpoint, dataset_name, answers_per_state)]
         if self.minmax:
@@ -666,6 +679,19 @@ class Game:
             self.run_dir / saved.path, self.players(), self.learners(), self.dual if self.minmax else None
         )
         self.progress = Progress(**extra["progress"])
+        for player in self.players().values():
+            self.adapter_changed(player)
+
+    def adapter_changed(self, player: Player) -> None:
+        """A learner (or a restore) changed `player`'s adapter: the actor playing it gets the new one."""
+        if self.actors is not None:
+            self.actors.push_adapter(player)
+
+    def release_actors(self) -> None:
+        """End the Ray actors of a run played through them (nothing to do for a local run)."""
+        if self.actors is not None:
+            self.actors.close()
+            self.actors = None
 
     def players(self) -> dict[str, Player]:
         players = {"policy": self.table.policy}
@@ -711,7 +737,18 @@ def open_run(config: RunConfig, run_dir: Path, *, pool: ModelPool | None = None,
     if announce is not None:
         announce(f"run {run_dir.name} in {run_dir}")
     log = RunLog(run_dir, writer, open_trackers(config.logging.backends, run_dir, writer.run_id))
-    game = Game(config, table, dataset, log, run_dir)
+    game = Game(config, table, dataset, log, run_dir, pool=pool)
+    try:
+        _record_start(game, dataset)
+    except BaseException:
+        game.release_actors()
+        raise
+    return game
+
+
+def _record_start(game: Game, dataset: Dataset) -> None:
+    """RunStarted and the judge's calibration, flushed."""
+    config, log, table = game.config, game.log, game.table
     log.append(
         RunStarted(
             mode=config.mode,
@@ -727,7 +764,6 @@ def open_run(config: RunConfig, run_dir: Path, *, pool: ModelPool | None = None,
     )
     log.append(calibrate_judge(config, table.judge, dataset))
     log.flush()
-    return game
 
 
 def calibrate_judge(config: RunConfig, judge: Judge, dataset: Dataset) -> JudgeCalibrated:
@@ -794,14 +830,17 @@ def start_run(
 ) -> RunFinished:
     """A new run: play the whole schedule (or only evaluate) and finish it."""
     game = open_run(config, run_dir, pool=pool, announce=announce)
-    with _failures_recorded(game.log):
-        if eval_only:
-            game.evaluate(checkpoint=None)
-            return _finish_without_training(game)
-        # Checkpoint 0 (initial adapters, optimisers, RNG states): a run killed in its first
-        # window resumes from here instead of having to start again.
-        game.save_checkpoint()
-        return game.train()
+    try:
+        with _failures_recorded(game.log):
+            if eval_only:
+                game.evaluate(checkpoint=None)
+                return _finish_without_training(game)
+            # Checkpoint 0 (initial adapters, optimisers, RNG states): a run killed in its first
+            # window resumes from here instead of having to start again.
+            game.save_checkpoint()
+            return game.train()
+    finally:
+        game.release_actors()
 
 
 def resume_run(run_dir: Path, *, pool: ModelPool | None = None) -> RunFinished:
@@ -825,7 +864,8 @@ def resume_run(run_dir: Path, *, pool: ModelPool | None = None) -> RunFinished:
         _use_recorded_threads(reader.run_started(), run_dir)
         dataset = read_dataset(config.data)  # a missing or unreadable file fails before any model loads
         seed_everything(config.seed)
-        table = set_table(config, pool or ModelPool())
+        pool = pool or ModelPool()
+        table = set_table(config, pool)
         if config.data.max_story_tokens is not None:  # the budget the run recorded, cut as it was
             dataset, _cut = fit_stories(dataset, config.data.max_story_tokens, table.policy.tokenizer)
         _check_same_data(reader, dataset, run_dir)
@@ -837,27 +877,34 @@ def resume_run(run_dir: Path, *, pool: ModelPool | None = None) -> RunFinished:
     eval_ids = [item.event.round_id for item in events if isinstance(item.event, RoundPlayed) and item.event.phase == "eval"]
     log = RunLog(run_dir, writer, open_trackers(config.logging.backends, run_dir, writer.run_id))
     log.trackers.resume(reader.run_started())
-    game = Game(config, table, dataset, log, run_dir)
+    try:
+        game = Game(config, table, dataset, log, run_dir, pool=pool)
+    except BaseException:
+        log.close()
+        raise
     restore_calibration(events, table.judge)
     voided = superseded_seqs(events)
     game.lambda_history = [item.event for item in events if isinstance(item.event, LambdaUpdated)
                            and item.seq <= checkpoint.seq and item.seq not in voided]
-    with _failures_recorded(log):
-        assert isinstance(checkpoint.event, CheckpointSaved)
-        game.restore_checkpoint(checkpoint.event)  # also restores the RNG states
-        game.checkpoint_suffix = f"-resumed{writer.next_seq}"  # the seq RunResumed gets
-        game.progress.next_round_id = max(train_ids, default=-1) + 1
-        game.progress.next_eval_round_id = max(eval_ids, default=-1) + 1
-        log.append(
-            RunResumed(
-                checkpoint_seq=checkpoint.seq,
-                next_round_id=game.progress.next_round_id,
-                discarded_after_seq=checkpoint.seq,
-                rounds_played=game.progress.position,
+    try:
+        with _failures_recorded(log):
+            assert isinstance(checkpoint.event, CheckpointSaved)
+            game.restore_checkpoint(checkpoint.event)  # also restores the RNG states
+            game.checkpoint_suffix = f"-resumed{writer.next_seq}"  # the seq RunResumed gets
+            game.progress.next_round_id = max(train_ids, default=-1) + 1
+            game.progress.next_eval_round_id = max(eval_ids, default=-1) + 1
+            log.append(
+                RunResumed(
+                    checkpoint_seq=checkpoint.seq,
+                    next_round_id=game.progress.next_round_id,
+                    discarded_after_seq=checkpoint.seq,
+                    rounds_played=game.progress.position,
+                )
             )
-        )
-        log.flush()
-        return game.train()
+            log.flush()
+            return game.train()
+    finally:
+        game.release_actors()
 
 
 def _remove_partial_checkpoints(run_dir: Path) -> None:
@@ -902,12 +949,14 @@ def evaluate_run(
     data = read_dataset(config.data)  # a bad --dataset fails before the lock and the models
     writer = RunWriter.open_existing(run_dir)  # fails fast if another process is writing the run
     log = RunLog(run_dir, writer, open_trackers([], run_dir, writer.run_id))
+    game = None
     try:
-        table = set_table(config, pool or ModelPool())
+        pool = pool or ModelPool()
+        table = set_table(config, pool)
         if config.data.max_story_tokens is not None:
             data, _cut = fit_stories(data, config.data.max_story_tokens, table.policy.tokenizer)
         restore_calibration(events, table.judge)
-        game = Game(config, table, data, log, run_dir)
+        game = Game(config, table, data, log, run_dir, pool=pool)
         checkpoint_path = None
         if saved:
             assert isinstance(saved[-1], CheckpointSaved)
@@ -916,6 +965,8 @@ def evaluate_run(
         game.progress.next_eval_round_id = max(eval_ids, default=-1) + 1
         return game.evaluate(checkpoint=checkpoint_path)
     finally:
+        if game is not None:
+            game.release_actors()
         log.close()
 
 

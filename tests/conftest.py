@@ -39,3 +39,18 @@ def model_cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     cache = tmp_path / "model-cache"
     monkeypatch.setenv("MINMAX_ENGINE_CACHE", str(cache))
     return cache
+
+
+@pytest.fixture(scope="session")
+def ray_cluster() -> object:
+    """One local Ray cluster for the whole session (2 CPUs, no dashboard); skipped only when
+    Ray is not installed (`pip install -e '.[ray]'`; `make test` installs it)."""
+    ray = pytest.importorskip("ray", reason="Ray is not installed: pip install -e '.[ray]' (make test installs it)")
+    # Workers inherit this environment: one thread each, and this checkout's packages first.
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        [str(Path(__file__).resolve().parent.parent), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+    )
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
