@@ -314,10 +314,12 @@ def _play_run(config: dict[str, Any], run_dir: str, resume: bool, threads: int) 
 
 def play_in_tasks(
     tasks: Sequence[RunTask], cluster: ClusterConfig, *, parallel: int, threads: int,
-    on_wait: Callable[[], None], on_done: Callable[[RunTask, BaseException | None], None],
+    on_start: Callable[[RunTask], None], on_wait: Callable[[], None],
+    on_done: Callable[[RunTask, BaseException | None], None],
 ) -> None:
-    """Each run as one Ray task (num_cpus = threads), at most `parallel` in flight; `on_wait`
-    is called between polls, `on_done` once per run with the error that ended it, if any."""
+    """Each run as one Ray task (num_cpus = threads), at most `parallel` in flight; `on_start`
+    is called as a run is submitted, `on_wait` between polls, `on_done` once per run with the
+    error that ended it, if any."""
     ray = connect(cluster)
     remote_run = ray.remote(_play_run).options(num_cpus=threads, num_gpus=cluster.gpus_per_run, max_retries=0)
     waiting = list(tasks)
@@ -325,6 +327,7 @@ def play_in_tasks(
     while waiting or in_flight:
         while waiting and len(in_flight) < parallel:
             task = waiting.pop(0)
+            on_start(task)
             local_roles = task.config.model_copy(update={"cluster": ClusterConfig()})
             in_flight[remote_run.remote(local_roles.resolved(), str(task.run_dir), task.resume, threads)] = task
         ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=2.0)

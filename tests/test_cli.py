@@ -18,7 +18,7 @@ from storage.synthetic import write_synthetic_run
 from tui.cli import build_parser
 
 REPO = Path(__file__).resolve().parents[1]
-HEAVY = ("torch", "transformers", "peft", "trl")
+HEAVY = ("torch", "transformers", "peft", "trl", "ray")
 
 # Runs one command through tui.cli.main and prints its exit status and the heavy modules loaded.
 PROBE = """
