@@ -4,6 +4,7 @@ log is the local run's, event for event (timings aside)."""
 from __future__ import annotations
 
 import math
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -12,13 +13,25 @@ import pytest
 import torch
 
 from engine.cluster import plan_seats
-from engine.config import ClusterConfig
+from engine.config import ClusterConfig, ConfigOverrides, load_config
 from engine.devices import Placement
 from engine.game import start_run
 from players import ModelPool
 from storage import RunReader
-from storage.events import RoundPlayed, RunFinished, RunStarted
+from storage.errors import UserError
+from storage.events import (
+    CheckpointSaved,
+    MonitorUpdated,
+    PolicyUpdated,
+    RoundPlayed,
+    RunFailed,
+    RunFinished,
+    RunResumed,
+    RunStarted,
+)
 from tests.test_game import tiny_config
+from tests.test_game_resume import write_toml
+from tui import cli
 
 pytestmark = pytest.mark.ray
 
@@ -99,7 +112,6 @@ def test_the_devices_map_becomes_one_bundle_per_device() -> None:
 
 def test_cluster_settings_are_validated() -> None:
     from engine.config import config_from_dict
-    from storage.errors import UserError
 
     assert ClusterConfig().backend == "local"
     with pytest.raises(UserError, match=r'cluster: address = "auto" is only read with backend = "ray"'):
@@ -108,3 +120,58 @@ def test_cluster_settings_are_validated() -> None:
         config_from_dict({"cluster": {"backend": "ray", "address": "somewhere"}}, source="c.toml")
     with pytest.raises(UserError, match=r"cluster.backend: must be 'local' or 'ray'"):
         config_from_dict({"cluster": {"backend": "dask"}}, source="c.toml")
+
+
+def test_a_killed_actor_fails_the_run_cleanly_and_play_resume_finishes_it(
+    ray_cluster: Any, tiny_lm_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    config_path = tmp_path / "ray.toml"
+    write_toml(config_path, tiny_lm_dir, tmp_path / "runs")
+    config_path.write_text(config_path.read_text() + '\n[cluster]\nbackend = "ray"\n')
+    monkeypatch.setenv("MINMAX_ENGINE_CACHE", str(tmp_path / "cache"))
+    status: list[int] = []
+    player = threading.Thread(target=lambda: status.append(cli.main(["play", "--config", str(config_path)])))
+    player.start()
+    try:
+        run_dir = kill_the_actor_after_a_checkpoint(ray_cluster, tmp_path / "runs", player)
+    finally:
+        player.join(timeout=120)
+    assert status == [2]  # a one-line error, not a traceback: the node is gone, the run can go on
+    events = [item.event for item in RunReader(run_dir).events()]
+    failed = events[-1]
+    assert isinstance(failed, RunFailed) and "died" in failed.message and "play --resume" in failed.message
+    assert_cluster_freed(ray_cluster)
+
+    assert cli.main(["play", "--resume", str(run_dir)]) == 0
+    config, _ = load_config(config_path, ConfigOverrides(settings=(("cluster.backend", "local"),)))
+    start_run(config, tmp_path / "reference", pool=ModelPool(cache_dir=tmp_path / "cache"))
+    live = [item.event for item in RunReader(run_dir).events()]  # superseded events left out
+    reference = [item.event for item in RunReader(tmp_path / "reference").events()]
+    assert any(isinstance(e, RunResumed) for e in live) and isinstance(live[-1], RunFinished)
+    for kind in (RoundPlayed, MonitorUpdated, PolicyUpdated, CheckpointSaved):
+        assert sum(isinstance(e, kind) for e in live) == sum(isinstance(e, kind) for e in reference), kind
+    live_rounds = [e for e in live if isinstance(e, RoundPlayed)]
+    reference_rounds = [e for e in reference if isinstance(e, RoundPlayed)]
+    assert [(r.state_id, r.window, r.sample_index, list(r.policy_token_ids), r.lambda_value, r.p_accept)
+            for r in live_rounds] == [(r.state_id, r.window, r.sample_index, list(r.policy_token_ids),
+                                       r.lambda_value, r.p_accept) for r in reference_rounds]
+    assert cli.main(["verify", str(run_dir)]) == 0
+    assert_cluster_freed(ray_cluster)
+
+
+def kill_the_actor_after_a_checkpoint(ray: Any, run_parent: Path, player: threading.Thread) -> Path:
+    """Once the run has a checkpoint and rounds after it, kill its actor as a lost node would."""
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and player.is_alive():
+        runs = [path for path in run_parent.iterdir() if (path / "log").is_dir()] if run_parent.is_dir() else []
+        if runs:
+            try:
+                events = RunReader(runs[0]).events()
+            except UserError:  # the manifest is being written
+                events = []
+            checkpoints = [item.seq for item in events if isinstance(item.event, CheckpointSaved)]
+            if checkpoints and any(isinstance(item.event, RoundPlayed) and item.seq > checkpoints[0] for item in events):
+                ray.kill(ray.get_actor(f"{runs[0]}:policy+monitor+reward+judge"))
+                return runs[0]
+        time.sleep(0.02)
+    pytest.fail("the run ended, or had no checkpoint within 240 s, before its actor could be killed")
