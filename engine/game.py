@@ -370,6 +370,14 @@ class Game:
         self.progress = Progress()
         self.checkpoint_suffix = ""  # "-resumed<seq>" after a resume (see save_checkpoint)
         self.started = time.perf_counter()
+        self.publish_adapters()
+
+    def publish_adapters(self) -> None:
+        """Hand both players' adapters as they are now to whatever backend generates for them
+        (players/backend.py); after each update only the updated one is handed over."""
+        self.table.policy.publish_adapter(self.progress.policy_version)
+        if self.table.monitor is not None:
+            self.table.monitor.publish_adapter(self.progress.monitor_version)
 
     @property
     def minmax(self) -> bool:
@@ -434,13 +442,14 @@ class Game:
 
     def update_monitor(self, first_seq: int, last_seq: int) -> None:
         """PPO on one fresh window, then one dual-ascent step from that window's mean f."""
-        assert self.monitor_learner is not None
+        assert self.monitor_learner is not None and self.table.monitor is not None
         rounds = self.read_rounds(first_seq, last_seq)
         diagnostics = self.monitor_learner.update(
             monitor_rollouts(rounds, unparsed_penalty=self.config.game.unparsed_penalty)
         )
         _test_moment("monitor-updated")
         self.progress.monitor_version += 1
+        self.table.monitor.publish_adapter(self.progress.monitor_version)  # to whatever backend generates
         self.log.append(
             MonitorUpdated(
                 version=self.progress.monitor_version,
@@ -495,6 +504,7 @@ class Game:
         rounds = self.read_rounds(first_seq, last_seq)
         diagnostics = self.policy_learner.update(policy_rollouts(rounds))
         self.progress.policy_version += 1
+        self.table.policy.publish_adapter(self.progress.policy_version)  # to whatever backend generates
         self.progress.last_trained_seq = last_seq
         self.log.append(
             PolicyUpdated(
@@ -666,6 +676,7 @@ class Game:
             self.run_dir / saved.path, self.players(), self.learners(), self.dual if self.minmax else None
         )
         self.progress = Progress(**extra["progress"])
+        self.publish_adapters()
 
     def players(self) -> dict[str, Player]:
         players = {"policy": self.table.policy}
