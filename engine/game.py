@@ -326,6 +326,7 @@ def ppo_settings(config: RunConfig, role: str) -> PPOSettings:
         gae_lambda=training.gae_lambda,
         value_coef=training.value_coef,
         max_grad_norm=training.max_grad_norm,
+        tis_cap=training.tis_cap,
         temperature=player.temperature,  # log-probs of logits / T, as generation recorded them
         seed=derived_seed(config.seed, f"{role}-minibatches", 0),
     )
@@ -457,6 +458,7 @@ class Game:
                 first_seq=first_seq,
                 last_seq=last_seq,
                 diagnostics=_plain_floats(diagnostics),
+                **_mismatch_fields(self.monitor_learner),
             )
         )
         mean_f = sum(round_.fidelity_penalty or 0.0 for round_ in rounds) / len(rounds)
@@ -513,6 +515,7 @@ class Game:
                 first_seq=first_seq,
                 last_seq=last_seq,
                 diagnostics=_plain_floats(diagnostics),
+                **_mismatch_fields(self.policy_learner),
             )
         )
         self.log.flush()
@@ -693,6 +696,17 @@ class Game:
 
 def _plain_floats(diagnostics: dict[str, float]) -> dict[str, float]:
     return {name: float(value) for name, value in diagnostics.items()}
+
+
+def _mismatch_fields(learner: PPOLearner | None) -> dict[str, Any]:
+    """The off-policy mismatch of the learner's last update, as the update event records it."""
+    assert learner is not None and learner.mismatch is not None
+    mismatch = learner.mismatch
+    return {
+        "logprob_mismatch_mean": mismatch.mean,
+        "logprob_mismatch_max": mismatch.max,
+        "round_logprob_mismatch": mismatch.per_rollout,
+    }
 
 
 # ---------------------------------------------------------------------------------------

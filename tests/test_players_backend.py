@@ -1,6 +1,7 @@
 """The rollout-backend seam (players/backend.py): a backend holding its own copy of the model,
 fed the players' adapters as plain tensors, generates exactly what the players' default
-in-process backend generates, and a whole game played through it logs the same run."""
+in-process backend generates, and a whole game played through it logs the same run, with an
+off-policy mismatch of ~0 in every update."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ from engine.game import open_run, start_run
 from players import BackendSpec, ModelPool, Player, PlayerConfig, TransformersBackend
 from players.backend import adapter_weights
 from storage import RunReader
-from storage.events import RoundPlayed
+from storage.events import AdapterUpdate, MonitorUpdated, PolicyUpdated, RoundPlayed
+from storage.query import RunsQuery
 from tests.test_game import tiny_config
 
 
@@ -92,3 +94,16 @@ def test_a_game_played_through_a_backend_with_its_own_models_logs_the_same_run(t
     assert len(default_rounds) == 12
     assert rounds("own") == default_rounds
     assert backend.versions["policy"] >= 1 and backend.versions["monitor"] >= 2
+
+
+    # Both learners measured their generator against their own first forward: ~0 in process.
+    for run in ("default", "own"):
+        updates = [item.event for item in RunReader(tmp_path / run).events() if isinstance(item.event, AdapterUpdate)]
+        assert {type(update) for update in updates} == {MonitorUpdated, PolicyUpdated}
+        for update in updates:
+            assert update.logprob_mismatch_max is not None and update.logprob_mismatch_max < 1e-4
+            assert len(update.round_logprob_mismatch) == len(update.round_ids)
+            assert max(update.round_logprob_mismatch) <= update.logprob_mismatch_max
+        with RunsQuery(tmp_path / run) as query:
+            column = query.arrow("SELECT logprob_mismatch_max FROM updates").column(0).to_pylist()
+        assert sorted(column) == sorted(update.logprob_mismatch_max for update in updates)
