@@ -10,11 +10,12 @@ Every other module is unaware of Ray; this one imports it only when a run or swe
 Roles as actors. The [devices] map becomes a placement group: one bundle per device the map
 names (a GPU each, or one CPU bundle), and one actor (a *seat*) per bundle, holding the roles
 placed on that device, loaded as `set_table` loads them (roles naming one base share it, as
-they do in one process). Rounds are played through `SeatedTable`, whose players and referees
-forward generation and scoring to the seats; prompts are rendered by the driver, which keeps
-its own players for the learners, writes the run's log, and reads the learners' windows back
-from it as a local run does. After every learner update (and on a restore) the driver sends
-the player's new adapter tensors to its seat. A seat runs with the driver's intra-op thread
+they do in one process). The driver keeps its own players for the learners, writes the run's
+log, and reads the learners' windows back from it as a local run does; its players render and
+encode prompts and generate through `ActorBackend`, a rollout backend (players/backend.py)
+whose sampling runs in the seats, and its rounds are scored through `SeatedReward` and
+`SeatedJudge`. After every learner update (and on a restore) the game publishes the player's
+new adapter to its backend, which sends the tensors to the seat. A seat runs with the driver's intra-op thread
 count, so fp32 sums split the same way and a Ray run logs what a local run logs
 (tests/test_cluster.py). A seat that dies (its node lost, or `ray.kill`) fails the run
 cleanly: RunFailed is logged, and `play --resume` continues from the last checkpoint.
@@ -42,8 +43,10 @@ from engine.devices import Placement
 from storage.errors import UserError
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from engine.round import Table
-    from players import Generation, Player
+    from players.backend import SampledTokens, SamplingSettings
 
 INSTALL_HINT = "pip install -e '.[ray]'"
 PLACEMENT_TIMEOUT_SECONDS = 120.0
@@ -109,39 +112,36 @@ class Seat:
     def __init__(self, config: dict[str, Any], roles: Sequence[str], device_type: str, dtype: torch.dtype,
                  threads: int, cache_dir: str) -> None:
         from players import ModelPool, Player
+        from players.backend import TransformersBackend
         from referees import Judge, RewardModel
 
         torch.set_num_threads(threads)  # the driver's count: fp32 sums split the same way
         run_config = RunConfig.model_validate(config)
         pool = ModelPool(cache_dir=cache_dir)
         device = "cuda:0" if device_type == "cuda" else device_type  # Ray shows the actor its one GPU
-        self.players: dict[str, Player] = {}
+        players: dict[str, Player] = {}
         self.reward: Any = None
         self.judge: Any = None
         for role in roles:
             if role in ("policy", "monitor"):
-                self.players[role] = Player.create(pool, role=role, config=getattr(run_config, role),
-                                                   device=device, dtype=dtype)
+                players[role] = Player.create(pool, role=role, config=getattr(run_config, role), device=device, dtype=dtype)
             elif role == "reward":
                 self.reward = RewardModel.create(pool, run_config.reward, device=device, dtype=dtype)
             else:
                 self.judge = Judge.create(pool, run_config.judge, device=device, dtype=dtype)
+        # The in-process sampling loop over the seat's own copies (fresh adapters until the
+        # driver publishes its players' ones)
+        self.backend = TransformersBackend(players)
 
     def whereabouts(self) -> tuple[str, int]:
         return socket.gethostname(), os.getpid()
 
-    def load_adapter(self, role: str, state: dict[str, torch.Tensor]) -> None:
-        from peft import set_peft_model_state_dict
+    def load_adapter(self, role: str, state: dict[str, torch.Tensor], version: int) -> None:
+        self.backend.load_adapter(role, state, version)
 
-        player = self.players[role]
-        result = set_peft_model_state_dict(player.model, state, adapter_name=player.adapter_name)
-        if getattr(result, "unexpected_keys", []):
-            raise RuntimeError(f"{role}: adapter tensors that do not fit the seat's model: {result.unexpected_keys[:3]}")
-        for parameter in player.trainable_parameters():
-            parameter.requires_grad_(False)
-
-    def generate(self, role: str, prompts: list[str], sample: bool, seed: int | None) -> list[Generation]:
-        return self.players[role].generate(prompts, sample=sample, seed=seed)
+    def generate(self, role: str, prompt_ids: list[list[int]], sampling: SamplingSettings,
+                 seed: int | None) -> list[SampledTokens]:
+        return self.backend.generate(role, prompt_ids, sampling, seed)
 
     def score(self, questions: list[str], choices: list[list[str]], texts: list[str]) -> list[float]:
         return self.reward.score(questions, choices, texts)
@@ -152,7 +152,8 @@ class Seat:
 
 
 class RoleActors:
-    """The run's seats and their placement group; `table` plays rounds through them."""
+    """The run's seats and their placement group; `table` plays rounds through them (the
+    driver's players, generating through the seats, and the seated referees)."""
 
     def __init__(self, ray: Any, plans: list[SeatPlan], handles: list[Any], placement_group: Any,
                  local: Table, run_name: str) -> None:
@@ -160,13 +161,18 @@ class RoleActors:
 
         self.ray, self.plans, self.handles, self.placement_group = ray, plans, handles, placement_group
         self.run_name = run_name
+        self.local = local
         self.seat_of = {role: handle for plan, handle in zip(plans, handles) for role in plan.roles}
         self.roles_of = {id(handle): plan.roles for plan, handle in zip(plans, handles)}
+        backend = ActorBackend(self)
+        for player in (local.policy, local.monitor):
+            if player is not None:
+                player.use_backend(backend)
         self.table = Table(
-            policy=SeatedPlayer(local.policy, self),  # type: ignore[arg-type]  # plays like a Player
-            monitor=SeatedPlayer(local.monitor, self) if local.monitor is not None else None,  # type: ignore[arg-type]
-            reward=SeatedReward(self),  # type: ignore[arg-type]
-            judge=SeatedJudge(local.judge, self),  # type: ignore[arg-type]
+            policy=local.policy,
+            monitor=local.monitor,
+            reward=SeatedReward(self),  # type: ignore[arg-type]  # scores like a RewardModel
+            judge=SeatedJudge(local.judge, self),  # type: ignore[arg-type]  # judges like a Judge
         )
 
     def call(self, role: Role, method: str, *args: Any) -> Any:
@@ -180,34 +186,35 @@ class RoleActors:
             raise UserError(f"the Ray actor playing {roles} died ({cause}); the run stopped: "
                             f"continue it with `minmax-engine play --resume {self.run_name}`") from None
 
-    def push_adapter(self, player: Player) -> None:
-        """The player's current adapter tensors to its seat (after an update or a restore)."""
-        from peft import get_peft_model_state_dict
-
-        state = get_peft_model_state_dict(player.model, adapter_name=player.adapter_name)
-        self.call(player.role, "load_adapter", player.role, {name: value.detach().cpu() for name, value in state.items()})  # type: ignore[arg-type]
-
     def whereabouts(self) -> list[tuple[str, int]]:
         return [self.ray.get(handle.whereabouts.remote()) for handle in self.handles]
 
     def close(self) -> None:
-        """End the seats and free their placement group (a run's actors never outlive it)."""
+        """End the seats and free their placement group (a run's actors never outlive it); the
+        driver's players generate in process again."""
+        from players.backend import TransformersBackend
+
+        for player in (self.local.policy, self.local.monitor):
+            if player is not None:
+                player.use_backend(TransformersBackend({player.role: player}))
         for handle in self.handles:
             self.ray.kill(handle)
         self.ray.util.remove_placement_group(self.placement_group)
 
 
-class SeatedPlayer:
-    """A player whose generation runs in its seat; its prompts render here, as locally."""
+class ActorBackend:
+    """The rollout backend (players/backend.py) of a run on Ray: sampling runs in the seat that
+    holds the role, on the adapter the driver last published to it."""
 
-    def __init__(self, player: Player, actors: RoleActors) -> None:
-        self.player, self.actors = player, actors
+    def __init__(self, actors: RoleActors) -> None:
+        self.actors = actors
 
-    def render_prompt(self, messages: Sequence[dict[str, str]]) -> str:
-        return self.player.render_prompt(messages)
+    def generate(self, role: str, prompt_ids: Sequence[list[int]], sampling: SamplingSettings,
+                 seed: int | None) -> list[SampledTokens]:
+        return self.actors.call(role, "generate", role, [list(ids) for ids in prompt_ids], sampling, seed)  # type: ignore[arg-type]
 
-    def generate(self, prompts: Sequence[str], sample: bool = True, seed: int | None = None) -> list[Generation]:
-        return self.actors.call(self.player.role, "generate", self.player.role, list(prompts), sample, seed)  # type: ignore[arg-type]
+    def load_adapter(self, role: str, state: Mapping[str, torch.Tensor], version: int) -> None:
+        self.actors.call(role, "load_adapter", role, dict(state), version)  # type: ignore[arg-type]
 
 
 class SeatedReward:
@@ -236,7 +243,8 @@ class SeatedJudge:
 
 
 def seat_roles(config: RunConfig, local: Table, cache_dir: Path, run_name: str) -> RoleActors:
-    """Start the run's seats on the configured Ray cluster and give them the driver's adapters."""
+    """Start the run's seats on the configured Ray cluster; the driver's players generate
+    through them from now on (the game publishes its adapters to them next)."""
     from engine.devices import resolve_placements
 
     ray = connect(config.cluster)
@@ -276,9 +284,6 @@ def seat_roles(config: RunConfig, local: Table, cache_dir: Path, run_name: str) 
     actors = RoleActors(ray, plans, handles, group, local, run_name)
     try:
         actors.whereabouts()  # every seat has loaded its models
-        for player in (local.policy, local.monitor):
-            if player is not None:
-                actors.push_adapter(player)
     except BaseException:
         actors.close()
         raise

@@ -93,6 +93,14 @@ class TrainingConfig(BaseModel):
     )
     value_coef: float = Field(default=0.1, ge=0.0, description="Weight of the value-head loss (GAE only).")
     max_grad_norm: float = Field(default=1.0, gt=0.0, description="Global gradient-norm clip per optimiser step.")
+    tis_cap: float | None = Field(
+        default=None, ge=1.0,
+        description="Truncated importance sampling, for a rollout backend whose log-probs differ from the learner's "
+        "(another engine, kernel or precision): when set, PPO ratios are taken against the learner's own log-probs "
+        "before the update and each token's loss is weighted by min(π_learner/π_generator, tis_cap). None (off): "
+        "ratios against the recorded behaviour log-probs. The mismatch is logged either way (logprob_mismatch_* "
+        "in MonitorUpdated / PolicyUpdated).",
+    )
     # --- bookkeeping ---
     checkpoint_every: int = Field(default=1, ge=1, description="Checkpoint every N policy updates.")
     eval_every: int = Field(default=1, ge=0, description="Evaluate every N policy updates (0: never).")

@@ -326,6 +326,7 @@ def ppo_settings(config: RunConfig, role: str) -> PPOSettings:
         gae_lambda=training.gae_lambda,
         value_coef=training.value_coef,
         max_grad_norm=training.max_grad_norm,
+        tis_cap=training.tis_cap,
         temperature=player.temperature,  # log-probs of logits / T, as generation recorded them
         seed=derived_seed(config.seed, f"{role}-minibatches", 0),
     )
@@ -372,8 +373,9 @@ class Game:
         self.progress = Progress()
         self.checkpoint_suffix = ""  # "-resumed<seq>" after a resume (see save_checkpoint)
         self.started = time.perf_counter()
-        # Where rounds are played: at this table, or ([cluster] backend = "ray") through Ray
-        # actors holding copies of the players and referees (engine/cluster.py).
+        # Where rounds are played: at this table, or ([cluster] backend = "ray") in Ray actors
+        # holding copies of the players and referees (engine/cluster.py): the players then
+        # generate through the actors' rollout backend, and the referees score there.
         self.actors = None
         self.seated = table
         if config.cluster.backend == "ray":
@@ -381,6 +383,14 @@ class Game:
 
             self.actors = seat_roles(config, table, (pool or ModelPool()).cache_dir, str(run_dir))
             self.seated = self.actors.table
+        self.publish_adapters()
+
+    def publish_adapters(self) -> None:
+        """Hand both players' adapters as they are now to whatever backend generates for them
+        (players/backend.py); after each update only the updated one is handed over."""
+        self.table.policy.publish_adapter(self.progress.policy_version)
+        if self.table.monitor is not None:
+            self.table.monitor.publish_adapter(self.progress.monitor_version)
 
     @property
     def minmax(self) -> bool:
@@ -445,14 +455,14 @@ class Game:
 
     def update_monitor(self, first_seq: int, last_seq: int) -> None:
         """PPO on one fresh window, then one dual-ascent step from that window's mean f."""
-        assert self.monitor_learner is not None
+        assert self.monitor_learner is not None and self.table.monitor is not None
         rounds = self.read_rounds(first_seq, last_seq)
         diagnostics = self.monitor_learner.update(
             monitor_rollouts(rounds, unparsed_penalty=self.config.game.unparsed_penalty)
         )
         _test_moment("monitor-updated")
-        self.adapter_changed(self.monitor_learner.player)
         self.progress.monitor_version += 1
+        self.table.monitor.publish_adapter(self.progress.monitor_version)  # to whatever backend generates
         self.log.append(
             MonitorUpdated(
                 version=self.progress.monitor_version,
@@ -460,6 +470,7 @@ class Game:
                 first_seq=first_seq,
                 last_seq=last_seq,
                 diagnostics=_plain_floats(diagnostics),
+                **_mismatch_fields(self.monitor_learner),
             )
         )
         mean_f = sum(round_.fidelity_penalty or 0.0 for round_ in rounds) / len(rounds)
@@ -506,8 +517,8 @@ class Game:
         """PPO on the last k windows: all played by the policy as it is now."""
         rounds = self.read_rounds(first_seq, last_seq)
         diagnostics = self.policy_learner.update(policy_rollouts(rounds))
-        self.adapter_changed(self.policy_learner.player)
         self.progress.policy_version += 1
+        self.table.policy.publish_adapter(self.progress.policy_version)  # to whatever backend generates
         self.progress.last_trained_seq = last_seq
         self.log.append(
             PolicyUpdated(
@@ -516,6 +527,7 @@ class Game:
                 first_seq=first_seq,
                 last_seq=last_seq,
                 diagnostics=_plain_floats(diagnostics),
+                **_mismatch_fields(self.policy_learner),
             )
         )
         self.log.flush()
@@ -679,13 +691,7 @@ class Game:
             self.run_dir / saved.path, self.players(), self.learners(), self.dual if self.minmax else None
         )
         self.progress = Progress(**extra["progress"])
-        for player in self.players().values():
-            self.adapter_changed(player)
-
-    def adapter_changed(self, player: Player) -> None:
-        """A learner (or a restore) changed `player`'s adapter: the actor playing it gets the new one."""
-        if self.actors is not None:
-            self.actors.push_adapter(player)
+        self.publish_adapters()
 
     def release_actors(self) -> None:
         """End the Ray actors of a run played through them (nothing to do for a local run)."""
@@ -708,6 +714,17 @@ class Game:
 
 def _plain_floats(diagnostics: dict[str, float]) -> dict[str, float]:
     return {name: float(value) for name, value in diagnostics.items()}
+
+
+def _mismatch_fields(learner: PPOLearner | None) -> dict[str, Any]:
+    """The off-policy mismatch of the learner's last update, as the update event records it."""
+    assert learner is not None and learner.mismatch is not None
+    mismatch = learner.mismatch
+    return {
+        "logprob_mismatch_mean": mismatch.mean,
+        "logprob_mismatch_max": mismatch.max,
+        "round_logprob_mismatch": mismatch.per_rollout,
+    }
 
 
 # ---------------------------------------------------------------------------------------
