@@ -747,6 +747,7 @@ def open_run(config: RunConfig, run_dir: Path, *, pool: ModelPool | None = None,
     for spec in sorted(set(_models_in_play(config))):
         pool.check_available(spec)
     _check_run_dir_can_be_created(run_dir)
+    _connect_cluster(config)
     seed_everything(config.seed)
     table = set_table(config, pool)
     config, dataset = _fit_stories(config, dataset, table, announce)
@@ -809,6 +810,14 @@ def restore_calibration(events: Sequence[Recorded], judge: Judge) -> None:
 def _models_in_play(config: RunConfig) -> list[str]:
     players = [config.policy.model] + ([config.monitor.model] if config.mode == "minmax" else [])
     return players + [config.reward.model, config.judge.model]
+
+
+def _connect_cluster(config: RunConfig) -> None:
+    """With [cluster] backend = "ray": Ray installed and its cluster reachable, before any model loads."""
+    if config.cluster.backend == "ray":
+        from engine.cluster import connect
+
+        connect(config.cluster)
 
 
 def _check_run_dir_can_be_created(run_dir: Path) -> None:
@@ -880,6 +889,7 @@ def resume_run(run_dir: Path, *, pool: ModelPool | None = None) -> RunFinished:
         _remove_partial_checkpoints(run_dir)
         _use_recorded_threads(reader.run_started(), run_dir)
         dataset = read_dataset(config.data)  # a missing or unreadable file fails before any model loads
+        _connect_cluster(config)
         seed_everything(config.seed)
         pool = pool or ModelPool()
         table = set_table(config, pool)
@@ -964,6 +974,7 @@ def evaluate_run(
     eval_ids = [item.event.round_id for item in events if isinstance(item.event, RoundPlayed) and item.event.phase == "eval"]
 
     data = read_dataset(config.data)  # a bad --dataset fails before the lock and the models
+    _connect_cluster(config)
     writer = RunWriter.open_existing(run_dir)  # fails fast if another process is writing the run
     log = RunLog(run_dir, writer, open_trackers([], run_dir, writer.run_id))
     game = None

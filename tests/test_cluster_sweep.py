@@ -77,3 +77,21 @@ def test_parallel_runs_without_ray_are_refused(tiny_lm_dir: Path, tmp_path: Path
     status = cli.main(["sweep", "--config", str(config_path), "--out", str(tmp_path / "sweep"), "--parallel", "2"])
     assert status == 2
     assert '--parallel 2 needs Ray: set [cluster] backend = "ray" or pass --cluster ray' in capsys.readouterr().err
+
+
+def test_compare_plays_both_modes_as_parallel_ray_tasks_then_reports(
+    ray_cluster: Any, tiny_lm_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    config_path = tmp_path / "tiny.toml"
+    write_toml(config_path, tiny_lm_dir, tmp_path / "runs")
+    config_path.write_text(config_path.read_text().replace("num_epochs = 2", "num_epochs = 1"))
+    out = tmp_path / "compare"
+    command = ["compare", "--config", str(config_path), "--seeds", "0", "--out", str(out), "--cluster", "ray", "--parallel", "2"]
+    assert cli.main(command) == 0
+    printed = capsys.readouterr().out
+    assert "as Ray tasks, 2 at a time" in printed and "compare: 2/2 runs done, 12/12 training rounds" in printed
+    assert "report written" in printed and (out / "report" / "index.html").is_file()
+    for mode in ("minmax", "rlhf"):
+        events = [item.event for item in RunReader(out / f"tiny-{mode}-seed0").events()]
+        assert events[0].mode == mode and isinstance(events[-1], RunFinished)
+    assert_cluster_freed(ray_cluster)
