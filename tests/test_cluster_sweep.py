@@ -95,3 +95,26 @@ def test_compare_plays_both_modes_as_parallel_ray_tasks_then_reports(
         events = [item.event for item in RunReader(out / f"tiny-{mode}-seed0").events()]
         assert events[0].mode == mode and isinstance(events[-1], RunFinished)
     assert_cluster_freed(ray_cluster)
+
+
+def test_the_sweep_benchmark_runs_both_sides_and_reports_their_ratio(
+    ray_cluster: Any, tiny_lm_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_sweep", Path(__file__).resolve().parents[1] / "benchmarks" / "bench_sweep.py")
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    config_path = tmp_path / "tiny.toml"
+    write_toml(config_path, tiny_lm_dir, tmp_path / "runs")
+    monkeypatch.setenv("MINMAX_ENGINE_THREADS", "1")
+    results = bench.main(["--config", str(config_path), "--epochs", "1", "--runs", "2", "--parallel", "2",
+                          "--threads", "1", "--keep", str(tmp_path / "bench")])
+    assert results["rounds"] == 12 and results["threads"] == 1  # 2 runs × 6 train states × 1 epoch
+    assert results["ratio"] == pytest.approx(results["ray_seconds"] / results["local_seconds"])
+    printed = capsys.readouterr().out
+    assert "2 runs of tiny.toml (num_epochs = 1), 1 thread(s) each" in printed and "Ray / local = " in printed
+    assert sorted(path.name for path in (tmp_path / "bench" / "ray").iterdir()) == ["tiny-epochs1-seed0", "tiny-epochs1-seed1"]
+    assert_cluster_freed(ray_cluster)
