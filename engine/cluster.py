@@ -162,6 +162,7 @@ class RoleActors:
         self.ray, self.plans, self.handles, self.placement_group = ray, plans, handles, placement_group
         self.run_name = run_name
         self.local = local
+        self.starting = True  # until every seat has loaded its models
         self.seat_of = {role: handle for plan, handle in zip(plans, handles) for role in plan.roles}
         self.roles_of = {id(handle): plan.roles for plan, handle in zip(plans, handles)}
         backend = ActorBackend(self)
@@ -176,18 +177,24 @@ class RoleActors:
         )
 
     def call(self, role: Role, method: str, *args: Any) -> Any:
-        """One call to the seat holding `role`; a dead seat fails the run with what to do next."""
-        handle = self.seat_of[role]
+        """One call to the seat holding `role`."""
+        return self._call(self.seat_of[role], method, *args)
+
+    def _call(self, handle: Any, method: str, *args: Any) -> Any:
+        """A seat's answer; a dead seat (its node lost, or killed) fails the run with what to do next."""
         try:
             return self.ray.get(getattr(handle, method).remote(*args))
         except self.ray.exceptions.RayActorError as error:
             roles = ", ".join(self.roles_of[id(handle)])
             cause = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            if self.starting:
+                raise UserError(f"the Ray actor for {roles} died while loading its models ({cause}); "
+                                "check that node (memory, the model paths), then run the command again") from None
             raise UserError(f"the Ray actor playing {roles} died ({cause}); the run stopped: "
                             f"continue it with `minmax-engine play --resume {self.run_name}`") from None
 
     def whereabouts(self) -> list[tuple[str, int]]:
-        return [self.ray.get(handle.whereabouts.remote()) for handle in self.handles]
+        return [self._call(handle, "whereabouts") for handle in self.handles]
 
     def close(self) -> None:
         """End the seats and free their placement group (a run's actors never outlive it); the
@@ -284,6 +291,7 @@ def seat_roles(config: RunConfig, local: Table, cache_dir: Path, run_name: str) 
     actors = RoleActors(ray, plans, handles, group, local, run_name)
     try:
         actors.whereabouts()  # every seat has loaded its models
+        actors.starting = False
     except BaseException:
         actors.close()
         raise

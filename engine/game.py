@@ -755,7 +755,11 @@ def open_run(config: RunConfig, run_dir: Path, *, pool: ModelPool | None = None,
     if announce is not None:
         announce(f"run {run_dir.name} in {run_dir}")
     log = RunLog(run_dir, writer, open_trackers(config.logging.backends, run_dir, writer.run_id))
-    game = Game(config, table, dataset, log, run_dir, pool=pool)
+    try:
+        game = Game(config, table, dataset, log, run_dir, pool=pool)
+    except BaseException:
+        log.close()  # e.g. a Ray actor that could not start: the run's lock is released
+        raise
     try:
         _record_start(game, dataset)
     except BaseException:
