@@ -3,6 +3,7 @@ cluster; each run directory verifies and logs what the same run played locally l
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +15,9 @@ from engine.sweep import parse_grid
 from players import ModelPool
 from storage import RunReader
 from storage.errors import UserError
-from storage.events import RunFinished, RunStarted
+from storage.events import RoundPlayed, RunFinished, RunResumed, RunStarted
 from tests.test_cluster import assert_cluster_freed, assert_same_log
-from tests.test_game_resume import write_toml
+from tests.test_game_resume import kill_after_a_checkpoint, write_toml
 from tui import cli
 
 pytestmark = pytest.mark.ray
@@ -118,3 +119,28 @@ def test_the_sweep_benchmark_runs_both_sides_and_reports_their_ratio(
     assert "2 runs of tiny.toml (num_epochs = 1), 1 thread(s) each" in printed and "Ray / local = " in printed
     assert sorted(path.name for path in (tmp_path / "bench" / "ray").iterdir()) == ["tiny-epochs1-seed0", "tiny-epochs1-seed1"]
     assert_cluster_freed(ray_cluster)
+
+
+def test_a_run_killed_mid_sweep_is_resumed_in_a_ray_task(
+    ray_cluster: Any, tiny_lm_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    config_path = tmp_path / "tiny.toml"
+    write_toml(config_path, tiny_lm_dir, tmp_path / "runs")
+    out = tmp_path / "sweep"
+    out.mkdir()
+    # a run of this sweep, killed with SIGKILL after a checkpoint (as a killed sweep leaves it)
+    killed = kill_after_a_checkpoint(config_path, tmp_path / "runs", tmp_path / "cache")
+    shutil.move(killed, out / "tiny-seed5")
+    assert cli.main(["sweep", "--config", str(config_path), "--seeds", "5", "--out", str(out), "--cluster", "ray"]) == 0
+    assert "sweep: 1/1 runs done, 12/12 training rounds" in capsys.readouterr().out
+
+    resumed = [item.event for item in RunReader(out / "tiny-seed5").events()]
+    assert sum(isinstance(e, RunResumed) for e in resumed) == 1 and isinstance(resumed[-1], RunFinished)
+    config, _ = load_config(config_path)
+    start_run(config, tmp_path / "reference", pool=ModelPool(cache_dir=tmp_path / "cache"))
+    reference = [item.event for item in RunReader(tmp_path / "reference").events()]
+    rounds = [(e.state_id, e.window, list(e.policy_token_ids), e.lambda_value)
+              for e in resumed if isinstance(e, RoundPlayed)]
+    assert rounds == [(e.state_id, e.window, list(e.policy_token_ids), e.lambda_value)
+                      for e in reference if isinstance(e, RoundPlayed)]
+    assert cli.main(["verify", str(out / "tiny-seed5")]) == 0
