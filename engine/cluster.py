@@ -334,6 +334,10 @@ def play_in_tasks(
     is called as a run is submitted, `on_wait` between polls, `on_done` once per run with the
     error that ended it, if any."""
     ray = connect(cluster)
+    cpus = ray.cluster_resources().get("CPU", 0)
+    if threads > cpus:  # Ray would wait for such a node for ever
+        raise UserError(f"each run asks Ray for {threads} CPUs (its threads) but the cluster has {cpus:g}; "
+                        f"set MINMAX_ENGINE_THREADS to {int(cpus) or 1} or fewer, or add nodes")
     remote_run = ray.remote(_play_run).options(num_cpus=threads, num_gpus=cluster.gpus_per_run, max_retries=0)
     waiting = list(tasks)
     in_flight: dict[Any, RunTask] = {}

@@ -123,7 +123,7 @@ def test_cluster_settings_are_validated() -> None:
 
 
 def test_a_killed_actor_fails_the_run_cleanly_and_play_resume_finishes_it(
-    ray_cluster: Any, tiny_lm_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    ray_cluster: Any, one_thread_runs: None, tiny_lm_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     config_path = tmp_path / "ray.toml"
     write_toml(config_path, tiny_lm_dir, tmp_path / "runs")

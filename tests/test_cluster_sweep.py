@@ -24,7 +24,7 @@ pytestmark = pytest.mark.ray
 
 
 def test_two_runs_play_in_parallel_as_ray_tasks_and_equal_local_runs(
-    ray_cluster: Any, tiny_lm_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    ray_cluster: Any, one_thread_runs: None, tiny_lm_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     config_path = tmp_path / "tiny.toml"
@@ -81,7 +81,7 @@ def test_parallel_runs_without_ray_are_refused(tiny_lm_dir: Path, tmp_path: Path
 
 
 def test_compare_plays_both_modes_as_parallel_ray_tasks_then_reports(
-    ray_cluster: Any, tiny_lm_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    ray_cluster: Any, one_thread_runs: None, tiny_lm_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
 ) -> None:
     config_path = tmp_path / "tiny.toml"
     write_toml(config_path, tiny_lm_dir, tmp_path / "runs")
@@ -99,7 +99,7 @@ def test_compare_plays_both_modes_as_parallel_ray_tasks_then_reports(
 
 
 def test_the_sweep_benchmark_runs_both_sides_and_reports_their_ratio(
-    ray_cluster: Any, tiny_lm_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    ray_cluster: Any, one_thread_runs: None, tiny_lm_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     import importlib.util
@@ -110,7 +110,6 @@ def test_the_sweep_benchmark_runs_both_sides_and_reports_their_ratio(
     spec.loader.exec_module(bench)
     config_path = tmp_path / "tiny.toml"
     write_toml(config_path, tiny_lm_dir, tmp_path / "runs")
-    monkeypatch.setenv("MINMAX_ENGINE_THREADS", "1")
     results = bench.main(["--config", str(config_path), "--epochs", "1", "--runs", "2", "--parallel", "2",
                           "--threads", "1", "--keep", str(tmp_path / "bench")])
     assert results["rounds"] == 12 and results["threads"] == 1  # 2 runs × 6 train states × 1 epoch
@@ -122,7 +121,7 @@ def test_the_sweep_benchmark_runs_both_sides_and_reports_their_ratio(
 
 
 def test_a_run_killed_mid_sweep_is_resumed_in_a_ray_task(
-    ray_cluster: Any, tiny_lm_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    ray_cluster: Any, one_thread_runs: None, tiny_lm_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
 ) -> None:
     config_path = tmp_path / "tiny.toml"
     write_toml(config_path, tiny_lm_dir, tmp_path / "runs")
@@ -144,3 +143,14 @@ def test_a_run_killed_mid_sweep_is_resumed_in_a_ray_task(
     assert rounds == [(e.state_id, e.window, list(e.policy_token_ids), e.lambda_value)
                       for e in reference if isinstance(e, RoundPlayed)]
     assert cli.main(["verify", str(out / "tiny-seed5")]) == 0
+
+
+def test_a_run_asking_for_more_cpus_than_the_cluster_has_is_refused(ray_cluster: Any, tiny_lm_dir: Path, tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    config_path = tmp_path / "tiny.toml"
+    write_toml(config_path, tiny_lm_dir, tmp_path / "runs")
+    monkeypatch.setenv("MINMAX_ENGINE_THREADS", "3")
+    status = cli.main(["sweep", "--config", str(config_path), "--out", str(tmp_path / "sweep"), "--cluster", "ray"])
+    assert status == 2
+    assert "each run asks Ray for 3 CPUs (its threads) but the cluster has 2; set MINMAX_ENGINE_THREADS to 2" in capsys.readouterr().err
