@@ -383,7 +383,11 @@ class Game:
 
             self.actors = seat_roles(config, table, (pool or ModelPool()).cache_dir, str(run_dir))
             self.seated = self.actors.table
-        self.publish_adapters()
+        try:
+            self.publish_adapters()
+        except BaseException:
+            self.release_actors()  # a Game that never existed leaves no actors behind
+            raise
 
     def publish_adapters(self) -> None:
         """Hand both players' adapters as they are now to whatever backend generates for them
