@@ -34,7 +34,7 @@ test: $(RAY_STAMP)
 test-fast: $(RAY_STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"
 
-bench: install
+bench: $(RAY_STAMP)
 	for b in benchmarks/bench_*.py; do $(BIN)/python $$b || exit 1; done
 
 clean:
