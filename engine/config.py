@@ -442,20 +442,9 @@ def _apply_overrides(raw: dict[str, Any], overrides: ConfigOverrides) -> dict[st
     return merged
 
 
-def parse_setting(text: str) -> tuple[str, Any]:
-    """One `KEY=VALUE` override: a dotted key and a TOML value (a bare word is a string).
-
-    `training.window_size=8` -> ("training.window_size", 8); `mode=rlhf` -> ("mode", "rlhf").
-    """
-    key, sign, value = text.partition("=")
-    key = key.strip()
-    if not sign or not key or not all(part.isidentifier() for part in key.split(".")):
-        raise UserError(f"{text!r}: give KEY=VALUE with a dotted config key, e.g. training.window_size=8")
-    return key, parse_value(value.strip())
-
-
 def parse_value(text: str) -> Any:
-    """A TOML value (number, boolean, quoted string, list); anything else is taken as a string."""
+    """A value given on the command line, read as TOML (number, boolean, quoted string, list);
+    anything else is taken as a string: `8` -> 8, `1e-4` -> 0.0001, `rlhf` -> "rlhf"."""
     try:
         return tomllib.loads(f"value = {text}")["value"]
     except tomllib.TOMLDecodeError:
