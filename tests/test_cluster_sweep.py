@@ -11,7 +11,7 @@ import pytest
 
 from engine.config import ConfigOverrides, load_config
 from engine.game import start_run
-from engine.sweep import parse_grid
+from engine.sweep import parse_grid, plan_sweep
 from players import ModelPool
 from storage import RunReader
 from storage.errors import UserError
@@ -70,6 +70,18 @@ def test_a_grid_names_a_dotted_key_and_its_values() -> None:
         parse_grid(["window_size"])
     with pytest.raises(UserError, match="set by the sweep itself"):
         parse_grid(["seed=1,2"])
+
+
+def test_grid_values_are_validated_like_the_file_before_any_run(tiny_lm_dir: Path, tmp_path: Path) -> None:
+    config_path = tmp_path / "tiny.toml"
+    write_toml(config_path, tiny_lm_dir, tmp_path / "runs")
+    planned, _ = plan_sweep(config_path, parse_grid(["training.window_size=2,4", "mode=minmax,rlhf"]), [0, 1], tmp_path / "s")
+    assert len(planned) == 8 and planned[-1].run_dir.name == "tiny-window_size=4-mode=rlhf-seed1"
+    assert (planned[-1].config.training.window_size, planned[-1].config.mode, planned[-1].config.seed) == (4, "rlhf", 1)
+    with pytest.raises(UserError, match=r"training.nope: unknown key"):
+        plan_sweep(config_path, parse_grid(["training.nope=1"]), [0], tmp_path / "s")
+    with pytest.raises(UserError, match=r"training.window_size: must be >= 1 \(got 0\)"):
+        plan_sweep(config_path, parse_grid(["training.window_size=0"]), [0], tmp_path / "s")
 
 
 def test_parallel_runs_without_ray_are_refused(tiny_lm_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
