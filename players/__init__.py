@@ -1,4 +1,4 @@
-"""Players: model loading, shared bases with named LoRA adapters, generation, prompts, parsing.
+"""Players: model loading, shared bases with named LoRA adapters, rollout backends, prompts, parsing.
 
 The config, prompts and parsing import eagerly; the names that need torch, transformers and
 peft (ModelPool, Player, ...) import on first use, so that reading a config or a run's log
@@ -16,6 +16,11 @@ _LAZY = {
     "SharedBase": "players.models",
     "Generation": "players.player",
     "Player": "players.player",
+    "BackendSpec": "players.backend",
+    "RolloutBackend": "players.backend",
+    "SampledTokens": "players.backend",
+    "SamplingSettings": "players.backend",
+    "TransformersBackend": "players.backend",
 }
 
 
@@ -28,11 +33,16 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "BackendSpec",
     "Generation",
     "ModelPool",
     "Player",
     "PlayerConfig",
+    "RolloutBackend",
+    "SampledTokens",
+    "SamplingSettings",
     "SharedBase",
+    "TransformersBackend",
     "monitor_messages",
     "parse_answer",
     "parse_verdict",

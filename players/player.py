@@ -9,16 +9,10 @@ any moment one adapter is active; `active()` makes this player's adapter the act
 turns gradients on for its LoRA parameters only (the base and the other adapter stay frozen),
 `reference()` disables every adapter (the frozen base, π_ref).
 
-Generation is a hand-written sampling loop with a KV cache rather than `model.generate`, so the
-behaviour log-prob of every token is computed in one place, in fp32, as
-log_softmax(logits / temperature)[token] on exactly the inputs `left_pad` lays out
-(left padding, position_ids = cumsum(mask) - 1). That is what a PPO learner recomputes.
-
-top_p < 1 truncates the distribution tokens are *drawn* from, but the recorded log-prob stays
-that of the full tempered distribution (the one a learner can recompute); PPO ratios are then
-only exact with top_p = 1, which is why training configs keep it there. Greedy decoding
-(`sample=False`, for evaluation) ignores temperature and top_p for the choice of token and
-records the same tempered log-prob.
+A player renders and encodes its prompts and decodes the responses; the tokens and their
+behaviour log-probs come from its rollout backend (players/backend.py): by default the
+in-process sampling loop over this player's own model, or any other RolloutBackend given with
+`use_backend`, which `publish_adapter` keeps on the player's current adapter.
 """
 
 from __future__ import annotations
@@ -34,11 +28,10 @@ from peft import LoraConfig, PeftModel, get_peft_model_state_dict, set_peft_mode
 from safetensors.torch import load_file, save_file
 from transformers import PreTrainedTokenizerBase
 
+from players.backend import RolloutBackend, SamplingSettings, TransformersBackend, adapter_weights
 from players.config import PlayerConfig
 from players.models import ModelPool, SharedBase
-from players.packing import left_pad
 from players.prompts import encode_rendered, render_chat
-from players.sampler import LlamaDecoder
 from storage.errors import UserError
 
 ADAPTER_WEIGHTS_FILE = "adapter_model.safetensors"
@@ -58,8 +51,8 @@ class Generation:
 
 
 class Player:
-    # Prefill each distinct prompt once (see _sample). A switch only so tests can compare
-    # against the unshared loop; nothing else turns it off.
+    # Prefill each distinct prompt once (players/backend.py _sample). A switch only so tests
+    # can compare against the unshared loop; nothing else turns it off.
     _share_prompts = True
     # Decode steps through players/sampler.py where the model allows; a switch only so tests
     # can compare against transformers' own forward.
@@ -70,6 +63,9 @@ class Player:
         self.role = role
         self.adapter_name = role
         self.config = config
+        # Generation goes through a rollout backend (players/backend.py); by default this
+        # process's own sampling loop over this player's model.
+        self.backend: RolloutBackend = TransformersBackend({role: self})
 
     @classmethod
     def create(
@@ -226,13 +222,25 @@ class Player:
 
     # --- generation ---------------------------------------------------------------------------
 
+    def use_backend(self, backend: RolloutBackend) -> None:
+        """Generate through `backend` from now on (it must serve this player's role)."""
+        self.backend = backend
+
+    def sampling(self, sample: bool) -> SamplingSettings:
+        """This player's sampling settings as a backend takes them; sample=False is greedy."""
+        return SamplingSettings.of(self.config, self.eos_token_ids, sample=sample)
+
+    def publish_adapter(self, version: int) -> None:
+        """Hand the adapter as it is now (after an update, or loaded from a checkpoint) to the
+        backend, as plain tensors; `version` is the adapter's version as the log counts it."""
+        self.backend.load_adapter(self.role, adapter_weights(self.model, self.adapter_name), version)
+
     def generate(
         self, prompts: Sequence[str], sample: bool = True, seed: int | None = None
     ) -> list[Generation]:
         prompt_ids = [self.encode_prompt(prompt) for prompt in prompts]
         return self.generate_from_ids(prompt_ids, sample=sample, seed=seed)
 
-    @torch.inference_mode()
     def generate_from_ids(
         self, prompt_ids: Sequence[Sequence[int]], sample: bool = True, seed: int | None = None
     ) -> list[Generation]:
@@ -240,21 +248,15 @@ class Player:
             return []
         if any(len(ids) == 0 for ids in prompt_ids):
             raise ValueError("every prompt needs at least one token")
-        generator = torch.Generator(device=self.device)
-        if seed is None:
-            generator.seed()
-        else:
-            generator.manual_seed(seed)
-        with self._selected():
-            tokens, logprobs = self._sample(prompt_ids, sample, generator)
+        sampled = self.backend.generate(self.role, [list(ids) for ids in prompt_ids], self.sampling(sample), seed)
         generations = []
-        for row, ids in enumerate(prompt_ids):
-            eos_free = [token for token in tokens[row] if token not in self.eos_token_ids]
+        for ids, row in zip(prompt_ids, sampled):
+            eos_free = [token for token in row.token_ids if token not in self.eos_token_ids]
             generations.append(
                 Generation(
                     prompt_ids=list(ids),
-                    token_ids=tokens[row],
-                    logprobs=logprobs[row],
+                    token_ids=row.token_ids,
+                    logprobs=row.logprobs,
                     # The response as a reader sees it: the prefix that ended the prompt, then
                     # the generated tokens.
                     text=(
@@ -264,105 +266,3 @@ class Player:
                 )
             )
         return generations
-
-    def _sample(
-        self, prompt_ids: Sequence[Sequence[int]], sample: bool, generator: torch.Generator
-    ) -> tuple[list[list[int]], list[list[float]]]:
-        """The decoding loop: one forward over the prompts, then one token per step from the cache.
-
-        Rows that emit an EOS are dropped from the batch (and the KV cache), so a batch costs
-        what its still-running sequences cost.
-
-        Rows with identical prompts (the n samples of one state) share one prefill: each
-        distinct prompt is encoded once. The padded width is the longest distinct prompt,
-        which is the longest prompt, so every row sees exactly the inputs it would have seen
-        unshared; the first-step logits are copies of the shared row's, and every draw still
-        runs over the full batch, so the generator is consumed identically.
-
-        Decode steps run through players/sampler.py (preallocated cache, each distinct
-        prompt's keys read once by all the rows that share it) when the model is one it
-        reproduces; otherwise through the model's own forward, with the prompt's cache copied
-        to every row that shares it.
-        """
-        temperature = self.config.temperature
-        eos = torch.tensor(sorted(self.eos_token_ids), device=self.device)
-        distinct: dict[tuple[int, ...], int] = {}
-        source = [distinct.setdefault(tuple(ids), len(distinct)) for ids in prompt_ids]
-        shared = self._share_prompts and len(distinct) < len(prompt_ids)
-        encoded: Sequence[Sequence[int]] = list(distinct) if shared else prompt_ids
-        input_ids, attention_mask, position_ids = left_pad(encoded, self.pad_token_id, self.device)
-        tokens: list[list[int]] = [[] for _ in prompt_ids]
-        logprobs: list[list[float]] = [[] for _ in prompt_ids]
-        running = torch.arange(len(prompt_ids), device=self.device)  # original row of each batch row
-
-        output = self.model(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-            use_cache=True,
-            logits_to_keep=1,
-        )
-        cache = output.cache
-        last_logits = output.logits[:, -1, :]
-        rows = torch.tensor(source, device=self.device) if shared else running
-        decoder = LlamaDecoder.prepare(self.model) if self._fast_decode else None
-        if decoder is not None:
-            # The decoder reads each distinct prompt's cache once, whatever rows share it.
-            decoder.start(cache, attention_mask, rows, extra_tokens=self.config.max_new_tokens)
-            del cache
-        elif shared:
-            # Expand the distinct prompts' prefill to one row per sample: the decode steps
-            # write a different token to each row, so each needs its own cache row.
-            cache.batch_select_indices(rows)
-            attention_mask = attention_mask[rows]
-        position_ids, last_logits = position_ids[rows], last_logits[rows]
-        next_positions = position_ids[:, -1] + 1
-        for step in range(self.config.max_new_tokens):
-            tempered = last_logits.float() / temperature
-            token_logprobs = torch.log_softmax(tempered, dim=-1)
-            if sample:
-                chosen = self._draw(token_logprobs, generator)
-            else:
-                chosen = tempered.argmax(dim=-1)
-            chosen_logprobs = token_logprobs.gather(1, chosen.unsqueeze(1)).squeeze(1)
-            for original_row, token, logprob in zip(running.tolist(), chosen.tolist(), chosen_logprobs.tolist()):
-                tokens[original_row].append(token)
-                logprobs[original_row].append(logprob)
-
-            keep = ~torch.isin(chosen, eos)
-            if not bool(keep.any()) or step == self.config.max_new_tokens - 1:
-                break  # the budget is spent: a further step's logits would go unused
-            if not bool(keep.all()):
-                kept_rows = keep.nonzero().squeeze(1)
-                running, chosen, next_positions = running[kept_rows], chosen[kept_rows], next_positions[kept_rows]
-                if decoder is not None:
-                    decoder.keep_rows(kept_rows)
-                else:
-                    cache.batch_select_indices(kept_rows)
-                    attention_mask = attention_mask[kept_rows]
-            if decoder is not None:
-                last_logits = decoder.step(chosen, next_positions)
-            else:
-                attention_mask = torch.cat([attention_mask, attention_mask.new_ones((len(running), 1))], dim=1)
-                output = self.model(
-                    input_ids=chosen.unsqueeze(1),
-                    attention_mask=attention_mask,
-                    position_ids=next_positions.unsqueeze(1),
-                    cache=cache,
-                    use_cache=True,
-                )
-                cache = output.cache
-                last_logits = output.logits[:, -1, :]
-            next_positions = next_positions + 1
-        return tokens, logprobs
-
-    def _draw(self, token_logprobs: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        probabilities = token_logprobs.exp()
-        if self.config.top_p < 1.0:
-            # Nucleus: keep the most likely tokens whose mass before them is below top_p
-            # (so the most likely token always stays), renormalised by multinomial.
-            sorted_probabilities, order = probabilities.sort(dim=-1, descending=True)
-            mass_before = sorted_probabilities.cumsum(dim=-1) - sorted_probabilities
-            sorted_probabilities = sorted_probabilities.masked_fill(mass_before >= self.config.top_p, 0.0)
-            probabilities = torch.zeros_like(probabilities).scatter(-1, order, sorted_probabilities)
-        return torch.multinomial(probabilities, num_samples=1, generator=generator).squeeze(1)

@@ -328,7 +328,7 @@ def decode_fields(event_type: str, values: dict[str, Any]) -> Event:
     for spec in FIELD_SPECS[event_type]:
         if spec.name not in values and spec.name in _ADDED_FIELD_DEFAULTS.get(event_type, {}):
             default = _ADDED_FIELD_DEFAULTS[event_type][spec.name]  # an older log
-            kwargs[spec.name] = dict(default) if isinstance(default, dict) else default
+            kwargs[spec.name] = type(default)(default) if isinstance(default, dict | list) else default
             continue
         value = values[spec.name]
         if spec.kind == "dict" and isinstance(value, str):

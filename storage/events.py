@@ -182,6 +182,12 @@ class AdapterUpdate(Event):
     first_seq: int  # seq range of the RoundPlayed events consumed
     last_seq: int
     diagnostics: dict[str, float]  # plain names: policy_loss, approx_kl, clipfrac, ... (engine.ppo)
+    # Added after schema 1 with defaults, so older logs still load (see TRAILING_DEFAULTS).
+    # |log π_learner − log π_gen| over the consumed rounds' response tokens, the learner's
+    # log-probs taken before the update (engine/ppo.py detail 16); None in older logs.
+    logprob_mismatch_mean: float | None = None
+    logprob_mismatch_max: float | None = None
+    round_logprob_mismatch: list[float] = field(default_factory=list)  # per round, in round_ids order
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -272,6 +278,12 @@ TRAILING_DEFAULTS: dict[str, tuple[tuple[str, Any], ...]] = {
     EvaluationCompleted.event_type: (("protocol", ""), ("samples_per_state", 1), ("counts", {})),
     RunStarted.event_type: (("num_threads", None),),
     RunResumed.event_type: (("rounds_played", None),),
+    **{
+        update.event_type: (
+            ("logprob_mismatch_mean", None), ("logprob_mismatch_max", None), ("round_logprob_mismatch", []),
+        )
+        for update in (MonitorUpdated, PolicyUpdated)
+    },
 }
 
 

@@ -87,6 +87,8 @@ def _updates_sql() -> str:
                CAST(payload ->> 'last_seq' AS BIGINT) AS last_seq,
                CAST(json_array_length(payload -> 'round_ids') AS BIGINT) AS n_rounds,
 {diagnostics},
+               TRY_CAST(payload ->> 'logprob_mismatch_mean' AS DOUBLE) AS logprob_mismatch_mean,
+               TRY_CAST(payload ->> 'logprob_mismatch_max' AS DOUBLE) AS logprob_mismatch_max,
                CAST(payload -> 'diagnostics' AS VARCHAR) AS diagnostics
         FROM _live WHERE event_type IN ('MonitorUpdated', 'PolicyUpdated')"""
 

@@ -39,3 +39,29 @@ def model_cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     cache = tmp_path / "model-cache"
     monkeypatch.setenv("MINMAX_ENGINE_CACHE", str(cache))
     return cache
+
+
+@pytest.fixture(scope="session")
+def ray_cluster() -> object:
+    """One local Ray cluster for the whole session (2 CPUs, no dashboard); skipped only when
+    Ray is not installed (`pip install -e '.[ray]'`; `make test` installs it)."""
+    ray = pytest.importorskip("ray", reason="Ray is not installed: pip install -e '.[ray]' (make test installs it)")
+    # Ray's workers inherit the environment of its start: this checkout's packages first.
+    before = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parent.parent), *filter(None, [before])])
+    try:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    finally:
+        if before is None:
+            del os.environ["PYTHONPATH"]
+        else:
+            os.environ["PYTHONPATH"] = before
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture()
+def one_thread_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Runs that `play`, `sweep` or `compare` start here use one thread (and a Ray task asks
+    for one CPU), on any machine: the test cluster has two."""
+    monkeypatch.setenv("MINMAX_ENGINE_THREADS", "1")

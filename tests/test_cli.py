@@ -18,7 +18,7 @@ from storage.synthetic import write_synthetic_run
 from tui.cli import build_parser
 
 REPO = Path(__file__).resolve().parents[1]
-HEAVY = ("torch", "transformers", "peft", "trl")
+HEAVY = ("torch", "transformers", "peft", "trl", "ray")
 
 # Runs one command through tui.cli.main and prints its exit status and the heavy modules loaded.
 PROBE = """
@@ -65,7 +65,7 @@ def test_compare_refuses_bad_seeds_before_loading_a_model() -> None:
 def test_every_command_is_one_subparser_of_one_parser() -> None:
     parser = build_parser()
     commands = next(action for action in parser._actions if isinstance(action, argparse._SubParsersAction))
-    assert sorted(commands.choices) == ["compare", "eval", "export", "log", "play", "replay", "report", "sql", "tui", "verify"]
+    assert sorted(commands.choices) == ["compare", "eval", "export", "log", "play", "replay", "report", "sql", "sweep", "tui", "verify"]
     args = parser.parse_args(["sql", "runs", "SELECT 1", "--format", "csv"])
     assert (args.path, args.query, args.format, args.output) == ("runs", "SELECT 1", "csv", None)
 

@@ -337,7 +337,8 @@ def test_payoff_grad_norm_every_thins_the_extra_pass_and_leaves_the_update_alone
     tiny_lm_dir: Path, model_cache_dir: Path
 ) -> None:
     """Every N-th update computes ‖∇θ U‖, the others report NaN; the adapters move exactly as
-    when it is computed every time (the pass reads, never steps)."""
+    when it is computed every time (the pass reads, never steps), and the backend's log-prob
+    mismatch, which shares the pass's forward, is measured on every update all the same."""
     policy, _ = make_players(tiny_lm_dir, model_cache_dir)
     rollouts = with_rewards(
         truncated(sample_rollouts(policy, ["Who went to the market?", "Yes or no?"], samples=2, seed=6)),
@@ -351,7 +352,11 @@ def test_payoff_grad_norm_every_thins_the_extra_pass_and_leaves_the_update_alone
                 if name in start:
                     parameter.copy_(start[name])
         learner = PPOLearner(policy, learner_settings(minibatch_size=2, learning_rate=1e-2, payoff_grad_norm_every=every))
-        norms = [learner.update(rollouts)["payoff_grad_norm"] for _ in range(3)]
+        norms = []
+        for _ in range(3):
+            norms.append(learner.update(rollouts)["payoff_grad_norm"])
+            assert learner.mismatch is not None and len(learner.mismatch.per_rollout) == len(rollouts)
+            assert math.isfinite(learner.mismatch.max)
         trajectories[every] = (norms, {name: value.clone() for name, value in policy.adapter_state().items()})
     every_time, _ = trajectories[1]
     assert all(math.isfinite(norm) and norm > 0 for norm in every_time)

@@ -29,7 +29,9 @@ from storage.writer import RunWriter
 SEGMENT_NAME = re.compile(r"^(\d{12})-(\d{12})\.L(\d+)\.arrow$")
 ENVELOPE = ("run_id", "seq", "ts", "schema_version", "event_type", "prev_hash", "hash", "payload")
 FLOAT_FIELDS = {"LambdaUpdated": {"old", "new", "mean_f", "delta"}, "CheckpointSaved": {"lambda_value"},
-                "RunFinished": {"wall_seconds"}}
+                "RunFinished": {"wall_seconds"},
+                "MonitorUpdated": {"logprob_mismatch_mean", "logprob_mismatch_max"},
+                "PolicyUpdated": {"logprob_mismatch_mean", "logprob_mismatch_max"}}
 NON_FINITE = {"NaN", "Infinity", "-Infinity"}
 
 
@@ -89,6 +91,8 @@ TRAILING_DEFAULTS = {
     "EvaluationCompleted": ["{}", 1, ""],
     "RunStarted": [None],
     "RunResumed": [None],
+    "MonitorUpdated": [[], None, None],
+    "PolicyUpdated": [[], None, None],
 }
 
 

@@ -1,8 +1,9 @@
-"""A log written before RoundPlayed.protocol/judge_prompt and EvaluationCompleted.protocol/
-samples_per_state/counts existed still loads, verifies, answers SQL and takes new events.
+"""A log written before RoundPlayed.protocol/judge_prompt, EvaluationCompleted.protocol/
+samples_per_state/counts and the updates' logprob_mismatch fields existed still loads,
+verifies, answers SQL and takes new events.
 
 The older log is made the way the older writer made it: segment files without the two round
-columns, EvaluationCompleted payloads without the three keys, hashes over headers without the
+columns, EvaluationCompleted and PolicyUpdated payloads without their added keys, hashes over headers without the
 added fields.
 """
 
@@ -14,7 +15,7 @@ import orjson
 import pyarrow as pa
 
 from storage import RunReader, RunWriter
-from storage.events import TRAILING_DEFAULTS, EvaluationCompleted, RoundPlayed
+from storage.events import TRAILING_DEFAULTS, EvaluationCompleted, PolicyUpdated, RoundPlayed
 from storage.query import RunsQuery
 from storage.codec import SEGMENT_SCHEMA, canonical_header, encode_event
 from storage.layout import LOG_DIR_NAME, list_segment_files, live_segments
@@ -24,6 +25,7 @@ from tests.test_storage_contract import round_played, run_started
 
 ADDED_ROUND_COLUMNS = [name for name, _ in TRAILING_DEFAULTS[RoundPlayed.event_type]]
 ADDED_EVALUATION_KEYS = [name for name, _ in TRAILING_DEFAULTS[EvaluationCompleted.event_type]]
+ADDED_UPDATE_KEYS = [name for name, _ in TRAILING_DEFAULTS[PolicyUpdated.event_type]]
 OLDER_SCHEMA = pa.schema([field for field in SEGMENT_SCHEMA if field.name not in ADDED_ROUND_COLUMNS])
 
 
@@ -45,6 +47,9 @@ def rewrite_as_older(run_dir: Path) -> None:
                 if text is not None and '"samples_per_state"' in text:
                     values = orjson.loads(text)
                     text = orjson.dumps({k: v for k, v in values.items() if k not in ADDED_EVALUATION_KEYS}).decode()
+                if text is not None and '"round_logprob_mismatch"' in text:
+                    values = orjson.loads(text)
+                    text = orjson.dumps({k: v for k, v in values.items() if k not in ADDED_UPDATE_KEYS}).decode()
                 payloads.append(text)
             columns = [pa.array(payloads, pa.string()) if field.name == "payload" else batch.column(field.name)
                        for field in OLDER_SCHEMA]
@@ -55,8 +60,13 @@ def rewrite_as_older(run_dir: Path) -> None:
                 writer.write_batch(batch)
 
 
+def older_update() -> PolicyUpdated:
+    return PolicyUpdated(version=1, round_ids=[0, 1], first_seq=2, last_seq=3, diagnostics={"policy_loss": 0.5})
+
+
 def test_an_event_at_the_added_defaults_hashes_without_the_added_fields() -> None:
-    for event, added in ((round_played(1), ADDED_ROUND_COLUMNS), (older_evaluation(), ADDED_EVALUATION_KEYS)):
+    for event, added in ((round_played(1), ADDED_ROUND_COLUMNS), (older_evaluation(), ADDED_EVALUATION_KEYS),
+                         (older_update(), ADDED_UPDATE_KEYS)):
         values = encode_event(event).header_values
         older_header = orjson.dumps(["run", 3, "2026-01-01T00:00:00.000000+00:00", 1, event.event_type, values[: -len(added)]])
         assert canonical_header("run", 3, "2026-01-01T00:00:00.000000+00:00", 1, event.event_type, values) == older_header
@@ -64,7 +74,7 @@ def test_an_event_at_the_added_defaults_hashes_without_the_added_fields() -> Non
 
 def test_an_older_log_loads_verifies_answers_sql_and_takes_new_events(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
-    events = [run_started(), round_played(0), round_played(4), older_evaluation()]
+    events = [run_started(), round_played(0), round_played(4), older_update(), older_evaluation()]
     with RunWriter.create(run_dir, "older") as writer:
         appended = [writer.append(event) for event in events]
     rewrite_as_older(run_dir)
@@ -79,6 +89,9 @@ def test_an_older_log_loads_verifies_answers_sql_and_takes_new_events(tmp_path: 
     evaluation = read[-1].event
     assert isinstance(evaluation, EvaluationCompleted)
     assert (evaluation.protocol, evaluation.samples_per_state, evaluation.counts) == ("", 1, {})
+    update = read[-2].event
+    assert isinstance(update, PolicyUpdated)
+    assert (update.logprob_mismatch_mean, update.logprob_mismatch_max, update.round_logprob_mismatch) == (None, None, [])
     assert verify_run(run_dir).ok, verify_run(run_dir).problems
 
     with RunsQuery(run_dir) as query:

@@ -4,7 +4,7 @@
     minmax-engine sql runs "SELECT * FROM rounds LIMIT 5"
 
 Every subcommand's arguments are declared here, in one parser; what a command does lives in
-the layer that owns it (engine/play_command.py, engine/replay.py, engine/reports.py,
+the layer that owns it (engine/play_command.py, engine/compare.py, engine/sweep.py, engine/replay.py, engine/reports.py,
 engine/trackers.py, storage/commands.py, tui/app.py). Each command's function below imports
 its implementation when it runs, so `--help`, `sql` and `verify` never load torch,
 transformers or peft (tests/test_cli.py checks it in a fresh interpreter;
@@ -41,7 +41,13 @@ def _eval(args: argparse.Namespace) -> int:
 def _compare(args: argparse.Namespace) -> int:
     from engine import compare
 
-    return compare.run(args.config, args.seeds, args.out)
+    return compare.run(args.config, args.seeds, args.out, parallel=args.parallel, cluster_backend=args.cluster)
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    from engine import sweep
+
+    return sweep.run(args.config, args.grid, args.seeds, args.out, parallel=args.parallel, cluster_backend=args.cluster)
 
 
 def _replay(args: argparse.Namespace) -> int:
@@ -129,6 +135,17 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--seeds", default="0,1,2", help="comma-separated seeds, one minmax and one rlhf run each (default: 0,1,2)")
     compare.add_argument("--out", type=Path, help="directory of the runs and the report (default: <run_dir>/compare-<config name>); "
                          "run again to skip finished runs and resume a stopped one")
+    _cluster_arguments(compare)
+
+    sweep = _command(commands, "sweep", "play a grid of config overrides × seeds, one run directory each", _sweep)
+    sweep.add_argument("--config", type=Path, required=True, help="a TOML or JSON run config, e.g. configs/tiny.toml")
+    sweep.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
+                       help="a dotted config key and its values (TOML), e.g. training.policy_learning_rate=1e-4,3e-4; "
+                       "repeat for more keys (every combination is played)")
+    sweep.add_argument("--seeds", default="0", help="comma-separated seeds, one run per grid point each (default: 0)")
+    sweep.add_argument("--out", type=Path, required=True,
+                       help="directory of the runs; run again to skip finished runs and resume a stopped one")
+    _cluster_arguments(sweep)
 
     replay = _command(commands, "replay", "fold a run's log and re-check its λ trajectory", _replay)
     replay.add_argument("run", type=Path, metavar="RUN", help="a run directory (runs/<run_id>)")
@@ -170,6 +187,12 @@ def build_parser() -> argparse.ArgumentParser:
                      help="log even when the run already holds that tracker's files (live logging or an earlier "
                      "backfill): replaces <run>/tensorboard; adds another W&B run beside those in <run>/wandb")
     return parser
+
+
+def _cluster_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--cluster", choices=("local", "ray"),
+                        help='"ray": each run as a Ray task on [cluster] address (default: the config\'s [cluster] backend)')
+    parser.add_argument("--parallel", type=int, default=1, metavar="N", help="runs at a time, with Ray (default: 1)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
