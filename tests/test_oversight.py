@@ -51,25 +51,24 @@ def test_quote_rates_by_hand() -> None:
 
 
 def test_judge_auroc_sql_equals_python_with_ties_and_empty_sides(tmp_path) -> None:
-    import duckdb
-
     from engine.oversight import judge_auroc_sql
+    from storage import RunsQuery
+    from tests.test_outcomes import write_run
 
     groups = {
         "tied": [("correct", 0.5), ("wrong", 0.5), ("correct", 0.7), ("wrong", 0.5), ("unparsed", 0.9)],
         "perfect": [("correct", 0.9), ("correct", 0.8), ("wrong", 0.1)],
         "no-wrong": [("correct", 0.4), ("unparsed", 0.1)],
     }
-    rows = [(group, truth, p) for group, pairs in groups.items() for truth, p in pairs]
-    connection = duckdb.connect()
-    connection.execute("CREATE TABLE rounds (g VARCHAR, truth VARCHAR, p_accept DOUBLE)")
-    connection.executemany("INSERT INTO rounds VALUES (?, ?, ?)", rows)
-    found = {row[0]: row[1:] for row in connection.execute(judge_auroc_sql("rounds", ["g"])).fetchall()}
-    for group, pairs in groups.items():
-        python = judge_auroc([dataclasses.replace(round_played(i, 0, None, 0.0), truth=truth, p_accept=p)
-                              for i, (truth, p) in enumerate(pairs)])
-        auroc_sql, n_correct, n_wrong = found[group]
-        assert (n_correct, n_wrong) == (python.n_correct, python.n_wrong)
-        assert auroc_sql == python.auroc if python.auroc is None else abs(auroc_sql - python.auroc) < 1e-12
-    assert found["tied"][0] == (1 + 1 + 0.5 + 0.5) / 4  # 0.7 beats both 0.5s; 0.5 ties both
-    assert found["perfect"][0] == 1.0 and found["no-wrong"][0] is None
+    rounds = {group: [dataclasses.replace(round_played(i, 0, None, 0.0), state_id=group, truth=truth, p_accept=p)
+                      for i, (truth, p) in enumerate(pairs)] for group, pairs in groups.items()}
+    write_run(tmp_path / "run", [r for group in rounds.values() for r in group], minmax=False)
+    with RunsQuery(tmp_path / "run") as query:
+        found = {row["state_id"]: row for row in query.arrow(judge_auroc_sql("rounds", ["state_id"])).to_pylist()}
+    for group, played in rounds.items():
+        python = judge_auroc(played)
+        row = found[group]
+        assert (row["judge_auroc_n_correct"], row["judge_auroc_n_wrong"]) == (python.n_correct, python.n_wrong)
+        assert row["judge_auroc"] == python.auroc if python.auroc is None else abs(row["judge_auroc"] - python.auroc) < 1e-12
+    assert found["tied"]["judge_auroc"] == (1 + 1 + 0.5 + 0.5) / 4  # 0.7 beats both 0.5s; 0.5 ties both
+    assert found["perfect"]["judge_auroc"] == 1.0 and found["no-wrong"]["judge_auroc"] is None
