@@ -271,8 +271,8 @@ class Rate:
 
 @dataclass(frozen=True)
 class Ratio:
-    """sum(numerator) / sum(denominator) over the eligible rounds, n = sum(denominator); a
-    denominator of None counts the eligible rounds. Kept as [hits, n] like a rate."""
+    """sum(numerator) / sum(denominator) over the eligible rounds, kept as [hits, n] like a rate
+    (n = sum(denominator); a denominator of None counts the eligible rounds)."""
 
     name: str
     numerator: str  # an integer field of RoundPlayed
@@ -293,10 +293,9 @@ class Ratio:
         return hits, n
 
     def counts_sql(self) -> tuple[str, str]:
-        def total(field: str) -> str:
-            return f'coalesce(sum(CASE WHEN {self.eligible.sql()} THEN "{field}" END), 0)'
-
-        return total(self.numerator), _count_sql(self.eligible) if self.denominator is None else total(self.denominator)
+        total = 'coalesce(sum(CASE WHEN {} THEN "{}" END), 0)'.format
+        return (total(self.eligible.sql(), self.numerator),
+                _count_sql(self.eligible) if self.denominator is None else total(self.eligible.sql(), self.denominator))
 
     def arrow_counts(self, table: pa.Table) -> tuple[int, int]:
         eligible = table.filter(self.eligible.arrow())
@@ -340,8 +339,7 @@ RATIOS: tuple[Ratio, ...] = (
     Ratio("verified_quote_fraction", "policy_quotes_verified", "policy_quotes", POLICY_QUOTES_COUNTED,
           "share of O's quotes found in the story (n = quotes)", proportion=True),
 )
-# Everything kept as [hits, eligible] (EvaluationCompleted.counts, the `*_n` columns).
-COUNTED: tuple[Rate | Ratio, ...] = (*RATES, *RATIOS)
+COUNTED: tuple[Rate | Ratio, ...] = (*RATES, *RATIOS)  # each kept as [hits, eligible], with its `_n`
 MEANS: tuple[Mean, ...] = (
     Mean("mean_f", "fidelity_penalty", MONITORED & ~col("fidelity_penalty").is_null(),
          "mean fidelity penalty f over rounds a monitor spoke in"),

@@ -57,6 +57,20 @@ async def test_runs_list_flags_the_run_whose_monitor_collapsed(runs: tuple[Path,
         assert status["minmax"].endswith("⚠ collapse (monitor) at window 2")
         assert "⚠" not in status["rlhf"]
 
+        # side by side, each run says what was raised in it
+        from tui.compare_screen import CompareScreen
+
+        table.move_cursor(row=0)
+        await pilot.press("space", "space", "c")
+        await wait_until(pilot, lambda: isinstance(app.screen, CompareScreen)
+                         and app.screen.query_one("#compare", DataTable).row_count > 0, "the comparison")
+        compared = app.screen.query_one("#compare", DataTable)
+        modes = [str(cell) for cell in compared.get_row("mode")[1:]]
+        flags = [str(cell) for cell in compared.get_row("diagnostics")[1:]]
+        assert dict(zip(modes, flags)) == {"minmax": "⚠ collapse (monitor) at window 2", "rlhf": "none"}
+        assert compared.get_row("last deployment eval: judge AUROC")  # the AUROC has its row
+        assert not [key for key in compared.rows if "judge_auroc_n" in str(key.value)]  # its n is in the cell
+
 
 async def test_overview_shows_the_diagnostic_the_judges_auroc_and_the_quotes(runs: tuple[Path, Path, list]) -> None:
     _, collapsed, played = runs

@@ -18,6 +18,10 @@ Two ways in, each used where it is fast:
 Both ways read the live log (the reader's resume rule: events a resume superseded are left
 out), and every outcome and rate comes from the one table of engine/outcomes.py: the filters
 are its Arrow renderings, the charts and the runs list its SQL.
+
+Why one file over 500 lines: it is the TUI's one door into a run, each screen's question a
+method of RunData beside the small record its answer comes in; split, the two ways in and
+the lane that keeps DuckDB to one thread would be spread over modules that share them.
 """
 
 from __future__ import annotations
