@@ -101,3 +101,17 @@ async def test_overview_shows_the_diagnostic_the_judges_auroc_and_the_quotes(run
         assert cells["quotes_per_answer"] == f"{quotes / answers:.2f} n={answers}"  # a mean count: no interval
         assert cells["protocol"] == "deployment"
         assert RunReader(collapsed).run_id in str(app.screen.query_one("#evaluations-title", Static).render())
+
+
+def test_an_undefined_auroc_shows_n_a_with_its_n_never_a_number() -> None:
+    from storage import EvaluationCompleted
+    from tui.evaluations_screen import metric_cell
+
+    only_correct = EvaluationCompleted(
+        dataset="d", split="eval", n_rounds=7, policy_version=1, monitor_version=0, checkpoint=None,
+        metrics={"policy_accuracy": 1.0, "judge_auroc_n_correct": 7.0, "judge_auroc_n_wrong": 0.0},
+        protocol="deployment", counts={"policy_accuracy": [7, 7]})
+    assert metric_cell(only_correct, "judge_auroc") == "n/a (7 c, 0 w)"
+    older = EvaluationCompleted(dataset="d", split="eval", n_rounds=7, policy_version=1, monitor_version=0,
+                                checkpoint=None, metrics={"policy_accuracy": 1.0})
+    assert metric_cell(older, "judge_auroc") == "—"  # logged before the AUROC was: not known, not n/a

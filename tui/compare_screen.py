@@ -63,7 +63,8 @@ def figure_rows(runs: list[ComparedRun]) -> list[tuple[str, list[str]]]:
     labels = dict(METRIC_ORDER)
     for protocol in protocols:
         names = {name for run in runs if protocol in run.last_evaluations
-                 for name in run.last_evaluations[protocol].metrics if name not in AUROC_N}
+                 for name in ("judge_auroc" if name in AUROC_N else name
+                              for name in run.last_evaluations[protocol].metrics)}
         ordered = [name for name, _ in METRIC_ORDER if name in names] + sorted(names - set(labels))
         title = f"last {protocol} eval" if protocol else "last eval"
         for name in ordered:

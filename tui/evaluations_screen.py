@@ -147,7 +147,8 @@ class EvaluationsScreen(Screen[None]):
         if not evaluations:
             self.query_one("#eval-rounds-title", Static).update(Text("no evaluations in this run yet"))
             return
-        carried = {name for e in evaluations for name in e.event.metrics if name not in AUROC_N}
+        # an AUROC left out as undefined still has its n: its column says "n/a" with them
+        carried = {"judge_auroc" if name in AUROC_N else name for e in evaluations for name in e.event.metrics}
         carried |= {name for e in evaluations for name in (getattr(e.event, "counts", None) or {})}
         known = [name for name, _ in METRIC_ORDER if name in carried]
         self.metric_names = known + sorted(carried - set(known))
