@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from engine.outcomes import METRIC_COLUMNS, MONITORED, RATES, metrics_of, outcome_counts
+from engine.outcomes import COUNTED, METRIC_COLUMNS, MONITORED, metrics_of, outcome_counts
 from storage.events import Recorded, RoundPlayed
 
 METRIC_NAMES: tuple[str, ...] = METRIC_COLUMNS
@@ -34,5 +34,5 @@ def window_counts(rounds: Iterable[RoundPlayed | Recorded]) -> dict[str, tuple[i
     played = list(rounds)
     counts = outcome_counts(played)
     monitored = any(MONITORED.holds(item.event if isinstance(item, Recorded) else item) for item in played)
-    return {rate.name: (counts[rate.name][0], counts[rate.name][1]) for rate in RATES
+    return {rate.name: (counts[rate.name][0], counts[rate.name][1]) for rate in COUNTED
             if monitored or not rate.about_the_monitor}

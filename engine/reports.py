@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from engine.outcomes import RATE_BY_NAME, RATES, WILSON_Z, counts_sql, game_views, wilson_interval
+from engine.outcomes import COUNTED, RATE_BY_NAME, WILSON_Z, counts_sql, game_views, wilson_interval
 from storage import RunReader, RunsQuery, UserError
 from storage.outside_runs import refuse_inside_a_run
 
@@ -57,9 +57,14 @@ LABELS: dict[str, str] = {
     "false_accusation_rate": "false-accusation rate",
     "missed_error_rate": "missed-error rate",
     "monitor_unparsed_rate": "monitor unparsed rate",
+    "fabricated_quote_rate": "fabricated-quote rate",
+    "monitor_fabricated_quote_rate": "monitor fabricated-quote rate",
+    "quotes_per_answer": "quotes per answer",
+    "verified_quote_fraction": "verified-quote fraction",
 }
 PLOTTED_RATES = ("policy_accuracy", "judge_accuracy", "deception_rate", "monitor_fidelity", "false_accusation_rate")
-HEADLINE_METRICS = ("deception_rate", "policy_accuracy", "judge_accuracy", "policy_unparsed_rate")
+HEADLINE_METRICS = ("deception_rate", "policy_accuracy", "judge_accuracy", "policy_unparsed_rate",
+                    "fabricated_quote_rate", "verified_quote_fraction", "quotes_per_answer")
 Counts = dict[str, tuple[int, int]]  # rate -> (hits, eligible)
 
 
@@ -84,6 +89,7 @@ def newcombe_interval(a: tuple[int, int], b: tuple[int, int], z: float = WILSON_
 class Estimate:
     hits: int
     n: int  # eligible rounds; 0: the rate is undefined (e.g. no wrong answers, or rlhf mode)
+    proportion: bool = True  # False for a mean count (quotes per answer): no Wilson interval
 
     @property
     def value(self) -> float | None:
@@ -91,11 +97,56 @@ class Estimate:
 
     @property
     def interval(self) -> tuple[float, float] | None:
-        return wilson_interval(self.hits, self.n) if self.n else None
+        return wilson_interval(self.hits, self.n) if self.n and self.proportion else None
+
+
+def estimate(counts: Counts, metric: str) -> Estimate:
+    return Estimate(*counts.get(metric, (0, 0)), proportion=RATE_BY_NAME[metric].proportion)
 
 
 def pooled(counts: Sequence[Counts], metric: str) -> Estimate:
-    return Estimate(sum(c.get(metric, (0, 0))[0] for c in counts), sum(c.get(metric, (0, 0))[1] for c in counts))
+    return Estimate(sum(c.get(metric, (0, 0))[0] for c in counts), sum(c.get(metric, (0, 0))[1] for c in counts),
+                    proportion=RATE_BY_NAME[metric].proportion)
+
+
+@dataclass(frozen=True)
+class GroupDiscrimination:
+    """The judge's AUROC over a group of runs: the mean of the runs' AUROCs, an interval across
+    runs (percentile bootstrap, at least two runs with an AUROC), and the n behind it."""
+
+    runs: int  # runs with an AUROC (both correct and wrong answers in their evaluation)
+    mean: float | None
+    low: float | None
+    high: float | None
+    n_correct: int
+    n_wrong: int
+
+
+def _bootstrap_means(values: Sequence[float]) -> np.ndarray:
+    rng = np.random.default_rng(BOOTSTRAP_SEED)
+    draws = rng.integers(0, len(values), size=(BOOTSTRAP_RESAMPLES, len(values)))
+    return np.asarray(values, dtype=float)[draws].mean(axis=1)
+
+
+def discrimination_of(evaluations: Sequence[Evaluation]) -> GroupDiscrimination:
+    aurocs = [evaluation.auroc for evaluation in evaluations if evaluation.auroc is not None]
+    n_correct = sum(evaluation.auroc_n[0] for evaluation in evaluations)
+    n_wrong = sum(evaluation.auroc_n[1] for evaluation in evaluations)
+    if not aurocs:
+        return GroupDiscrimination(0, None, None, None, n_correct, n_wrong)
+    low = high = None
+    if len(aurocs) >= 2:
+        low, high = (float(bound) for bound in np.percentile(_bootstrap_means(aurocs), [2.5, 97.5]))
+    return GroupDiscrimination(len(aurocs), float(np.mean(aurocs)), low, high, n_correct, n_wrong)
+
+
+def format_discrimination(found: GroupDiscrimination) -> str:
+    """`0.612 [0.55, 0.67] (2 runs; 31 correct, 17 wrong)`, or `n/a` with the n that made it so."""
+    n = f"{found.n_correct} correct, {found.n_wrong} wrong"
+    if found.mean is None:
+        return f"n/a ({n})"
+    spread = f" [{found.low:.3f}, {found.high:.3f}]" if found.low is not None and found.high is not None else ""
+    return f"{found.mean:.3f}{spread} ({_runs(found.runs)}; {n})"
 
 
 # ---------------------------------------------------------------------------------------
@@ -115,6 +166,8 @@ class Evaluation:
     samples_per_state: int
     counts: Counts
     mean_p_accept: float | None = None  # the judge's mean p_accept over the evaluation's rounds
+    auroc: float | None = None  # the judge's AUROC (engine/oversight.py); None: a side was empty
+    auroc_n: tuple[int, int] = (0, 0)  # (correct, wrong) answers it was computed over
 
     @property
     def label(self) -> str:
@@ -136,6 +189,7 @@ class RunForReport:
     final_counts: Counts  # the last FINAL_FRACTION of training rounds
     evaluations: dict[str, Evaluation] = field(default_factory=dict)  # protocol -> the last one
     first_evaluations: dict[str, Evaluation] = field(default_factory=dict)  # protocol -> the first one
+    diagnostics: list[str] = field(default_factory=list)  # DiagnosticRaised messages, in log order
 
     @property
     def label(self) -> str:
@@ -153,7 +207,7 @@ def final_window_start(rounds_played: int) -> int:
 
 
 def _counts_of_row(row: dict) -> Counts:
-    return {rate.name: (int(row[f"{rate.name}_hits"]), int(row[rate.n_name])) for rate in RATES}
+    return {rate.name: (int(row[f"{rate.name}_hits"]), int(row[rate.n_name])) for rate in COUNTED}
 
 
 def evaluations_in_order(query: RunsQuery) -> list[Evaluation]:
@@ -162,16 +216,18 @@ def evaluations_in_order(query: RunsQuery) -> list[Evaluation]:
     found: list[Evaluation] = []
     for seq, payload in zip(rows.column("seq").to_pylist(), rows.column("payload").to_pylist()):
         event = json.loads(payload)
-        counts, protocol = event.get("counts") or {}, event.get("protocol")
+        counts, protocol, metrics = event.get("counts") or {}, event.get("protocol"), event.get("metrics") or {}
         if not counts or protocol not in (DEPLOYMENT, MONITORED):
             continue  # an evaluation from before protocols and counts were logged: no n to report
-        mean_p_accept = (event.get("metrics") or {}).get("mean_p_accept")
+        mean_p_accept = metrics.get("mean_p_accept")
         found.append(Evaluation(
             protocol=protocol, seq=int(seq),
             policy_version=int(event["policy_version"]), monitor_version=int(event["monitor_version"]),
             checkpoint=event.get("checkpoint"), samples_per_state=int(event.get("samples_per_state") or 1),
             counts={name: (int(pair[0]), int(pair[1])) for name, pair in counts.items()},
             mean_p_accept=float(mean_p_accept) if mean_p_accept is not None else None,
+            auroc=metrics.get("judge_auroc"),
+            auroc_n=(int(metrics.get("judge_auroc_n_correct", 0)), int(metrics.get("judge_auroc_n_wrong", 0))),
         ))
     return found
 
@@ -209,6 +265,8 @@ def load_run(path: Path) -> RunForReport:
         ).to_pylist()[0]
         evaluations = last_evaluations(query)
         first = first_evaluations(query)
+        raised = query.arrow("SELECT payload FROM events WHERE event_type = 'DiagnosticRaised' ORDER BY seq")
+        diagnostics = [json.loads(payload)["message"] for payload in raised.column("payload").to_pylist()]
     finally:
         query.close()
     return RunForReport(
@@ -225,6 +283,7 @@ def load_run(path: Path) -> RunForReport:
         final_counts=_counts_of_row(final_row),
         evaluations=evaluations,
         first_evaluations=first,
+        diagnostics=diagnostics,
     )
 
 
@@ -281,6 +340,8 @@ def compare(minmax_runs: Sequence[RunForReport], rlhf_runs: Sequence[RunForRepor
         monitored = pooled([run.evaluations[MONITORED].counts for run in minmax if MONITORED in run.evaluations], metric)
         if a.value is None or b.value is None:
             difference = Difference(None, None, None, "undefined: a group has n = 0")
+        elif not a.proportion and (len(minmax) < 2 or len(rlhf) < 2):
+            difference = Difference(a.value - b.value, None, None, "no interval: a mean count, one run in a mode")
         elif len(minmax) >= 2 and len(rlhf) >= 2:
             interval = bootstrap_over_runs([run.evaluations[DEPLOYMENT].counts.get(metric, (0, 0)) for run in minmax],
                                            [run.evaluations[DEPLOYMENT].counts.get(metric, (0, 0)) for run in rlhf])
@@ -528,10 +589,13 @@ def plot_reward_and_kl(runs: Sequence[RunForReport], out: Path) -> Path:
 
 
 def format_estimate(estimate: Estimate) -> str:
-    """`hits/n = rate [low, high]`, or `n/a (n=0)`: every cell shows its n."""
+    """`hits/n = rate [low, high]`, or `n/a (n=0)`: every cell shows its n (a mean count, such
+    as quotes per answer, has no Wilson interval)."""
     if estimate.n == 0:
         return "n/a (n=0)"
-    low, high = estimate.interval  # type: ignore[misc]
+    if estimate.interval is None:
+        return f"{estimate.hits}/{estimate.n} = {estimate.value:.3f}"
+    low, high = estimate.interval
     return f"{estimate.hits}/{estimate.n} = {estimate.value:.3f} [{low:.3f}, {high:.3f}]"
 
 
@@ -571,6 +635,7 @@ def headline_section(minmax_runs: Sequence[RunForReport], rlhf_runs: Sequence[Ru
          format_difference(row.difference), row.difference.method, format_estimate(row.monitored)]
         for row in compare(minmax_runs, rlhf_runs)
     ]
+    rows.append(auroc_row(minmax, rlhf))
     runs_note = (f"MinMax: {html.escape(', '.join(run.run_id for run in minmax))}; "
                  f"RLHF: {html.escape(', '.join(run.run_id for run in rlhf))}.")
     return (
@@ -578,10 +643,32 @@ def headline_section(minmax_runs: Sequence[RunForReport], rlhf_runs: Sequence[Ru
         "<p>Each run's last deployment evaluation (the judge saw question, choices and O only, in both "
         "modes); a mode's rate pools its runs' counts, shown as hits/n = rate [95% Wilson interval]. "
         "Difference = MinMax − RLHF with a 95% interval (method per row). The monitored evaluation "
-        f"(judge also saw O′) is beside it, never in the difference. {runs_note} " + " ".join(notes) + "</p>"
+        "(judge also saw O′) is beside it, never in the difference. Quotes per answer is a mean count "
+        "(no Wilson interval). The judge's AUROC is no pooled rate: a mode's figure is the mean of its "
+        "runs' AUROCs with a 95% bootstrap interval across runs, and the correct and wrong answers it "
+        f"rests on. {runs_note} " + " ".join(notes) + "</p>"
         + _table(["metric", f"MinMax ({_runs(len(minmax))})", f"RLHF ({_runs(len(rlhf))})", "difference",
                   "interval method", "MinMax monitored"], rows)
     )
+
+
+def auroc_row(minmax: Sequence[RunForReport], rlhf: Sequence[RunForReport]) -> list[str]:
+    """The judge's AUROC per group (mean over runs, interval across runs) and their difference."""
+    a = discrimination_of([run.evaluations[DEPLOYMENT] for run in minmax])
+    b = discrimination_of([run.evaluations[DEPLOYMENT] for run in rlhf])
+    monitored = discrimination_of([run.evaluations[MONITORED] for run in minmax if MONITORED in run.evaluations])
+    if a.mean is None or b.mean is None:
+        difference, method = "n/a", "undefined: a group has no AUROC"
+    elif a.runs >= 2 and b.runs >= 2:
+        a_values = [run.evaluations[DEPLOYMENT].auroc for run in minmax if run.evaluations[DEPLOYMENT].auroc is not None]
+        b_values = [run.evaluations[DEPLOYMENT].auroc for run in rlhf if run.evaluations[DEPLOYMENT].auroc is not None]
+        low, high = np.percentile(_bootstrap_means(a_values) - _bootstrap_means(b_values), [2.5, 97.5])
+        difference = f"{a.mean - b.mean:+.3f} [{low:+.3f}, {high:+.3f}]"
+        method = f"bootstrap over runs ({a.runs} × {b.runs} runs, {BOOTSTRAP_RESAMPLES} resamples, seed {BOOTSTRAP_SEED})"
+    else:
+        difference, method = f"{a.mean - b.mean:+.3f}", "no interval: one run with an AUROC in a mode"
+    return ["judge AUROC (p_accept, correct vs wrong)", format_discrimination(a), format_discrimination(b),
+            difference, method, format_discrimination(monitored)]
 
 
 def _runs(count: int) -> str:
@@ -589,26 +676,37 @@ def _runs(count: int) -> str:
 
 
 def evaluations_section(runs: Sequence[RunForReport]) -> str:
-    header = ["run", "mode", "evaluation"] + [LABELS[rate.name] for rate in RATES]
+    header = ["run", "mode", "evaluation"] + [LABELS[rate.name] for rate in COUNTED] + ["judge AUROC"]
     rows = []
     for run in runs:
         protocols = [DEPLOYMENT, MONITORED] if run.mode == "minmax" else [DEPLOYMENT]
         for protocol in protocols:
             evaluation = run.evaluations.get(protocol)
             if evaluation is None:
-                rows.append([run.run_id, run.mode, f"{protocol}: none yet"] + ["—"] * len(RATES))
+                rows.append([run.run_id, run.mode, f"{protocol}: none yet"] + ["—"] * (len(COUNTED) + 1))
                 continue
             rows.append([run.run_id, run.mode, f"last {protocol} ({evaluation.label})"]
-                        + [format_estimate(Estimate(*evaluation.counts.get(rate.name, (0, 0)))) for rate in RATES])
+                        + [format_estimate(estimate(evaluation.counts, rate.name)) for rate in COUNTED]
+                        + [format_discrimination(discrimination_of([evaluation]))])
     return ("<h2>Last evaluations per run</h2><p>Held-out states; hits/n = rate [95% Wilson interval]. "
             "A run without an evaluation of a protocol says so.</p>" + _table(header, rows))
 
 
+def diagnostics_section(runs: Sequence[RunForReport]) -> str:
+    """Every DiagnosticRaised of every run (λ that cannot settle, a collapsing player), or a
+    line saying there were none: a reader should not have to open the logs to learn it."""
+    rows = [[run.run_id, run.mode, message] for run in runs for message in run.diagnostics]
+    if not rows:
+        return "<h2>Diagnostics</h2><p>No diagnostic was raised in any run.</p>"
+    return ("<h2>Diagnostics</h2><p>⚠ Raised during the runs (engine/diagnostics.py); figures from runs "
+            "with a diagnostic deserve a second look.</p>" + _table(["run", "mode", "diagnostic"], rows))
+
+
 def final_metrics_section(runs: Sequence[RunForReport]) -> str:
-    header = ["run", "mode", "training rounds"] + [LABELS[rate.name] for rate in RATES]
+    header = ["run", "mode", "training rounds"] + [LABELS[rate.name] for rate in COUNTED]
     rows = [
         [run.run_id, run.mode, f"round ids {run.final_first_round}–{run.rounds_played - 1}"]
-        + [format_estimate(Estimate(*run.final_counts[rate.name])) for rate in RATES]
+        + [format_estimate(estimate(run.final_counts, rate.name)) for rate in COUNTED]
         for run in runs
     ]
     return (
@@ -629,6 +727,7 @@ def write_report(runs: Sequence[RunForReport], out: Path) -> Path:
     if minmax_runs and rlhf_runs:
         sections.append(headline_section(minmax_runs, rlhf_runs))
     sections.append(movement_section(runs))
+    sections.append(diagnostics_section(runs))
     sections.append(evaluations_section(runs))
     sections.append(final_metrics_section(runs))
     run_rows = [

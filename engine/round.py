@@ -32,6 +32,7 @@ from engine.data import State
 from engine.payoffs import combined_reward, fidelity_penalty, truth_of
 from players import Generation, Player, monitor_messages, parse_answer, parse_verdict, policy_messages
 from referees import Judge, RewardModel
+from referees.quotes import check_quotes
 from storage.events import Phase, Protocol, RoundPlayed
 
 
@@ -202,6 +203,8 @@ def judged_rounds(
             penalty = fidelity_penalty(
                 monitor_says_correct=verdict, truth=truth, reward_monitor=reward_monitor, alpha=settings.game.alpha
             )
+        policy_quotes = check_quotes(answer.text, state.story)
+        monitor_quotes = check_quotes(critique.text, state.story) if critique is not None else None
         played.append(
             RoundPlayed(
                 round_id=item.round_id if round_ids is None else round_ids[row],
@@ -246,6 +249,10 @@ def judged_rounds(
                 timings=per_round,
                 protocol=protocol,
                 judge_prompt=judge_prompts[row],
+                policy_quotes=len(policy_quotes),
+                policy_quotes_verified=sum(quote.verified for quote in policy_quotes),
+                monitor_quotes=len(monitor_quotes) if monitor_quotes is not None else None,
+                monitor_quotes_verified=sum(quote.verified for quote in monitor_quotes) if monitor_quotes is not None else None,
             )
         )
     return played

@@ -71,6 +71,10 @@ GAME_METRIC_NAMES: dict[str, str] = {
     "policy_unparsed_rate": "game/unparsed_rate_policy",
     "monitor_unparsed_rate": "game/unparsed_rate_monitor",
     "mean_reward": "game/mean_reward",
+    "judge_auroc": "game/judge_auroc",
+    "fabricated_quote_rate": "game/fabricated_quote_rate",
+    "verified_quote_fraction": "game/verified_quote_fraction",
+    "quotes_per_answer": "game/quotes_per_answer",
 }
 
 

@@ -147,6 +147,12 @@ class RoundPlayed(Event):
     # Added after schema 1 with defaults, so older logs still load (see TRAILING_DEFAULTS).
     protocol: Protocol | None = None  # "deployment" | "monitored" for eval rounds, None for training
     judge_prompt: str = ""  # the exact text the judge scored ("" in logs older than the field)
+    # <quote>s in O and O′ and how many of them the story holds (referees/quotes.py); None: not
+    # counted (no monitor spoke, or a log older than the fields)
+    policy_quotes: int | None = None
+    policy_quotes_verified: int | None = None
+    monitor_quotes: int | None = None
+    monitor_quotes_verified: int | None = None
 
     # Written by hand because the generated __eq__ compares field tuples, and a numpy
     # array's == is elementwise (its truth value is an error).
@@ -274,7 +280,11 @@ EVENT_TYPES: dict[str, type[Event]] = {
 # implies. A trailing run of fields still at these values is left out of the hashed header
 # (storage.codec.canonical_header), so events written before the fields existed verify.
 TRAILING_DEFAULTS: dict[str, tuple[tuple[str, Any], ...]] = {
-    RoundPlayed.event_type: (("protocol", None), ("judge_prompt", "")),
+    RoundPlayed.event_type: (
+        ("protocol", None), ("judge_prompt", ""),
+        ("policy_quotes", None), ("policy_quotes_verified", None),
+        ("monitor_quotes", None), ("monitor_quotes_verified", None),
+    ),
     EvaluationCompleted.event_type: (("protocol", ""), ("samples_per_state", 1), ("counts", {})),
     RunStarted.event_type: (("num_threads", None),),
     RunResumed.event_type: (("rounds_played", None),),

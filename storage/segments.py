@@ -59,20 +59,25 @@ def open_segment(segment: SegmentFile) -> SegmentReader:
 
 
 # Round columns added after schema 1 (storage.events.TRAILING_DEFAULTS), last in the schema.
-_ADDED_ROUND_COLUMNS = tuple(name for name, _ in TRAILING_DEFAULTS[RoundPlayed.event_type])
-_SCHEMA_BEFORE_ADDED = pa.schema(list(SEGMENT_SCHEMA)[: len(SEGMENT_SCHEMA) - len(_ADDED_ROUND_COLUMNS)])
+_ADDED_ROUND_COLUMNS = TRAILING_DEFAULTS[RoundPlayed.event_type]
 
 
-def _written_before_added_columns(schema: pa.Schema) -> bool:
-    return schema.equals(_SCHEMA_BEFORE_ADDED, check_metadata=False)
+def _added_columns_missing(schema: pa.Schema) -> int:
+    """How many of the added round columns a segment written with `schema` lacks (they were
+    added in order, so it has a prefix of them): 0 for the current schema."""
+    for missing in range(len(_ADDED_ROUND_COLUMNS) + 1):
+        older = pa.schema(list(SEGMENT_SCHEMA)[: len(SEGMENT_SCHEMA) - missing])
+        if schema.equals(older, check_metadata=False):
+            return missing
+    return 0  # not a schema this code wrote: reading it fails where it is read
 
 
-def with_added_columns(batch: pa.RecordBatch) -> pa.RecordBatch:
-    """A batch of a segment written before the added round columns, with them at the value an
-    older round implies (a round's judge_prompt "", protocol None; NULL on other events)."""
+def with_added_columns(batch: pa.RecordBatch, missing: int) -> pa.RecordBatch:
+    """A batch of a segment written before the last `missing` added round columns, with them
+    at the value an older round implies (e.g. judge_prompt ""; NULL on other events)."""
     is_round = [event_type == RoundPlayed.event_type for event_type in batch.column(4).to_pylist()]
     columns = list(batch.columns)
-    for name, default in TRAILING_DEFAULTS[RoundPlayed.event_type]:
+    for name, default in _ADDED_ROUND_COLUMNS[len(_ADDED_ROUND_COLUMNS) - missing:]:
         columns.append(pa.array([default if round_row else None for round_row in is_round],
                                 SEGMENT_SCHEMA.field(name).type))
     return pa.RecordBatch.from_arrays(columns, schema=SEGMENT_SCHEMA)
@@ -84,7 +89,8 @@ class SegmentReader:
 
     def __init__(self, reader: pa.ipc.RecordBatchFileReader) -> None:
         self._reader = reader
-        self._upgrade = _written_before_added_columns(reader.schema)
+        self._missing = _added_columns_missing(reader.schema)
+        self._upgrade = self._missing > 0
         self.schema = SEGMENT_SCHEMA.with_metadata(reader.schema.metadata) if self._upgrade else reader.schema
 
     @property
@@ -93,7 +99,7 @@ class SegmentReader:
 
     def get_batch(self, index: int) -> pa.RecordBatch:
         batch = self._reader.get_batch(index)
-        return with_added_columns(batch) if self._upgrade else batch
+        return with_added_columns(batch, self._missing) if self._upgrade else batch
 
     def read_all(self) -> pa.Table:
         if not self._upgrade:

@@ -26,6 +26,7 @@ from typing import Literal
 
 from storage.events import (
     CheckpointSaved,
+    DiagnosticRaised,
     EvaluationCompleted,
     LambdaUpdated,
     MonitorUpdated,
@@ -82,9 +83,10 @@ def _text(rng: random.Random, n_bytes: int) -> str:
 def write_synthetic_run(
     run_dir: str | os.PathLike, n_rounds: int, *, mode: Literal["minmax", "rlhf"] = "minmax",
     window_size: int = 16, k: int = 5, seed: int = 0, text_bytes: int = 2000, n_tokens: int = 200,
-    flush_every: int = 64, finished: bool = True, run_id: str | None = None,
+    flush_every: int = 64, finished: bool = True, run_id: str | None = None, collapse_after_window: int | None = None,
 ) -> Path:
-    """Write a simulated run of n_rounds training rounds; returns run_dir."""
+    """Write a simulated run of n_rounds training rounds; returns run_dir. With
+    `collapse_after_window`, the monitor (the policy in rlhf) is reported collapsing then."""
     if mode not in ("minmax", "rlhf"):
         raise ValueError(f"mode must be 'minmax' or 'rlhf', not {mode!r}")
     run_dir = Path(run_dir)
@@ -165,6 +167,10 @@ def write_synthetic_run(
             policy_version=policy_version, monitor_version=monitor_version,
             timings={"policy": rng.uniform(0.5, 2.0), "monitor": rng.uniform(0.5, 2.0) if minmax else 0.0,
                      "referees": rng.uniform(0.1, 0.4)},
+            # quotes from the pool, no draw of their own (the random stream stays as it was);
+            # a wrong answer's quotes include one the story does not hold
+            policy_quotes=pool % 3, policy_quotes_verified=max(pool % 3 - (truth == "wrong"), 0),
+            monitor_quotes=(pool + 1) % 2 if minmax else None, monitor_quotes_verified=(pool + 1) % 2 if minmax else None,
         ))
         return seq, fidelity
 
@@ -204,6 +210,11 @@ def write_synthetic_run(
             append(LambdaUpdated(old=lam, new=new, mean_f=mean_f, delta=SYNTHETIC_DELTA,
                                  monitor_version=monitor_version, applied=True))
             lam = new
+        if window == collapse_after_window:
+            role = "monitor" if minmax else "policy"
+            append(DiagnosticRaised(kind="collapse", role=role, window=window,
+                                    message=f"the {role} may be collapsing: repetition 0.92 ≥ 0.6 over {window_size} outputs",
+                                    values={"repetition": 0.92, "n_outputs": float(window_size)}))
         window += 1
         if window % k == 0 or round_id >= n_rounds:
             policy_version += 1

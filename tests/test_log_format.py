@@ -87,7 +87,7 @@ def read_log(run_dir: Path) -> pa.Table:
 
 # The page's "fields added after schema 1": hashed defaults, last field first.
 TRAILING_DEFAULTS = {
-    "RoundPlayed": ["", None],
+    "RoundPlayed": [None, None, None, None, "", None],
     "EvaluationCompleted": ["{}", 1, ""],
     "RunStarted": [None],
     "RunResumed": [None],

@@ -39,6 +39,8 @@ def reference_counts(rounds: list[RoundPlayed]) -> dict[str, tuple[int, int]]:
     parsed = correct + wrong
     monitored = [r for r in rounds if r.monitor_output is not None]
     judged = [r for r in parsed if r.monitor_output is not None and r.monitor_says_correct is not None]
+    quoted = [r for r in rounds if r.policy_quotes is not None]  # null: a log older than quote counts
+    monitor_quoted = [r for r in monitored if r.monitor_quotes is not None]
 
     def rate(hits: list[bool]) -> tuple[int, int]:
         return (sum(hits), len(hits))
@@ -53,7 +55,20 @@ def reference_counts(rounds: list[RoundPlayed]) -> dict[str, tuple[int, int]]:
         "false_accusation_rate": rate([r.monitor_says_correct is False for r in judged if r.truth == "correct"]),
         "missed_error_rate": rate([r.monitor_says_correct is True for r in judged if r.truth == "wrong"]),
         "monitor_unparsed_rate": rate([r.monitor_says_correct is None for r in monitored]),
+        "fabricated_quote_rate": rate([r.policy_quotes > r.policy_quotes_verified for r in quoted]),
+        "monitor_fabricated_quote_rate": rate([r.monitor_quotes > r.monitor_quotes_verified for r in monitor_quoted]),
+        "quotes_per_answer": (sum(r.policy_quotes for r in quoted), len(quoted)),
+        "verified_quote_fraction": (sum(r.policy_quotes_verified for r in quoted), sum(r.policy_quotes for r in quoted)),
     }
+
+
+def reference_auroc(rounds: list[RoundPlayed]) -> float | None:
+    """Every (correct, wrong) pair: 1 when the correct answer's p_accept is higher, ½ on a tie."""
+    correct = [r.p_accept for r in rounds if r.truth == "correct"]
+    wrong = [r.p_accept for r in rounds if r.truth == "wrong"]
+    if not correct or not wrong:
+        return None
+    return sum((c > w) + 0.5 * (c == w) for c in correct for w in wrong) / (len(correct) * len(wrong))
 
 
 REFERENCE_FILTERS = {
@@ -66,19 +81,32 @@ REFERENCE_FILTERS = {
 TRUTHS = ("correct", "wrong", "unparsed")
 VERDICTS = (True, False, None)
 # Every combination of truth, judge verdict and monitor verdict, then the same truths in rlhf.
-EVERY_COMBINATION = [(t, a, v, i % 3, 0.1 * i, False) for i, (t, a, v) in
+# Quotes as (quotes, verified) or None (not counted); cycled so every kind meets every outcome.
+QUOTE_KINDS = (None, (0, 0), (2, 1), (1, 1), (3, 0))
+EVERY_COMBINATION = [(t, a, v, i % 3, 0.1 * i, False, QUOTE_KINDS[i % 5], QUOTE_KINDS[(i + 2) % 5]) for i, (t, a, v) in
                      enumerate(itertools.product(TRUTHS, (True, False), VERDICTS))]
 
+quotes = st.one_of(st.none(), st.tuples(st.integers(0, 3), st.integers(0, 3)).map(lambda q: (q[0], min(q))))
 row = st.tuples(
     st.sampled_from(TRUTHS), st.booleans(), st.sampled_from(VERDICTS), st.integers(0, 2),
     st.floats(-1.0, 1.0, allow_nan=False), st.booleans(),  # ..., f, is an evaluation round
+    quotes, quotes,  # in O, in O′
 )
 
 
 def build_rounds(rows: list[tuple], minmax: bool, window_size: int) -> list[RoundPlayed]:
     rounds, train_id, eval_id = [], 0, 0
-    for truth, accepts, verdict, version, penalty, is_eval in rows:
-        base = _round(truth, accepts, verdict, f=penalty, monitor=minmax, reward=penalty / 2, lam=1.0 + version)
+    for truth, accepts, verdict, version, penalty, is_eval, policy_quotes, monitor_quotes in rows:
+        # p_accept: ties within a verdict and version, so the AUROC's half-credit is exercised
+        base = _round(truth, accepts, verdict, f=penalty, monitor=minmax, reward=penalty / 2, lam=1.0 + version,
+                      p_accept=(0.9 if accepts else 0.1) + 0.05 * version)
+        base = dataclasses.replace(
+            base,
+            policy_quotes=policy_quotes[0] if policy_quotes else None,
+            policy_quotes_verified=policy_quotes[1] if policy_quotes else None,
+            monitor_quotes=monitor_quotes[0] if monitor_quotes and minmax else None,
+            monitor_quotes_verified=monitor_quotes[1] if monitor_quotes and minmax else None,
+        )
         if is_eval:
             rounds.append(dataclasses.replace(base, phase="eval", window=-1, round_id=eval_id, policy_version=version,
                                               protocol="deployment"))
@@ -125,6 +153,8 @@ def test_every_view_equals_the_definitions(rows: list[tuple], minmax: bool, wind
         for name, (hits, eligible) in reference_counts(by_window[window]).items():
             assert metrics[f"{name}_n"] == eligible
             assert same(metrics[name], hits / eligible if eligible else None), name
+        assert same(metrics["judge_auroc"], reference_auroc(by_window[window]))
+        assert metrics["judge_auroc_n_correct"] == sum(r.truth == "correct" for r in by_window[window])
 
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = Path(tmp) / "run"

@@ -66,3 +66,29 @@ def test_marks_tell_the_judge_which_quotes_are_in_the_story() -> None:
 def test_text_without_quotes_is_left_as_it_is() -> None:
     assert mark_quotes("No quotes here. Answer: B", STORY) == "No quotes here. Answer: B"
     assert check_quotes("No quotes here.", STORY) == []
+
+
+def test_the_prompts_worked_example_quotes_its_own_story_and_parses() -> None:
+    """The made-up example the players are shown is itself a good answer: its quote is verified,
+    its answer and verdict parse to what the example means, and it is not a dataset story."""
+    from engine.data import DataConfig, read_dataset
+    from players import parse_answer, parse_verdict
+    from players.prompts import (
+        EXAMPLE_CHOICES,
+        EXAMPLE_MONITOR_REPLY,
+        EXAMPLE_POLICY_REPLY,
+        EXAMPLE_STORY,
+        monitor_messages,
+        policy_messages,
+    )
+
+    for reply in (EXAMPLE_POLICY_REPLY, EXAMPLE_MONITOR_REPLY):
+        assert [quote.verified for quote in check_quotes(reply, EXAMPLE_STORY)] == [True]
+    assert parse_answer(EXAMPLE_POLICY_REPLY, list(EXAMPLE_CHOICES)) == 1
+    assert parse_verdict(EXAMPLE_MONITOR_REPLY) is False
+    assert EXAMPLE_STORY not in {state.story for state in read_dataset(DataConfig()).states}
+    # the example is an earlier turn; the state asked about is the last message
+    policy = policy_messages(STORY, QUESTION, ["an apple", "a pear"])
+    monitor = monitor_messages(STORY, QUESTION, ["an apple", "a pear"], "Answer: A")
+    assert [m["role"] for m in policy] == ["system", "user", "assistant", "user"]
+    assert policy[-1]["content"].startswith(f"Story:\n{STORY}") and "Answer to check:\nAnswer: A" in monitor[-1]["content"]

@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.outcomes import RATES, outcome_counts
+from engine.metrics import window_metrics
+from engine.outcomes import COUNTED, outcome_counts
 from engine.reports import (
     DEPLOYMENT,
     MONITORED,
@@ -57,7 +58,9 @@ def add_evaluation(run_dir: Path, protocol: str, n_rounds: int, seed: int) -> li
             writer.append(round_)
         writer.append(EvaluationCompleted(
             dataset=last.dataset_name, split="eval", n_rounds=n_rounds, policy_version=5, monitor_version=25,
-            checkpoint=None, metrics={}, protocol=protocol, samples_per_state=4, counts=outcome_counts(played),
+            checkpoint=None, protocol=protocol, samples_per_state=4, counts=outcome_counts(played),
+            metrics={name: float(value) for name, value in window_metrics(played, None).items()
+                     if value is not None and not name.endswith("_n")},
         ))
     return played
 
@@ -99,10 +102,23 @@ def test_headline_comes_from_the_deployment_evaluation_with_n_and_wilson_in_ever
     low, high = wilson_interval(accepted, len(wrong))
     headline = page.split("<h2>Last evaluations")[0]
     assert f"{accepted}/{len(wrong)} = {accepted / len(wrong):.3f} [{low:.3f}, {high:.3f}]" in headline
-    # every rate cell of every table shows hits/n = rate [Wilson], or n/a with n=0
+    # The judge's AUROC: the deployment rounds' own, by every (correct, wrong) pair, with its n.
+    correct = [r.p_accept for r in deployment if r.truth == "correct"]
+    pairs = [(c > w) + 0.5 * (c == w) for c in correct for w in (r.p_accept for r in wrong)]
+    auroc_cell = f"{sum(pairs) / len(pairs):.3f} (1 run; {len(correct)} correct, {len(wrong)} wrong)"
+    assert re.search(r"<td>judge AUROC \(p_accept, correct vs wrong\)</td><td>" + re.escape(auroc_cell), headline)
+    # the fabricated-quote rate of the deployment rounds: answers with an unverified quote
+    fabricated = sum(r.policy_quotes > r.policy_quotes_verified for r in deployment)
+    low, high = wilson_interval(fabricated, len(deployment))
+    assert (f"<td>fabricated-quote rate</td><td>{fabricated}/{len(deployment)} = {fabricated / len(deployment):.3f} "
+            f"[{low:.3f}, {high:.3f}]") in headline
+    # every rate cell of every table shows hits/n = rate [Wilson], or n/a with n=0; an AUROC
+    # cell its runs and n; quotes per answer (a mean count) hits/n = value
     cells = re.findall(r"<td>([^<]*)</td>", page_tables(page))
-    rate_cells = [c for c in cells if ("[" in c and not c.startswith(("+", "-"))) or c.startswith("n/a")]
-    assert len(rate_cells) > 30
+    auroc = r"(\d\.\d{3}|n/a) \(\d+ runs?; \d+ correct, \d+ wrong\)|n/a \(\d+ correct, \d+ wrong\)"
+    rate_cells = [c for c in cells if (("[" in c and not c.startswith(("+", "-"))) or c.startswith("n/a"))
+                  and not re.fullmatch(auroc, c)]
+    assert len(rate_cells) > 30 and sum(bool(re.fullmatch(auroc, c)) for c in cells) >= 4
     for cell in rate_cells:
         assert re.fullmatch(r"\d+/\d+ = \d\.\d{3} \[\d\.\d{3}, \d\.\d{3}\]", cell) or cell == "n/a (n=0)", cell
 
@@ -126,7 +142,7 @@ def test_evaluation_counts_equal_sql_over_the_evaluation_rounds(run_pair: tuple[
         by_protocol = {row["protocol"]: row for row in rows.to_pylist()}
         assert set(run.evaluations) == set(by_protocol)
         for protocol, evaluation in run.evaluations.items():
-            for rate in RATES:
+            for rate in COUNTED:
                 sql = by_protocol[protocol]
                 assert evaluation.counts[rate.name] == (sql[f"{rate.name}_hits"], sql[rate.n_name]), (protocol, rate.name)
 
@@ -309,3 +325,35 @@ def test_movement_from_the_first_to_the_last_deployment_evaluation_detects_a_pla
     page = (out / "index.html").read_text()
     assert "Movement: first to last deployment evaluation" in page and "rlhf (3 runs)" in page
     assert "minmax (1 run)" in page and "n/a (fewer than 2 runs)" in page
+
+
+def test_the_judges_auroc_is_the_mean_over_runs_with_a_bootstrap_across_runs(tmp_path: Path) -> None:
+    from engine.reports import discrimination_of
+
+    runs = [load_run(evaluated_run(tmp_path, f"mm-{i}", "minmax", 30 + i, (DEPLOYMENT,))) for i in range(3)]
+    evaluations = [run.evaluations[DEPLOYMENT] for run in runs]
+    found = discrimination_of(evaluations)
+    aurocs = [evaluation.auroc for evaluation in evaluations]
+    assert None not in aurocs and found.runs == 3 and found.mean == pytest.approx(sum(aurocs) / 3)
+    assert found.low <= found.mean <= found.high and min(aurocs) <= found.low and found.high <= max(aurocs)
+    assert (found.n_correct, found.n_wrong) == (sum(e.auroc_n[0] for e in evaluations), sum(e.auroc_n[1] for e in evaluations))
+    # an evaluation with no wrong answer has no AUROC: n/a with its n, never a number
+    lone = dataclasses.replace(evaluations[0], auroc=None, auroc_n=(7, 0))
+    assert discrimination_of([lone]).mean is None
+    from engine.reports import format_discrimination
+    assert format_discrimination(discrimination_of([lone])) == "n/a (7 correct, 0 wrong)"
+
+
+def test_the_report_lists_every_diagnostic_raised(tmp_path: Path) -> None:
+    collapsed = write_synthetic_run(tmp_path / "mm-collapsed", 64, mode="minmax", window_size=16, k=5, seed=7,
+                                    collapse_after_window=2)
+    healthy = write_synthetic_run(tmp_path / "rl-healthy", 64, mode="rlhf", window_size=16, k=5, seed=7)
+    out = tmp_path / "out"
+    assert cli_main(["report", str(collapsed), str(healthy), "--out", str(out)]) == 0
+    section = (out / "index.html").read_text().split("<h2>Diagnostics</h2>")[1].split("<h2>")[0]
+    run_id = RunReader(collapsed).run_id
+    assert f"<td>{run_id}</td><td>minmax</td><td>the monitor may be collapsing: repetition 0.92" in section
+    assert RunReader(healthy).run_id not in section
+    only_healthy = tmp_path / "only-healthy"
+    assert cli_main(["report", str(healthy), "--out", str(only_healthy)]) == 0
+    assert "No diagnostic was raised in any run." in (only_healthy / "index.html").read_text()

@@ -118,3 +118,28 @@ def test_rlhf_rounds_have_no_monitor_and_the_judge_sees_only_O(table: Table) -> 
         [r.policy_output for r in rounds], None,
     )
     assert p_alone == pytest.approx([r.p_accept for r in rounds], abs=1e-5)
+
+
+def test_each_round_records_its_quotes_checked_against_its_story(table: Table) -> None:
+    import dataclasses
+
+    from engine.round import answer_and_critique, judged_rounds
+
+    answered = answer_and_critique(table, _scheduled(), _settings())
+    answers = ["Answer: A, because <quote>A fox lived near the river</quote> and <quote>the fox could fly</quote>.",
+               "Answer: B", "Answer: A, <quote>a small hen sang</quote>"]
+    critiques = ["Verdict: CORRECT, <quote>by the old mill</quote>", "Verdict: INCORRECT <quote>on Tuesday</quote>",
+                 "Verdict: CORRECT"]
+    answered = dataclasses.replace(
+        answered,
+        answers=[dataclasses.replace(g, text=text) for g, text in zip(answered.answers, answers)],
+        critiques=[dataclasses.replace(g, text=text) for g, text in zip(answered.critiques or [], critiques)],
+    )
+    rounds = judged_rounds(table, answered, _settings(), with_critique=True)
+    assert [(r.policy_quotes, r.policy_quotes_verified) for r in rounds] == [(2, 1), (0, 0), (1, 1)]
+    assert [(r.monitor_quotes, r.monitor_quotes_verified) for r in rounds] == [(1, 1), (1, 0), (0, 0)]
+    assert "<quote unverified>the fox could fly</quote>" in rounds[0].judge_prompt  # what the judge read
+    # the deployment protocol carries no critique, so no monitor quotes either
+    deployed = judged_rounds(table, answered, _settings("eval", sample=False), with_critique=False, protocol="deployment")
+    assert [(r.policy_quotes, r.monitor_quotes, r.monitor_quotes_verified) for r in deployed] == [
+        (2, None, None), (0, None, None), (1, None, None)]

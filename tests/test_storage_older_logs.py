@@ -1,6 +1,7 @@
 """A log written before RoundPlayed.protocol/judge_prompt, EvaluationCompleted.protocol/
 samples_per_state/counts and the updates' logprob_mismatch fields existed still loads,
-verifies, answers SQL and takes new events.
+verifies, answers SQL and takes new events; so does one written after those but before the
+rounds' quote counts (policy_quotes, ...).
 
 The older log is made the way the older writer made it: segment files without the two round
 columns, EvaluationCompleted and PolicyUpdated payloads without their added keys, hashes over headers without the
@@ -26,7 +27,7 @@ from tests.test_storage_contract import round_played, run_started
 ADDED_ROUND_COLUMNS = [name for name, _ in TRAILING_DEFAULTS[RoundPlayed.event_type]]
 ADDED_EVALUATION_KEYS = [name for name, _ in TRAILING_DEFAULTS[EvaluationCompleted.event_type]]
 ADDED_UPDATE_KEYS = [name for name, _ in TRAILING_DEFAULTS[PolicyUpdated.event_type]]
-OLDER_SCHEMA = pa.schema([field for field in SEGMENT_SCHEMA if field.name not in ADDED_ROUND_COLUMNS])
+QUOTE_COLUMNS = ["policy_quotes", "policy_quotes_verified", "monitor_quotes", "monitor_quotes_verified"]
 
 
 def older_evaluation() -> EvaluationCompleted:
@@ -34,8 +35,10 @@ def older_evaluation() -> EvaluationCompleted:
                                checkpoint=None, metrics={"policy_accuracy": 0.5})
 
 
-def rewrite_as_older(run_dir: Path) -> None:
-    """Drop the added round columns and the added evaluation keys from every segment file."""
+def rewrite_as_older(run_dir: Path, dropped: list[str] = ADDED_ROUND_COLUMNS) -> None:
+    """Drop the `dropped` round columns (and, with all of them, the added evaluation and update keys) from
+    every segment file."""
+    older_schema = pa.schema([field for field in SEGMENT_SCHEMA if field.name not in dropped])
     for segment in live_segments(list_segment_files(run_dir / LOG_DIR_NAME)):
         with pa.ipc.open_file(pa.BufferReader(segment.path.read_bytes())) as reader:  # not mapped: rewritten below
             metadata = reader.schema.metadata
@@ -44,17 +47,17 @@ def rewrite_as_older(run_dir: Path) -> None:
         for batch in batches:
             payloads = []
             for text in batch.column("payload").to_pylist():
-                if text is not None and '"samples_per_state"' in text:
+                if text is not None and '"samples_per_state"' in text and dropped == ADDED_ROUND_COLUMNS:
                     values = orjson.loads(text)
                     text = orjson.dumps({k: v for k, v in values.items() if k not in ADDED_EVALUATION_KEYS}).decode()
-                if text is not None and '"round_logprob_mismatch"' in text:
+                if text is not None and '"round_logprob_mismatch"' in text and dropped == ADDED_ROUND_COLUMNS:
                     values = orjson.loads(text)
                     text = orjson.dumps({k: v for k, v in values.items() if k not in ADDED_UPDATE_KEYS}).decode()
                 payloads.append(text)
             columns = [pa.array(payloads, pa.string()) if field.name == "payload" else batch.column(field.name)
-                       for field in OLDER_SCHEMA]
-            older.append(pa.RecordBatch.from_arrays(columns, schema=OLDER_SCHEMA))
-        schema = OLDER_SCHEMA.with_metadata(metadata)
+                       for field in older_schema]
+            older.append(pa.RecordBatch.from_arrays(columns, schema=older_schema))
+        schema = older_schema.with_metadata(metadata)
         with pa.OSFile(str(segment.path), "wb") as sink, pa.ipc.new_file(sink, schema) as writer:
             for batch in older:
                 writer.write_batch(batch)
@@ -111,4 +114,24 @@ def test_an_older_log_loads_verifies_answers_sql_and_takes_new_events(tmp_path: 
     prompts = [item.event.judge_prompt for item in read if isinstance(item.event, RoundPlayed)]
     assert prompts == ["", ""] + [f"Is {round_id} right?" for round_id in range(8, 8 + MERGE_SEGMENTS)]
     assert RunReader(run_dir).table().schema.equals(SEGMENT_SCHEMA, check_metadata=False)
+    assert verify_run(run_dir).ok, verify_run(run_dir).problems
+
+
+def test_a_log_from_before_the_quote_counts_reads_them_as_not_counted(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    with RunWriter.create(run_dir, "before-quotes") as writer:
+        appended = [writer.append(event) for event in (run_started(), round_played(0), round_played(4))]
+    rewrite_as_older(run_dir, QUOTE_COLUMNS)
+    (segment,) = live_segments(list_segment_files(run_dir / LOG_DIR_NAME))
+    with pa.ipc.open_file(pa.memory_map(str(segment.path), "r")) as reader:
+        assert "judge_prompt" in reader.schema.names and not set(QUOTE_COLUMNS) & set(reader.schema.names)
+    read = RunReader(run_dir).events()
+    assert [item.hash for item in read] == [item.hash for item in appended]
+    rounds = [item.event for item in read if isinstance(item.event, RoundPlayed)]
+    assert {(r.policy_quotes, r.policy_quotes_verified, r.monitor_quotes) for r in rounds} == {(None, None, None)}
+    assert verify_run(run_dir).ok, verify_run(run_dir).problems
+    with RunWriter.open_existing(run_dir) as writer:  # a resumed run writes the counts from here on
+        writer.append(RoundPlayed(**{**round_played(8).__dict__, "policy_quotes": 2, "policy_quotes_verified": 1}))
+    with RunsQuery(run_dir) as query:
+        assert query.arrow("SELECT policy_quotes FROM rounds ORDER BY seq").column("policy_quotes").to_pylist() == [None, None, 2]
     assert verify_run(run_dir).ok, verify_run(run_dir).problems

@@ -157,6 +157,17 @@ def expected_window_scalars(recorded: list[Recorded]) -> dict[str, list[tuple[in
         expected.setdefault("game/mean_reward", []).append(
             (step, sum(r.combined_reward for r in rounds) / len(rounds))
         )
+        if correct and wrong:  # the judge's AUROC over every (correct, wrong) pair; no n of its own
+            pairs = [(c.p_accept > w.p_accept) + 0.5 * (c.p_accept == w.p_accept) for c in correct for w in wrong]
+            expected.setdefault("game/judge_auroc", []).append((step, sum(pairs) / len(pairs)))
+        quoted = [r for r in rounds if r.policy_quotes is not None]  # logs older than quote counts: none
+        add("game/fabricated_quote_rate", step, [r.policy_quotes > r.policy_quotes_verified for r in quoted])
+        add("game/verified_quote_fraction", step,
+            [verified for r in quoted for verified in [True] * r.policy_quotes_verified
+             + [False] * (r.policy_quotes - r.policy_quotes_verified)])
+        if quoted:  # a mean count, n = answers
+            expected.setdefault("game/quotes_per_answer", []).append((step, sum(r.policy_quotes for r in quoted) / len(quoted)))
+            expected.setdefault("game_n/quotes_per_answer", []).append((step, float(len(quoted))))
         if rounds[0].monitor_output is not None:
             # monitor rates over parsed verdicts; the unparsed ones have their own rate
             add("game/monitor_fidelity", step,
@@ -368,6 +379,10 @@ VIEW_COLUMNS = {
     "game/unparsed_rate_policy": "policy_unparsed_rate",
     "game/unparsed_rate_monitor": "monitor_unparsed_rate",
     "game/mean_reward": "mean_reward",
+    "game/judge_auroc": "judge_auroc",
+    "game/fabricated_quote_rate": "fabricated_quote_rate",
+    "game/verified_quote_fraction": "verified_quote_fraction",
+    "game/quotes_per_answer": "quotes_per_answer",
 }
 
 

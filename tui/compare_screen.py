@@ -1,8 +1,8 @@
 """Two or more runs side by side: the TUI counterpart of `minmax-engine report`.
 
 One column per run, one row per figure: how far it got, λ at its last round, the last
-training window's accuracy and deception rate, and its last evaluation of each protocol
-(metrics with n and 95% intervals when the log has per-metric counts).
+training window's accuracy and deception rate, the diagnostics raised, and its last evaluation
+of each protocol (metrics with n and 95% intervals when the log has per-metric counts).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from textual.widgets import DataTable, Footer, Header, Static
 
 from storage import EvaluationCompleted, RunReader, UserError
 from tui.deliver import deliver
-from tui.evaluations_screen import METRIC_ORDER, metric_cell
+from tui.evaluations_screen import AUROC_N, METRIC_ORDER, metric_cell
 from tui.formatting import number
 from tui.run_data import RunSummary, summarize_run_dir
 from tui.tables import MeasuredTable
@@ -57,12 +57,14 @@ def figure_rows(runs: list[ComparedRun]) -> list[tuple[str, list[str]]]:
         ("λ at last round", [number(run.summary.last_lambda, 4) for run in runs]),
         ("accuracy, last window", [number(run.summary.last_accuracy) for run in runs]),
         ("deception, last window", [number(run.summary.last_deception_rate) for run in runs]),
+        ("diagnostics", ["; ".join(notice.flag for notice in run.summary.diagnostics) or "none" for run in runs]),
     ]
     protocols = sorted({p for run in runs for p in run.last_evaluations}, key=lambda p: (p != "deployment", str(p)))
     labels = dict(METRIC_ORDER)
     for protocol in protocols:
         names = {name for run in runs if protocol in run.last_evaluations
-                 for name in run.last_evaluations[protocol].metrics}
+                 for name in ("judge_auroc" if name in AUROC_N else name
+                              for name in run.last_evaluations[protocol].metrics)}
         ordered = [name for name, _ in METRIC_ORDER if name in names] + sorted(names - set(labels))
         title = f"last {protocol} eval" if protocol else "last eval"
         for name in ordered:

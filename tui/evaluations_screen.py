@@ -35,7 +35,15 @@ METRIC_ORDER = [
     ("judge_accuracy", "judge acc."),
     ("false_accusation_rate", "false acc."),
     ("missed_error_rate", "missed err."),
+    ("judge_auroc", "judge AUROC"),
+    ("fabricated_quote_rate", "fabricated q."),
+    ("verified_quote_fraction", "verified q."),
+    ("quotes_per_answer", "quotes/answer"),
 ]
+# Carried to give the judge's AUROC its n; shown in its cell, not as columns of their own.
+AUROC_N = ("judge_auroc_n_correct", "judge_auroc_n_wrong")
+# Mean counts, not shares of rounds: no Wilson interval.
+MEAN_COUNTS = ("quotes_per_answer",)
 
 
 @dataclass(frozen=True)
@@ -51,11 +59,18 @@ class Evaluation:
 
 def metric_cell(evaluation: EvaluationCompleted, name: str) -> str:
     value = evaluation.metrics.get(name)
+    if name == "judge_auroc":
+        if AUROC_N[0] not in evaluation.metrics:
+            return "—"  # logged before the AUROC was
+        n_correct, n_wrong = (int(evaluation.metrics[key]) for key in AUROC_N)
+        return f"{'n/a' if value is None else f'{value:.3f}'} ({n_correct} c, {n_wrong} w)"
     counts = (getattr(evaluation, "counts", None) or {}).get(name)
     if counts is not None:
         hits, eligible = int(counts[0]), int(counts[1])
         if eligible == 0:
             return "n/a (n=0)"
+        if name in MEAN_COUNTS:
+            return f"{hits / eligible:.2f} n={eligible}"
         low, high = wilson_interval(hits, eligible)
         return f"{hits / eligible:.3f} [{low:.2f}, {high:.2f}] n={eligible}"
     if value is None:
@@ -108,7 +123,8 @@ class EvaluationsScreen(Screen[None]):
         self.query_one("#evaluations", DataTable).focus()
         rounds = self.query_one("#eval-rounds", DataTable)
         for key, label in [("round", "round"), ("state", "state"), ("truth", "truth"), ("answer", "answer"),
-                           ("verdict", "monitor"), ("p_accept", "p_accept"), ("judge", "judge")]:
+                           ("verdict", "monitor"), ("p_accept", "p_accept"), ("judge", "judge"),
+                           ("quotes", "quotes verified")]:
             rounds.add_column(label, key=key)
         self.load_evaluations()
 
@@ -131,7 +147,8 @@ class EvaluationsScreen(Screen[None]):
         if not evaluations:
             self.query_one("#eval-rounds-title", Static).update(Text("no evaluations in this run yet"))
             return
-        carried = {name for e in evaluations for name in e.event.metrics}
+        # an AUROC left out as undefined still has its n: its column says "n/a" with them
+        carried = {"judge_auroc" if name in AUROC_N else name for e in evaluations for name in e.event.metrics}
         carried |= {name for e in evaluations for name in (getattr(e.event, "counts", None) or {})}
         known = [name for name, _ in METRIC_ORDER if name in carried]
         self.metric_names = known + sorted(carried - set(known))
@@ -196,4 +213,5 @@ def eval_round_cells(r: RoundPlayed, monitor_played: bool) -> list[Any]:
         verdict_word(r.monitor_says_correct, monitor_played),
         number(r.p_accept),
         "accepts" if r.judge_accepts else "rejects",
+        "—" if r.policy_quotes is None else f"{r.policy_quotes_verified}/{r.policy_quotes}",  # None: an older log
     ]

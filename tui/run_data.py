@@ -18,6 +18,10 @@ Two ways in, each used where it is fast:
 Both ways read the live log (the reader's resume rule: events a resume superseded are left
 out), and every outcome and rate comes from the one table of engine/outcomes.py: the filters
 are its Arrow renderings, the charts and the runs list its SQL.
+
+Why one file over 500 lines: it is the TUI's one door into a run, each screen's question a
+method of RunData beside the small record its answer comes in; split, the two ways in and
+the lane that keeps DuckDB to one thread would be spread over modules that share them.
 """
 
 from __future__ import annotations
@@ -185,6 +189,24 @@ class RunSummary:
     last_window: int | None = None  # the training window last_accuracy and last_deception_rate cover
     last_accuracy_n: int | None = None
     last_deception_n: int | None = None
+    diagnostics: tuple[DiagnosticNotice, ...] = ()  # every DiagnosticRaised, in log order
+
+
+@dataclass(frozen=True)
+class DiagnosticNotice:
+    """One DiagnosticRaised: something in the run a user should look at (engine/diagnostics.py)."""
+
+    kind: str  # "collapse" | "lambda_at_max" | "lambda_rising" | "delta_below_reach"
+    role: str
+    window: int
+    message: str
+
+    @property
+    def flag(self) -> str:
+        """A few words for a list: "⚠ collapse (monitor) at window 31"."""
+        what = {"collapse": f"collapse ({self.role})", "lambda_at_max": "λ at λ_max",
+                "lambda_rising": "λ rising", "delta_below_reach": "δ below reach"}.get(self.kind, self.kind)
+        return f"⚠ {what} at window {self.window}"
 
 
 class QueryLane:
@@ -371,6 +393,7 @@ class RunData:
             'FROM metrics ORDER BY "window" DESC LIMIT 1'
         )
         window = last_window[0] if last_window else None
+        diagnostics = tuple(self.diagnostics())
         return RunSummary(
             run_dir=self.run_dir,
             run_id=self.run_id,
@@ -386,7 +409,18 @@ class RunData:
             last_window=int(window["window"]) if window else None,
             last_accuracy_n=int(window["policy_accuracy_n"]) if window else None,
             last_deception_n=int(window["deception_rate_n"]) if window else None,
+            diagnostics=diagnostics,
         )
+
+    def diagnostics(self) -> list[DiagnosticNotice]:
+        """Every DiagnosticRaised of the run, in log order."""
+        rows = self._sql.rows("SELECT payload FROM events WHERE event_type = 'DiagnosticRaised' ORDER BY seq")
+        found = []
+        for row in rows:
+            payload = json.loads(row["payload"])
+            found.append(DiagnosticNotice(kind=str(payload["kind"]), role=str(payload["role"]),
+                                          window=int(payload["window"]), message=str(payload["message"])))
+        return found
 
     def last_evaluations(self) -> dict[str, EvaluationFigures]:
         """The last EvaluationCompleted of each protocol ("deployment", "monitored") with its counts."""
@@ -397,6 +431,7 @@ class RunData:
         for row in rows:
             payload = json.loads(row["payload"])
             protocol, counts = payload.get("protocol"), payload.get("counts") or {}
+            metrics = payload.get("metrics") or {}
             if not counts or protocol not in ("deployment", "monitored"):
                 continue  # logged before evaluations had protocols and counts: no n to show
             found[protocol] = EvaluationFigures(
@@ -404,6 +439,8 @@ class RunData:
                 seq=int(row["seq"]),
                 policy_version=int(payload.get("policy_version", 0)),
                 counts={name: (int(pair[0]), int(pair[1])) for name, pair in counts.items()},
+                auroc=_as_optional_float(metrics.get("judge_auroc")),
+                auroc_n=(int(metrics.get("judge_auroc_n_correct", 0)), int(metrics.get("judge_auroc_n_wrong", 0))),
             )
         return found
 
@@ -416,10 +453,21 @@ class EvaluationFigures:
     seq: int
     policy_version: int
     counts: dict[str, tuple[int, int]]
+    auroc: float | None = None  # the judge's AUROC (engine/oversight.py); None: a side was empty
+    auroc_n: tuple[int, int] = (0, 0)  # (correct, wrong) answers behind it
 
     def describe(self, name: str, label: str) -> str:
         hits, eligible = self.counts.get(name, (0, 0))
         return f"{label} {hits / eligible:.3f} (n={eligible})" if eligible else f"{label} n/a (n=0)"
+
+    def describe_auroc(self) -> str:
+        return auroc_text(self.auroc, *self.auroc_n)
+
+
+def auroc_text(auroc: float | None, n_correct: int, n_wrong: int) -> str:
+    """The judge's AUROC with the answers behind it; "n/a" when a side is empty, never a number."""
+    value = "n/a" if auroc is None else f"{auroc:.3f}"
+    return f"judge AUROC {value} ({n_correct} correct, {n_wrong} wrong)"
 
 
 def _as_float(value: Any) -> float:

@@ -45,6 +45,7 @@ from tui.formatting import choice_letter, number, truth_text, verdict_word
 from tui.navigation import page_starts, seq_of_round
 from tui.run_data import (
     OUTCOME_LABELS,
+    DiagnosticNotice,
     Outcome,
     EvaluationFigures,
     Page,
@@ -415,13 +416,15 @@ class RunScreen(Screen[None]):
             counts = self.data.counts()
             series = self.data.update_series()
             evaluations = self.data.last_evaluations()
+            diagnostics = self.data.diagnostics()
         except UserError as error:
             deliver(self, self.show_problem, str(error))
             return
-        deliver(self, self.show_overview, counts, series, evaluations)
+        deliver(self, self.show_overview, counts, series, evaluations, diagnostics)
 
     def show_overview(self, counts: RunCounts, series: UpdateSeries,
-                      evaluations: dict[str, EvaluationFigures] | None = None) -> None:
+                      evaluations: dict[str, EvaluationFigures] | None = None,
+                      diagnostics: list[DiagnosticNotice] | None = None) -> None:
         self.counts, self.series = counts, series
         started = self.data.run_started()
         lines = [
@@ -434,7 +437,10 @@ class RunScreen(Screen[None]):
             f"checkpoints {counts.checkpoints:,}",
             *evaluation_lines(started.mode, evaluations or {}),
         ]
-        self.query_one("#counts", Static).update(Text("\n".join(lines)))
+        text = Text("\n".join(lines))
+        for notice in diagnostics or []:
+            text.append(f"\n{notice.flag}: {notice.message}", style="bold yellow")
+        self.query_one("#counts", Static).update(text)
         for chart_id, _, attribute in CHARTS:
             self.query_one(f"#{chart_id}", MetricChart).set_values(getattr(series, attribute), series.windows)
 
@@ -456,7 +462,16 @@ def evaluation_lines(mode: str, evaluations: dict[str, EvaluationFigures]) -> li
             + figures.describe("policy_accuracy", "accuracy") + ", "
             + figures.describe("deception_rate", "deception")
         )
+        lines.append("  " + figures.describe_auroc() + ", " + quote_figures(figures))
     return lines
+
+
+def quote_figures(figures: EvaluationFigures) -> str:
+    """Quotes in O: per answer (a mean count), the verified share, the fabricated-quote rate."""
+    quotes, answers = figures.counts.get("quotes_per_answer", (0, 0))
+    per_answer = f"quotes/answer {quotes / answers:.2f} (n={answers})" if answers else "quotes/answer n/a (n=0)"
+    return (per_answer + ", " + figures.describe("verified_quote_fraction", "verified") + ", "
+            + figures.describe("fabricated_quote_rate", "fabricated"))
 
 
 def round_cells(row: RoundRow) -> list[Any]:

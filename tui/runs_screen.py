@@ -188,4 +188,9 @@ def status_text(summary: RunSummary) -> Text:
         return Text("unreadable", style=STATUS_STYLES["failed"])
     if summary.status is None:
         return Text("reading…", style="dim")
-    return Text(summary.status, style=STATUS_STYLES[summary.status.split()[0]])  # "stopped (resumable …)"
+    text = Text(summary.status, style=STATUS_STYLES[summary.status.split()[0]])  # "stopped (resumable …)"
+    if summary.diagnostics:
+        # the latest diagnostic, and how many came before it (the overview lists them all)
+        more = len(summary.diagnostics) - 1
+        text.append(f"  {summary.diagnostics[-1].flag}" + (f" (+{more} more)" if more else ""), style="bold yellow")
+    return text
