@@ -182,7 +182,6 @@ def main() -> int:
     with os.popen("uptime") as uptime:
         print(f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} CPUs, uptime: {uptime.read().strip()}")
     scratch = Path(tempfile.mkdtemp(prefix="minmax-bench-game-"))
-    pool = ModelPool()
     tiny_model = None
     if args.tiny_model:
         from tests.tiny_models import build_tiny_lm
@@ -190,7 +189,9 @@ def main() -> int:
         tiny_model = build_tiny_lm(scratch / "tiny-lm")
     try:
         for config_path in configs:
-            play(config_path, args.epochs, scratch, pool, tiny_model)
+            # A pool per run: a run's players attach their adapters to the pool's base models,
+            # and the next run's players would find the names taken.
+            play(config_path, args.epochs, scratch, ModelPool(), tiny_model)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return 0
