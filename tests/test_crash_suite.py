@@ -90,7 +90,15 @@ def start_play(config: Path, run_parent: Path, cache: Path, **hooks: str) -> sub
     return subprocess.Popen(
         [sys.executable, "-m", "tui.cli", "play", "--config", str(config), "--run-dir", str(run_parent)],
         cwd=REPOSITORY, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        preexec_fn=_as_in_a_terminal,
     )
+
+
+def _as_in_a_terminal() -> None:
+    # A suite started in the background (`make test &`, nohup) inherits SIGINT ignored, as the
+    # shell intends for background jobs, and Python then keeps ignoring it: Ctrl-C would be
+    # lost. Play is started here as a user runs it, in the foreground of a terminal.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def finish(process: subprocess.Popen[bytes]) -> tuple[int, str, str]:
