@@ -182,7 +182,7 @@ class RunForReport:
     dataset_name: str
     data_fingerprint: str
     rounds_played: int
-    final_first_round: int  # first round_id of the final training window
+    final_first_round: int  # round_id of the first of the last FINAL_FRACTION of training rounds
     windows: pl.DataFrame  # per window: step and the metrics view (rates and their n)
     updates: pl.DataFrame  # per adapter update: step, role, diagnostics
     lambda_steps: pl.DataFrame  # per dual-ascent step: step, new, mean_f, delta
@@ -197,12 +197,13 @@ class RunForReport:
 
 
 def _step_of(alias: str) -> str:
-    # Training rounds played before the event in row `alias`: the step of docs/metrics.md.
-    return f"(SELECT max(r.round_id) + 1 FROM rounds r WHERE r.phase = 'train' AND r.seq < {alias}.seq) AS step"
+    # Training rounds played before the event in row `alias`: the step of docs/metrics.md. A
+    # count of live rounds, not a round id: a resume leaves the superseded rounds' ids unused.
+    return f"(SELECT count(*) FROM rounds r WHERE r.phase = 'train' AND r.seq < {alias}.seq) AS step"
 
 
 def final_window_start(rounds_played: int) -> int:
-    """First round_id of the final window: the last FINAL_FRACTION of training rounds."""
+    """Position (0-based, in play order) of the first of the last FINAL_FRACTION of training rounds."""
     return math.floor((1.0 - FINAL_FRACTION) * rounds_played)
 
 
@@ -247,21 +248,23 @@ def load_run(path: Path) -> RunForReport:
     started = reader.run_started()
     query = RunsQuery(path, extra_views=game_views())
     try:
-        rounds_played = query.polars(
-            "SELECT coalesce(max(round_id) + 1, 0) AS n FROM rounds WHERE phase = 'train'"
-        )["n"][0]
+        rounds_played = query.polars("SELECT count(*) AS n FROM rounds WHERE phase = 'train'")["n"][0]
         if rounds_played == 0:
             raise UserError(f"{path}: the run has no training rounds yet; nothing to report")
         windows = query.polars(
-            'SELECT m.*, w.step FROM metrics m JOIN (SELECT "window", max(round_id) + 1 AS step '
+            'SELECT m.*, w.step FROM metrics m JOIN (SELECT "window", sum(count(*)) OVER (ORDER BY "window") AS step '
             """FROM rounds WHERE phase = 'train' GROUP BY "window") w USING ("window") ORDER BY w.step"""
         )
         updates = query.polars(f"SELECT u.*, {_step_of('u')} FROM updates AS u ORDER BY u.seq")
         # `lambda` is a DuckDB keyword (lambda functions): the view name needs quotes.
         lambda_steps = query.polars(f'SELECT l.*, {_step_of("l")} FROM "lambda" AS l ORDER BY l.seq')
-        first_round = final_window_start(int(rounds_played))
+        # Live round ids rise with seq, so the final stretch starts at the id found at its position.
+        first_round = int(query.polars(
+            "SELECT round_id FROM rounds WHERE phase = 'train' ORDER BY seq "
+            f"LIMIT 1 OFFSET {final_window_start(int(rounds_played))}"
+        )["round_id"][0])
         final_row = query.arrow(
-            counts_sql("rounds", ["run_id"], where=f"phase = 'train' AND round_id >= {int(first_round)}")
+            counts_sql("rounds", ["run_id"], where=f"phase = 'train' AND round_id >= {first_round}")
         ).to_pylist()[0]
         evaluations = last_evaluations(query)
         first = first_evaluations(query)
@@ -705,14 +708,16 @@ def diagnostics_section(runs: Sequence[RunForReport]) -> str:
 def final_metrics_section(runs: Sequence[RunForReport]) -> str:
     header = ["run", "mode", "training rounds"] + [LABELS[rate.name] for rate in COUNTED]
     rows = [
-        [run.run_id, run.mode, f"round ids {run.final_first_round}–{run.rounds_played - 1}"]
+        [run.run_id, run.mode, f"last {run.rounds_played - final_window_start(run.rounds_played)} of "
+                               f"{run.rounds_played} (from round id {run.final_first_round})"]
         + [format_estimate(estimate(run.final_counts, rate.name)) for rate in COUNTED]
         for run in runs
     ]
     return (
         "<h2>Training rounds: the last 20%</h2>"
-        f"<p>The last {FINAL_FRACTION:.0%} of each run's training rounds (round_id ≥ "
-        f"⌊{1 - FINAL_FRACTION:.1f} · rounds played⌋), as played during training (in minmax mode the "
+        f"<p>The last {FINAL_FRACTION:.0%} of each run's training rounds in play order (from position "
+        f"⌊{1 - FINAL_FRACTION:.1f} · rounds played⌋; after a resume, round ids skip the superseded rounds' ids), "
+        "as played during training (in minmax mode the "
         "judge saw O′): a trend, not the headline. hits/n = rate [95% Wilson interval over rounds].</p>"
         + _table(header, rows)
     )

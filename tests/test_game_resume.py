@@ -213,12 +213,20 @@ def view_counts(run_dir: Path) -> dict[str, dict[str, object]]:
     groups = [g for record in RunReader(run_dir).events() for g in stream.observe(record)] + stream.finish()
     trackers = {"windows": sum(g.source == "window" for g in groups),
                 "policy_updates": sum(g.source == "policy" for g in groups),
-                "monitor_updates": sum(g.source == "monitor" for g in groups)}
+                "monitor_updates": sum(g.source == "monitor" for g in groups),
+                "steps": [(g.source, g.step) for g in groups]}
     report_run = load_run(run_dir)
     report = {"rounds": int(report_run.windows["n_rounds"].sum()), "policy_updates":
               report_run.updates.filter(report_run.updates["role"] == "policy").height,
               "monitor_updates": report_run.updates.filter(report_run.updates["role"] == "monitor").height,
-              "windows": report_run.windows.height}
+              "windows": report_run.windows.height,
+              # the x-axis and the final stretch count rounds played, not round ids (a resume
+              # leaves the superseded rounds' ids unused)
+              "rounds_played": report_run.rounds_played,
+              "window_steps": report_run.windows["step"].to_list(),
+              "update_steps": report_run.updates["step"].to_list(),
+              "lambda_steps": report_run.lambda_steps["step"].to_list(),
+              "final_rounds": report_run.final_counts["policy_accuracy"][1]}
     return {"replay": replay, "sql": one, "tui": tui, "trackers": trackers, "report": report}
 
 
