@@ -119,6 +119,12 @@ class TrainingConfig(BaseModel):
         default=4, ge=0,
         description="n: answers sampled per held-out state at evaluation (play temperature), besides the greedy one.",
     )
+    eval_batch_size: int = Field(
+        default=16, ge=1,
+        description="Answers generated together at evaluation: first the greedy answers of all held-out states, "
+        "then their samples, this many rows at a time. Decoding is bound by reading the weights once per "
+        "token, so larger batches cost little more per step (lower it if a long story runs out of memory).",
+    )
     # --- collapse (engine/diagnostics.py) ---
     collapse_unparsed_rate: float = Field(
         default=0.75, ge=0.0, le=1.0,

@@ -82,7 +82,7 @@ import torch
 from engine.checkpoints import PARTIAL_SUFFIX, load_checkpoint, save_checkpoint
 from engine.config import RunConfig, recorded_config
 from engine.data import Dataset, State, fit_stories, read_dataset
-from engine.devices import resolve_placements
+from engine.devices import THREADS_ENVIRONMENT_VARIABLE, resolve_placements
 from engine.diagnostics import (
     COLLAPSE_KINDS,
     LAMBDA_KINDS,
@@ -620,21 +620,18 @@ class Game:
     def _eval_batches(
         self, states: Sequence[State], answers_per_state: int
     ) -> Iterator[tuple[list[ScheduledRound], RoundSettings]]:
-        """About B answers at a time: per group of states their greedy answers, then their samples.
-        Seeds name the adapter versions and the group, never the global RNG."""
-        states_per_batch = max(1, self.config.training.window_size // answers_per_state)
+        """The greedy answers of all states, then their samples, `eval_batch_size` rows at a time.
+        Seeds name the adapter versions and the batch, never the global RNG."""
+        batch_size = self.config.training.eval_batch_size
         purpose = f"eval:policy{self.progress.policy_version}:monitor{self.progress.monitor_version}"
         next_id = self.progress.next_eval_round_id
-        for start in range(0, len(states), states_per_batch):
-            group = states[start : start + states_per_batch]
-            greedy = [(state, 0) for state in group]
-            sampled = [(state, index) for state in group for index in range(1, answers_per_state)]
-            for pairs, sample in ((greedy, False), (sampled, True)):
-                if not pairs:
-                    continue
+        greedy = [(state, 0) for state in states]
+        sampled = [(state, index) for state in states for index in range(1, answers_per_state)]
+        for pairs, sample in ((greedy, False), (sampled, True)):
+            for start in range(0, len(pairs), batch_size):
                 scheduled = [
                     ScheduledRound(round_id=next_id + offset, window=-1, state=state, sample_index=index)
-                    for offset, (state, index) in enumerate(pairs)
+                    for offset, (state, index) in enumerate(pairs[start : start + batch_size])
                 ]
                 next_id += len(scheduled)
                 seed = derived_seed(self.config.seed, f"{purpose}:{'sampled' if sample else 'greedy'}", start)
@@ -958,9 +955,20 @@ def _remove_partial_checkpoints(run_dir: Path) -> None:
 
 def _use_recorded_threads(run_started: RunStarted, run_dir: Path) -> None:
     """Resume with the thread count the run started with: CPU kernels split their sums by
-    thread, so another count changes the last bits of log-probs and updates."""
+    thread, so another count changes the last bits of log-probs and updates.
+
+    MINMAX_ENGINE_THREADS, when set, wins (with a warning): a run started with 2 threads and
+    resumed beside another run on a 2-core machine would otherwise oversubscribe it, and
+    OpenMP threads waiting at barriers made such runs several times slower (measured
+    2026-12-03: two resumed science runs at 2 threads each took 11.7 s per evaluation answer,
+    one thread each about 2 s). OMP_NUM_THREADS, often set machine-wide, does not override."""
     recorded, current = run_started.num_threads, torch.get_num_threads()
     if recorded is None or recorded == current:
+        return
+    if os.environ.get(THREADS_ENVIRONMENT_VARIABLE, "").strip():
+        print(f"minmax-engine: warning: {run_dir} was played with {recorded} threads; resuming with {current} "
+              f"as {THREADS_ENVIRONMENT_VARIABLE} asks, so the resumed run may differ in the last bits from an "
+              "uninterrupted one", file=sys.stderr, flush=True)
         return
     torch.set_num_threads(recorded)
     if torch.get_num_threads() != recorded:

@@ -108,3 +108,27 @@ def test_rlhf_evaluates_deployment_only_with_the_same_judge_input(
         assert 0 <= hits <= eligible <= 6
         if eligible:
             assert evaluation.metrics[name] == pytest.approx(hits / eligible)
+
+
+def test_evaluation_generates_all_greedy_answers_then_the_samples_in_batches_of_the_configured_size(
+    tiny_lm_dir: Path, tmp_path: Path
+) -> None:
+    # Decoding costs about the same per step for 1 row as for 16 (it streams the weights), so an
+    # evaluation batches across states instead of one state's answers at a time.
+    config = tiny_config(tiny_lm_dir, tmp_path, training={"eval_samples_per_state": 2, "eval_batch_size": 3})
+    game = open_run(config, tmp_path / "run", pool=ModelPool(cache_dir=tmp_path / "cache"))
+    try:
+        states = list(game.dataset.eval)
+        batches = list(game._eval_batches(states, answers_per_state=3))
+    finally:
+        game.log.close()
+    assert len(states) == 2
+    rows = [[(item.state.state_id, item.sample_index) for item in scheduled] for scheduled, _ in batches]
+    assert [len(batch) for batch in rows] == [2, 3, 1]  # 2 greedy answers, then 4 samples, 3 at a time
+    assert [settings.sample for _, settings in batches] == [False, True, True]
+    assert all(index == 0 for _, index in rows[0]) and all(index > 0 for batch in rows[1:] for _, index in batch)
+    flat = [pair for batch in rows for pair in batch]
+    assert sorted(flat) == sorted((state.state_id, index) for state in states for index in range(3))
+    ids = [item.round_id for scheduled, _ in batches for item in scheduled]
+    assert ids == list(range(ids[0], ids[0] + 6))
+    assert len({settings.seed for _, settings in batches}) == 3  # each batch samples from its own seed

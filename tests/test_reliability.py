@@ -107,3 +107,27 @@ def test_install_is_named_install(tmp_path: Path) -> None:
                                  ("LOAD httpfs", "LOAD")):
             with pytest.raises(UserError, match=rf"read-only; only SELECT queries run \(got {named}\)"):
                 query.arrow(statement)
+
+
+@pytest.mark.parametrize("asked", [None, "2"])
+def test_resume_takes_the_recorded_thread_count_unless_minmax_engine_threads_asks_otherwise(
+    asked: str | None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from types import SimpleNamespace
+
+    from engine.game import _use_recorded_threads
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")  # machine-wide: never overrides the run's own count
+    if asked is None:
+        monkeypatch.delenv("MINMAX_ENGINE_THREADS", raising=False)
+    else:
+        monkeypatch.setenv("MINMAX_ENGINE_THREADS", asked)
+    torch.set_num_threads(2)
+    try:
+        _use_recorded_threads(SimpleNamespace(num_threads=1), tmp_path)  # type: ignore[arg-type]
+        expected = 1 if asked is None else 2
+        assert torch.get_num_threads() == expected
+        warned = capsys.readouterr().err
+        assert ("resuming with 2 as MINMAX_ENGINE_THREADS asks" in warned) == (asked is not None)
+    finally:
+        torch.set_num_threads(1)
