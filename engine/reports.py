@@ -39,6 +39,8 @@ import numpy as np
 import polars as pl
 
 from engine.outcomes import COUNTED, RATE_BY_NAME, WILSON_Z, counts_sql, game_views, wilson_interval
+from engine.oversight import Discrimination
+from engine.oversight import auroc as auroc_of
 from storage import RunReader, RunsQuery, UserError
 from storage.outside_runs import refuse_inside_a_run
 
@@ -215,11 +217,16 @@ def evaluations_in_order(query: RunsQuery) -> list[Evaluation]:
     """Every EvaluationCompleted that recorded its protocol and counts, in log order."""
     rows = query.arrow("SELECT seq, payload FROM events WHERE event_type = 'EvaluationCompleted' ORDER BY seq")
     found: list[Evaluation] = []
+    previous_seq = -1
     for seq, payload in zip(rows.column("seq").to_pylist(), rows.column("payload").to_pylist()):
         event = json.loads(payload)
         counts, protocol, metrics = event.get("counts") or {}, event.get("protocol"), event.get("metrics") or {}
+        rounds_after = previous_seq
+        previous_seq = seq
         if not counts or protocol not in (DEPLOYMENT, MONITORED):
             continue  # an evaluation from before protocols and counts were logged: no n to report
+        if "judge_auroc" not in metrics:  # logged before the AUROC was: computed from its own rounds
+            metrics = {**metrics, **_auroc_from_rounds(query, protocol, rounds_after, seq)}
         mean_p_accept = metrics.get("mean_p_accept")
         found.append(Evaluation(
             protocol=protocol, seq=int(seq),
@@ -231,6 +238,20 @@ def evaluations_in_order(query: RunsQuery) -> list[Evaluation]:
             auroc_n=(int(metrics.get("judge_auroc_n_correct", 0)), int(metrics.get("judge_auroc_n_wrong", 0))),
         ))
     return found
+
+
+def _auroc_from_rounds(query: RunsQuery, protocol: str, after_seq: int, before_seq: int) -> dict[str, float | int | None]:
+    """The judge's AUROC over one evaluation's rounds (those of its protocol logged since the
+    evaluation before it), as EvaluationCompleted records it today."""
+    assert protocol in (DEPLOYMENT, MONITORED)  # our own names: safe to inline, as are the ints
+    rows = query.arrow(
+        f"SELECT truth, p_accept FROM rounds WHERE phase = 'eval' AND protocol = '{protocol}' "
+        f"AND seq > {int(after_seq)} AND seq < {int(before_seq)}"
+    ).to_pylist()
+    correct = [row["p_accept"] for row in rows if row["truth"] == "correct"]
+    wrong = [row["p_accept"] for row in rows if row["truth"] == "wrong"]
+    found = Discrimination(auroc_of(correct, wrong), len(correct), len(wrong))
+    return {"judge_auroc": found.auroc, "judge_auroc_n_correct": found.n_correct, "judge_auroc_n_wrong": found.n_wrong}
 
 
 def last_evaluations(query: RunsQuery) -> dict[str, Evaluation]:

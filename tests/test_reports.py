@@ -357,3 +357,29 @@ def test_the_report_lists_every_diagnostic_raised(tmp_path: Path) -> None:
     only_healthy = tmp_path / "only-healthy"
     assert cli_main(["report", str(healthy), "--out", str(only_healthy)]) == 0
     assert "No diagnostic was raised in any run." in (only_healthy / "index.html").read_text()
+
+
+def test_an_evaluation_logged_without_its_auroc_gets_it_from_its_own_rounds(tmp_path: Path) -> None:
+    # Logs from before EvaluationCompleted carried judge_auroc: the report computes it from the
+    # evaluation's rounds (its protocol, since the evaluation before it), as the engine does now.
+    from engine.oversight import judge_auroc
+
+    run_dir = write_synthetic_run(tmp_path / "rl-old", N_ROUNDS, mode="rlhf", window_size=16, k=5, seed=7, finished=False)
+    add_shifted_evaluation(run_dir, 0.3, seed=1, policy_version=0)
+    add_shifted_evaluation(run_dir, 0.7, seed=2, policy_version=5)
+    events = RunReader(run_dir).events()
+    summaries = [item for item in events if isinstance(item.event, EvaluationCompleted)]
+    assert all("judge_auroc" not in item.event.metrics for item in summaries)
+    expected = []
+    for this in (item for item in summaries if item.event.protocol == DEPLOYMENT):
+        before = max((item.seq for item in summaries if item.seq < this.seq), default=-1)
+        rounds = [item.event for item in events if isinstance(item.event, RoundPlayed) and item.event.phase == "eval"
+                  and before < item.seq < this.seq]
+        assert len(rounds) == 80
+        expected.append(judge_auroc(rounds))
+    assert len(expected) == 2
+    run = load_run(run_dir)
+    for evaluation, wanted in zip((run.first_evaluations[DEPLOYMENT], run.evaluations[DEPLOYMENT]), expected):
+        assert wanted.auroc is not None
+        assert evaluation.auroc == pytest.approx(wanted.auroc, abs=1e-12)
+        assert evaluation.auroc_n == (wanted.n_correct, wanted.n_wrong)
