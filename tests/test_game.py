@@ -133,8 +133,8 @@ def test_evaluation_and_checkpoints_are_logged(minmax_run: Path) -> None:
     eval_rounds = [e for e in events if isinstance(e, RoundPlayed) and e.phase == "eval"]
     assert [r.round_id for r in eval_rounds] == list(range(8)) and {r.window for r in eval_rounds} == {-1}
     assert [r.protocol for r in eval_rounds] == ["deployment"] * 4 + ["monitored"] * 4
-    # B = 2 rounds per batch: one state at a time, its greedy answer, then its sample
-    assert [r.sample_index for r in eval_rounds] == [0, 1, 0, 1] * 2
+    # the greedy answers of both states, then their samples (training.eval_batch_size rows at a time)
+    assert [r.sample_index for r in eval_rounds] == [0, 0, 1, 1] * 2
     for evaluation in evaluations:
         assert 0.0 <= evaluation.metrics["policy_accuracy"] <= 1.0
         hits, eligible = evaluation.counts["policy_accuracy"]
