@@ -7,8 +7,7 @@ Reads finished run directories (a `minmax-engine compare --out` directory is sea
 them) and prints, as text a README can quote:
 
 1. per run: its mode, rounds, wall time, and first → last deployment evaluation (mean p_accept,
-   deception, policy accuracy, and the judge's AUROC computed from the evaluation's own rounds,
-   so logs from before the AUROC was recorded in EvaluationCompleted are read the same way);
+   deception, policy accuracy, and the judge's AUROC with its n);
 2. per mode, each figure's movement from the first to the last deployment evaluation: the
    mean of the per-run changes with its 95% Student t interval (runs as the unit), and for
    rates the pooled Newcombe interval (answers as the unit);
@@ -28,10 +27,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from engine.oversight import judge_auroc  # noqa: E402
 from engine.reports import (  # noqa: E402
     DEPLOYMENT,
     LABELS,
+    Evaluation,
     RunForReport,
     compare,
     format_difference,
@@ -42,21 +41,15 @@ from engine.reports import (  # noqa: E402
     with_movement,
 )
 from storage import RunReader  # noqa: E402
-from storage.events import EvaluationCompleted, RoundPlayed, RunFinished  # noqa: E402
+from storage.events import RunFinished  # noqa: E402
 from storage.query import find_run_dirs  # noqa: E402
 
 
-def evaluation_auroc(run_dir: Path, evaluation_seq: int) -> str:
-    """The judge's AUROC over the deployment rounds of the evaluation ending at `evaluation_seq`."""
-    events = RunReader(run_dir).events()
-    previous = max((item.seq for item in events if isinstance(item.event, EvaluationCompleted)
-                    and item.seq < evaluation_seq), default=-1)
-    rounds = [item.event for item in events
-              if previous < item.seq < evaluation_seq and isinstance(item.event, RoundPlayed)
-              and item.event.phase == "eval" and item.event.protocol == DEPLOYMENT]
-    found = judge_auroc(rounds)
-    value = "n/a" if found.auroc is None else f"{found.auroc:.3f}"
-    return f"{value} ({found.n_correct}+/{found.n_wrong}-)"
+def format_auroc(evaluation: Evaluation) -> str:
+    """The judge's AUROC of one evaluation with its n (load_run computes it from the evaluation's
+    rounds for logs from before EvaluationCompleted recorded it)."""
+    value = "n/a" if evaluation.auroc is None else f"{evaluation.auroc:.3f}"
+    return f"{value} ({evaluation.auroc_n[0]}+/{evaluation.auroc_n[1]}-)"
 
 
 def wall_seconds(run_dir: Path) -> float | None:
@@ -64,12 +57,12 @@ def wall_seconds(run_dir: Path) -> float | None:
     return finished[-1].wall_seconds if finished else None
 
 
-def print_runs(runs: list[RunForReport]) -> None:
+def print_runs(runs: list[RunForReport], walls: dict[Path, float | None]) -> None:
     print(f"{'run':<34} {'rounds':>6} {'wall':>7}  {'mean p_accept':<15} {'deception':<14} "
           f"{'accuracy':<14} judge AUROC")
     for run in runs:
         first, last = run.first_evaluations.get(DEPLOYMENT), run.evaluations.get(DEPLOYMENT)
-        wall = wall_seconds(run.path)
+        wall = walls[run.path]
         wall_text = "running" if wall is None else f"{wall / 60:.1f}m"
         if first is None or last is None or first.seq == last.seq:
             print(f"{run.run_id:<34} {run.rounds_played:>6} {wall_text:>7}  needs a first and a last deployment evaluation")
@@ -81,8 +74,7 @@ def print_runs(runs: list[RunForReport]) -> None:
 
         p_accept = f"{first.mean_p_accept:.3f}→{last.mean_p_accept:.3f}"
         print(f"{run.run_id:<34} {run.rounds_played:>6} {wall_text:>7}  {p_accept:<15} {moved('deception_rate'):<14} "
-              f"{moved('policy_accuracy'):<14} {evaluation_auroc(run.path, first.seq)} → "
-              f"{evaluation_auroc(run.path, last.seq)}")
+              f"{moved('policy_accuracy'):<14} {format_auroc(first)} → {format_auroc(last)}")
 
 
 def print_movements(runs: list[RunForReport]) -> bool | None:
@@ -128,11 +120,12 @@ def main() -> int:
     for path in args.paths:
         run_dirs.extend(find_run_dirs(path))  # a UserError names a path without runs
     runs = sorted((load_run(run_dir) for run_dir in run_dirs), key=lambda run: (run.mode, run.run_id))
-    print_runs(runs)
+    walls = {run.path: wall_seconds(run.path) for run in runs}
+    print_runs(runs, walls)
     rlhf_moved = print_movements(runs)
     print_headline(runs)
-    walls = [wall for wall in map(wall_seconds, run_dirs) if wall is not None]
-    print(f"\nwall time: {sum(walls) / 60:.1f} min over {len(walls)} finished runs, one after another "
+    finished = [wall for wall in walls.values() if wall is not None]
+    print(f"\nwall time: {sum(finished) / 60:.1f} min over {len(finished)} finished runs, one after another "
           "(RunFinished.wall_seconds: a resumed run counts only its last stretch)")
     verdict = {True: "MOVED (its 95% t interval over seeds excludes 0)",
                False: "NOT MOVED (its 95% t interval over seeds includes 0)",

@@ -961,7 +961,7 @@ def _use_recorded_threads(run_started: RunStarted, run_dir: Path) -> None:
     resumed beside another run on a 2-core machine would otherwise oversubscribe it, and
     OpenMP threads waiting at barriers made such runs several times slower (measured
     2026-12-03: two resumed science runs at 2 threads each took 11.7 s per evaluation answer,
-    one thread each about 2 s). OMP_NUM_THREADS, often set machine-wide, does not override."""
+    one thread each about 1.5 s). OMP_NUM_THREADS, often set machine-wide, does not override."""
     recorded, current = run_started.num_threads, torch.get_num_threads()
     if recorded is None or recorded == current:
         return

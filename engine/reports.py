@@ -39,7 +39,6 @@ import numpy as np
 import polars as pl
 
 from engine.outcomes import COUNTED, RATE_BY_NAME, WILSON_Z, counts_sql, game_views, wilson_interval
-from engine.oversight import Discrimination
 from engine.oversight import auroc as auroc_of
 from storage import RunReader, RunsQuery, UserError
 from storage.outside_runs import refuse_inside_a_run
@@ -250,8 +249,7 @@ def _auroc_from_rounds(query: RunsQuery, protocol: str, after_seq: int, before_s
     ).to_pylist()
     correct = [row["p_accept"] for row in rows if row["truth"] == "correct"]
     wrong = [row["p_accept"] for row in rows if row["truth"] == "wrong"]
-    found = Discrimination(auroc_of(correct, wrong), len(correct), len(wrong))
-    return {"judge_auroc": found.auroc, "judge_auroc_n_correct": found.n_correct, "judge_auroc_n_wrong": found.n_wrong}
+    return {"judge_auroc": auroc_of(correct, wrong), "judge_auroc_n_correct": len(correct), "judge_auroc_n_wrong": len(wrong)}
 
 
 def last_evaluations(query: RunsQuery) -> dict[str, Evaluation]:

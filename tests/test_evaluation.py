@@ -113,8 +113,8 @@ def test_rlhf_evaluates_deployment_only_with_the_same_judge_input(
 def test_evaluation_generates_all_greedy_answers_then_the_samples_in_batches_of_the_configured_size(
     tiny_lm_dir: Path, tmp_path: Path
 ) -> None:
-    # Decoding costs about the same per step for 1 row as for 16 (it streams the weights), so an
-    # evaluation batches across states instead of one state's answers at a time.
+    # An evaluation batches across states, not one state's answers at a time: fewer generate
+    # calls (benchmarks/bench_eval.py measures the gain).
     config = tiny_config(tiny_lm_dir, tmp_path, training={"eval_samples_per_state": 2, "eval_batch_size": 3})
     game = open_run(config, tmp_path / "run", pool=ModelPool(cache_dir=tmp_path / "cache"))
     try:
