@@ -120,7 +120,11 @@ def play(config_path: Path, epochs: int | None, scratch: Path, pool: ModelPool, 
     for item in RunReader(run_dir).events():
         event = item.event
         if isinstance(event, RoundPlayed):
-            for step in STEPS:
+            # An evaluation judges each answer twice (deployment, then monitored), and both
+            # rounds carry the answer's policy and reward time; the monitored twin adds only
+            # its monitor and judge time.
+            counted = ("monitor", "judge") if event.protocol == "monitored" else STEPS
+            for step in counted:
                 steps[step] += event.timings.get(step, 0.0)
         elif isinstance(event, (MonitorUpdated, PolicyUpdated)):
             learners += event.diagnostics.get("seconds", 0.0)

@@ -9,7 +9,9 @@ The work of one step, identical on both sides:
     2. score them with a trivial reward (the completion's length in characters / 100);
     3. reference log-probs (adapters disabled, no grad), one policy forward + backward over
        all 8 sequences with the clipped ratio loss + β·k3 KL (β = 0.04), group-relative
-       advantages, token-level loss normalisation, one AdamW step (lr 1e-5).
+       advantages, token-level loss normalisation, one AdamW step (lr 1e-5). Our learner's
+       payoff diagnostic ‖∇θ U‖ (a second backward, work TRL does not do) is off unless
+       --payoff-diagnostic asks for it.
 TRL's side is `GRPOTrainer.train()` with num_generations = per_device_train_batch_size = 8,
 num_iterations = 1, gradient checkpointing off (faster on CPU; we do not checkpoint either),
 fp32; its step time is the wall time between consecutive `on_step_end` callbacks, which
@@ -35,7 +37,8 @@ peak measured here (a 2048² torch.matmul on the same threads). FLOPs of the lea
 the work it actually does (it encodes a shared prompt once, see engine/ppo.py detail 12):
 2·(non-embedding parameters)·(tokens through the trunk) + 2·hidden·vocab·(scored positions)
 per forward, for the reference forward, the policy forward and the backward (input
-gradients only: the base is frozen; LoRA's own FLOPs are left out, < 2%).
+gradients only: the base is frozen; LoRA's own FLOPs are left out, < 2%). A second figure adds
+attention's own products (QK^T, AV), as model-FLOPs-utilisation figures usually do.
 """
 
 from __future__ import annotations
@@ -113,7 +116,7 @@ def matmul_peak_gflops(size: int = 2048, repeats: int = 5) -> tuple[float, float
     return flops / best / 1e9, flops / best_cpu / 1e9 / torch.get_num_threads()
 
 
-def learner_flops(player: Player, prompt_len: int, response_lens: list[int]) -> float:
+def learner_flops(player: Player, prompt_len: int, response_lens: list[int], backwards: int = 1) -> float:
     model = player.model.get_base_model()
     hidden, vocab = model.config.hidden_size, model.config.vocab_size
     embedding_params = model.get_input_embeddings().weight.numel()
@@ -123,7 +126,23 @@ def learner_flops(player: Player, prompt_len: int, response_lens: list[int]) -> 
     trunk_tokens = prompt_len + sum(length - 1 for length in response_lens)  # shared prompt once
     scored = sum(response_lens)
     one_forward = 2 * trunk_params * trunk_tokens + 2 * hidden * vocab * scored
-    return 3 * one_forward  # reference forward, policy forward, backward (input gradients)
+    # The reference forward, the policy forward, and each backward (input gradients): the PPO
+    # loss's, plus the payoff diagnostic's over the same kept graph when it runs.
+    return (2 + backwards) * one_forward
+
+
+def attention_flops(player: Player, prompt_len: int, response_lens: list[int], backwards: int = 1) -> float:
+    """The attention products' FLOPs (QK^T and AV: 4·heads·head_dim per query-key pair) that
+    learner_flops leaves out, counted as model-FLOPs utilisation usually counts them: the
+    shared prompt's causal pass once, each response position over its prompt and the response
+    before it; a backward as 2.5 forwards (it recomputes the scores and forms dQ, dK, dV)."""
+    config = player.model.get_base_model().config
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    pairs = prompt_len * (prompt_len + 1) // 2 + sum(
+        sum(prompt_len + j + 1 for j in range(length - 1)) for length in response_lens
+    )
+    one_forward = 4 * config.num_attention_heads * head_dim * pairs * config.num_hidden_layers
+    return (2 + 2.5 * backwards) * one_forward
 
 
 def behaviour_ratio_error(learner: PPOLearner, rollouts: list[Rollout]) -> float:
@@ -156,10 +175,13 @@ def bench_ours(args: argparse.Namespace, pool: ModelPool) -> dict[str, float]:
         dataclasses.replace(
             ppo_settings(RunConfig(), "policy"),  # the default config's settings, the compared knobs set
             learning_rate=LEARNING_RATE, kl_coef=KL_COEF, advantage="group", minibatch_size=N_COMPLETIONS, ppo_epochs=1,
+            # ‖∇θ U‖ (engine/ppo.py detail 9) is our diagnostic, not work TRL does: off unless asked.
+            payoff_grad_norm_every=1 if args.payoff_diagnostic else 0,
         ),
     )
     prompt = reading_prompt(policy)
     step_times, cpu_times, generation_times, update_times, update_cpu_times, tokens, flops = [], [], [], [], [], [], []
+    attention: list[float] = []
     generation_cpu_times: list[float] = []
     for step in range(args.warmup + args.steps):
         start, cpu_start = time.perf_counter(), time.process_time()
@@ -181,7 +203,12 @@ def bench_ours(args: argparse.Namespace, pool: ModelPool) -> dict[str, float]:
             update_times.append(end - generated)
             update_cpu_times.append(cpu_end - cpu_generated)
             tokens.append(n_tokens)
-            flops.append(learner_flops(policy, len(prompt), [len(g.token_ids) for g in generations]))
+            flops.append(learner_flops(
+                policy, len(prompt), [len(g.token_ids) for g in generations], backwards=2 if args.payoff_diagnostic else 1
+            ))
+            attention.append(attention_flops(
+                policy, len(prompt), [len(g.token_ids) for g in generations], backwards=2 if args.payoff_diagnostic else 1
+            ))
         if step == 0:
             # The un-updated policy's PPO ratio, checked outside the timed steps: the learner's
             # forward pass against the behaviour log-probs generation recorded.
@@ -199,6 +226,7 @@ def bench_ours(args: argparse.Namespace, pool: ModelPool) -> dict[str, float]:
         "generation_tokens_per_cpu_s": sum(tokens) / sum(generation_cpu_times) * torch.get_num_threads(),
         "learner_gflops": sum(flops) / sum(update_times) / 1e9,
         "learner_gflops_cpu": sum(flops) / sum(update_cpu_times) / 1e9 / torch.get_num_threads(),
+        "learner_gflops_with_attention": (sum(flops) + sum(attention)) / sum(update_times) / 1e9,
     }
 
 
@@ -291,6 +319,8 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2, help="intra-op threads, both sides (1 on a busy machine)")
     parser.add_argument("--skip-trl", action="store_true", help="time our step only (profiling)")
     parser.add_argument("--skip-ours", action="store_true", help="time TRL's step only")
+    parser.add_argument("--payoff-diagnostic", action="store_true",
+                        help="also compute the game's ‖∇θ U‖ diagnostic in our update (one more backward; TRL has no such work)")
     parser.add_argument("--stop-at-eos", action="store_true", help="let both sides stop at EOS (unequal lengths)")
     parser.add_argument("--scratch", default="/tmp/minmax-engine-bench")
     parser.add_argument("--model", default=MODEL, help="model spec (default: the embedded SmolLM2)")
@@ -333,6 +363,9 @@ def report_ours(ours: dict[str, float], peak: float, peak_cpu: float) -> None:
     print(f"ours: generation {ours['generation_tokens_per_cpu_s']:.1f} tokens/s had its threads run uncontended (tokens per CPU second x threads; steadier on a busy machine)")
     print(f"ours: learner {ours['learner_gflops_cpu']:.1f} GFLOP per CPU second of one thread = "
           f"{100 * ours['learner_gflops_cpu'] / peak_cpu:.0f}% of the matmul peak per CPU second (steadier on a busy machine)")
+    print(f"ours: learner {ours['learner_gflops_with_attention']:.1f} GFLOP/s = "
+          f"{100 * ours['learner_gflops_with_attention'] / peak:.0f}% of the matmul peak when attention's products are "
+          f"counted too (the usual model-FLOPs-utilisation count; the figures above count the weights' products only)")
     print(f"ours: un-updated policy's PPO ratio within {ours['ratio_error']:.1e} of 1 (learner forward vs behaviour log-probs)")
 
 

