@@ -117,6 +117,8 @@ def play(config_path: Path, epochs: int | None, scratch: Path, pool: ModelPool, 
 
     steps: dict[str, float] = defaultdict(float)
     learners = 0.0
+    update_seconds: dict[str, list[float]] = defaultdict(list)
+    tokens: dict[str, list[tuple[int, int]]] = defaultdict(list)  # role -> (prompt, response) per training round
     for item in RunReader(run_dir).events():
         event = item.event
         if isinstance(event, RoundPlayed):
@@ -126,8 +128,13 @@ def play(config_path: Path, epochs: int | None, scratch: Path, pool: ModelPool, 
             counted = ("monitor", "judge") if event.protocol == "monitored" else STEPS
             for step in counted:
                 steps[step] += event.timings.get(step, 0.0)
+            if event.phase == "train":
+                tokens["policy"].append((len(event.policy_prompt_ids), len(event.policy_token_ids)))
+                if event.monitor_prompt_ids is not None and event.monitor_token_ids is not None:
+                    tokens["monitor"].append((len(event.monitor_prompt_ids), len(event.monitor_token_ids)))
         elif isinstance(event, (MonitorUpdated, PolicyUpdated)):
             learners += event.diagnostics.get("seconds", 0.0)
+            update_seconds["policy" if isinstance(event, PolicyUpdated) else "monitor"].append(event.diagnostics.get("seconds", 0.0))
 
     rounds = finished.rounds
     models = "tiny random Llama (--tiny-model)" if tiny_model is not None else config.policy.model
@@ -152,6 +159,11 @@ def play(config_path: Path, epochs: int | None, scratch: Path, pool: ModelPool, 
     print("  split of the game loop's wall time:")
     for name, seconds in parts.items():
         print(f"    {name:<46} {seconds:7.1f} s  {100 * seconds / loop:5.1f}%")
+    for role, seconds_each in update_seconds.items():
+        prompt = statistics.mean(p for p, _ in tokens[role]) if tokens[role] else float("nan")
+        response = statistics.mean(r for _, r in tokens[role]) if tokens[role] else float("nan")
+        print(f"  {role} updates: {len(seconds_each)}, {statistics.mean(seconds_each):.1f} s each on average; its training "
+              f"rounds' prompts {prompt:.0f} tokens, responses {response:.1f} tokens on average")
     print(f"  the log's share of the loop: {100 * log_in_loop / loop:.2f}% (target < 1%); opening the run's log "
           f"took {watch.seconds['log before the loop']:.1f} s before the loop")
     print(f"  peak resident memory so far: {peak_resident_mib():.0f} MiB")

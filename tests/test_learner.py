@@ -233,7 +233,11 @@ def test_gae_value_head_learns_the_returns(tiny_lm_dir: Path, model_cache_dir: P
     policy, _ = make_players(tiny_lm_dir, model_cache_dir)
     rollouts = sample_rollouts(policy, ["Who went to the market?", "Yes or no?"], samples=2, seed=5, rewards=[1.0, 2.0, -1.0, 0.5])
     learner = PPOLearner(policy, learner_settings(
-        advantage="gae", learning_rate=3e-2, ppo_epochs=4, minibatch_size=4, kl_coef=0.0, value_coef=0.5, seed=0
+        # lr 1e-2: at 3e-2 the policy drifts so far over 20 epochs on the same rollouts
+        # (approx_kl 6-11) that the value head chases a moving target, and whether it keeps up
+        # depends on the draw (explained variance 0.01-0.54 over four rollout seeds; at 1e-2,
+        # 0.70-0.84 on the same four)
+        advantage="gae", learning_rate=1e-2, ppo_epochs=4, minibatch_size=4, kl_coef=0.0, value_coef=0.5, seed=0
     ))
     first = learner.update(rollouts)
     for _ in range(4):
@@ -308,8 +312,12 @@ def test_a_second_process_reading_the_log_computes_the_same_update(tiny_lm_dir: 
     assert any(not torch.allclose(t, policy_start[name]) for name, t in start.items())
 
 
-def test_mean_reward_rises_on_a_task_with_one_rewarded_answer(tiny_lm_dir: Path, model_cache_dir: Path) -> None:
-    """Reward 1 when the first generated token is a chosen token: its probability must grow."""
+@pytest.mark.parametrize("first_seed", [100, 200])
+def test_mean_reward_rises_on_a_task_with_one_rewarded_answer(tiny_lm_dir: Path, model_cache_dir: Path, first_seed: int) -> None:
+    """Reward 1 when the first generated token is a chosen token: its probability must grow,
+    for two different sequences of draws. (At lr 2e-2 Adam's first steps overshoot: on one of
+    three draw sequences the probability reached 1 and then collapsed to 0; at 1e-2 and 5e-3
+    all three ended above 0.99.)"""
     policy, _ = make_players(tiny_lm_dir, model_cache_dir, max_new_tokens=2)
     prompt = prompt_of(policy, "Who went to the market?")
     with torch.no_grad():
@@ -322,12 +330,12 @@ def test_mean_reward_rises_on_a_task_with_one_rewarded_answer(tiny_lm_dir: Path,
             return float(torch.softmax(policy.model(input_ids=torch.tensor([prompt])).logits[0, -1], dim=-1)[target])
 
     learner = PPOLearner(policy, learner_settings(
-        learning_rate=2e-2, kl_coef=0.0, advantage="group", minibatch_size=16, ppo_epochs=1, seed=0
+        learning_rate=1e-2, kl_coef=0.0, advantage="group", minibatch_size=16, ppo_epochs=1, seed=0
     ))
     start = probability_of_target()
     sampled_rewards = []
     for update in range(6):
-        generations = policy.generate_from_ids([prompt] * 16, seed=100 + update)
+        generations = policy.generate_from_ids([prompt] * 16, seed=first_seed + update)
         rollouts = [
             Rollout(g.prompt_ids, g.token_ids, g.logprobs, float(g.token_ids[0] == target), "the-state") for g in generations
         ]
