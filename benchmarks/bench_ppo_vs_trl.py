@@ -180,6 +180,7 @@ def bench_ours(args: argparse.Namespace, pool: ModelPool) -> dict[str, float]:
         ),
     )
     prompt = reading_prompt(policy)
+    backwards = 2 if args.payoff_diagnostic else 1  # the PPO loss's, and the diagnostic's when on
     step_times, cpu_times, generation_times, update_times, update_cpu_times, tokens, flops = [], [], [], [], [], [], []
     attention: list[float] = []
     generation_cpu_times: list[float] = []
@@ -203,12 +204,9 @@ def bench_ours(args: argparse.Namespace, pool: ModelPool) -> dict[str, float]:
             update_times.append(end - generated)
             update_cpu_times.append(cpu_end - cpu_generated)
             tokens.append(n_tokens)
-            flops.append(learner_flops(
-                policy, len(prompt), [len(g.token_ids) for g in generations], backwards=2 if args.payoff_diagnostic else 1
-            ))
-            attention.append(attention_flops(
-                policy, len(prompt), [len(g.token_ids) for g in generations], backwards=2 if args.payoff_diagnostic else 1
-            ))
+            response_lens = [len(g.token_ids) for g in generations]
+            flops.append(learner_flops(policy, len(prompt), response_lens, backwards))
+            attention.append(attention_flops(policy, len(prompt), response_lens, backwards))
         if step == 0:
             # The un-updated policy's PPO ratio, checked outside the timed steps: the learner's
             # forward pass against the behaviour log-probs generation recorded.

@@ -188,6 +188,12 @@ def k2_kl(new_logprobs: torch.Tensor, reference_logprobs: torch.Tensor) -> torch
     return 0.5 * (new_logprobs - reference_logprobs) ** 2
 
 
+def payoff_objective(logprobs: torch.Tensor, rewards: torch.Tensor, n_rollouts: int) -> torch.Tensor:
+    """Some rollouts' share of U = (1/N)·Σ_i r_i·log π_θ(y_i|x_i) (detail 9): its gradient is
+    the score-function estimate of ∇θ of the mean raw payoff; [rows, R] log-probs, 0 on padding."""
+    return (rewards * logprobs.sum(dim=1)).sum() / n_rollouts
+
+
 def value_loss(values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return 0.5 * masked_mean((values - returns) ** 2, mask)
 
@@ -414,7 +420,7 @@ class PPOLearner:
                 rows = batch.response_ids.shape[0]
                 logprobs, _ = self._token_logprobs(predicting_hidden_states(self.player, batch), batch, with_entropy=False)
                 learner_logprobs.append(logprobs.detach())
-                objective = (rewards[first : first + rows] * logprobs.sum(dim=1)).sum() / rewards.shape[0]
+                objective = payoff_objective(logprobs, rewards[first : first + rows], n_rollouts=rewards.shape[0])
                 for accumulated, gradient in zip(total, torch.autograd.grad(objective, parameters, allow_unused=True)):
                     if gradient is not None:
                         accumulated += gradient
@@ -425,7 +431,7 @@ class PPOLearner:
         """‖∇θ U‖ (detail 9) from a forward that will be differentiated again (detail 18): the
         graph is kept for the PPO loss's backward."""
         parameters = list(self.player.trainable_parameters())
-        objective = (rewards * logprobs.sum(dim=1)).sum() / rewards.shape[0]
+        objective = payoff_objective(logprobs, rewards, n_rollouts=rewards.shape[0])
         gradients = torch.autograd.grad(objective, parameters, retain_graph=True, allow_unused=True)
         return float(torch.nn.utils.get_total_norm([g for g in gradients if g is not None]))
 

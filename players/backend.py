@@ -283,7 +283,7 @@ def _draw(token_logprobs: torch.Tensor, top_p: float, generator: torch.Generator
         mass_before = sorted_probabilities.cumsum(dim=-1) - sorted_probabilities
         sorted_probabilities = sorted_probabilities.masked_fill(mass_before >= top_p, 0.0)
         probabilities = torch.zeros_like(probabilities).scatter(-1, order, sorted_probabilities)
-    cumulative = probabilities.double().cumsum(dim=-1)  # [B, V]
+    cumulative = probabilities.cumsum(dim=-1, dtype=torch.float64)  # [B, V]
     uniform = torch.rand((cumulative.shape[0], 1), generator=generator, dtype=torch.float64, device=cumulative.device)
     chosen = torch.searchsorted(cumulative, uniform * cumulative[:, -1:], right=True).squeeze(1)
     # uniform < 1, so the target lies below the total mass; the clamp guards only its rounding
