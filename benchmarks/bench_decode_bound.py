@@ -9,9 +9,10 @@ norms, sampling or Python around them), so tokens/s = rows / (their time) is the
 loop built on them can reach. Beside it, the rate at which this machine streams memory (a
 plain sum over as many bytes as the weights) says whether the products are memory-bound.
 
-Printed for both layouts the decoder can use: x @ Wᵀ (`F.linear`, what every projection uses)
-and W @ xᵀ (what players/sampler.py uses for the vocabulary projection on more than one
-thread), and the mixed choice the decoder makes.
+Printed for each way the decoder can run them: x @ Wᵀ by `F.linear` (torch's BLAS, MKL), the
+same with the vocabulary projection as W @ xᵀ (the decoder's choice on more than one thread
+when the model is not routed), and oneDNN from the plain and from the packed weights
+(players/cpu_linear.py; packed is the decoder's choice by default).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import torch  # noqa: E402
 from torch.nn import functional  # noqa: E402
 
 from players import ModelPool  # noqa: E402
+from players.cpu_linear import cpu_linear_choice, onednn_available  # noqa: E402
 
 
 def best_of(repeats: int, run) -> float:  # type: ignore[no-untyped-def]
@@ -66,14 +68,27 @@ def main() -> int:
     inputs = {width: torch.randn(args.rows, width) for width in {w.shape[1] for w in projections} | {head.shape[1]}}
     weight_bytes = sum(w.numel() for w in projections) * 4 + head.numel() * 4
 
-    def products(layers_weight_major: bool, head_weight_major: bool):  # type: ignore[no-untyped-def]
+    packed = {id(w): torch.ops.mkldnn._reorder_linear_weight(w, None) for w in [*projections, head]} if onednn_available() else {}
+
+    def products(kernel: str, head_weight_major: bool = False):  # type: ignore[no-untyped-def]
+        def product(x: torch.Tensor, weight: torch.Tensor) -> None:
+            if kernel == "blas":
+                functional.linear(x, weight)
+            elif kernel == "blas-weight-major":
+                torch.mm(weight, x.t())
+            elif kernel == "onednn":
+                torch.ops.mkldnn._linear_pointwise(x, weight, None, "none", [None], "")
+            else:  # oneDNN from its packed copy of the weight
+                torch.ops.mkldnn._linear_pointwise(x, packed[id(weight)], None, "none", [None], "")
+
         def run() -> None:
             with torch.inference_mode():
                 for weight in projections:
-                    x = inputs[weight.shape[1]]
-                    torch.mm(weight, x.t()) if layers_weight_major else functional.linear(x, weight)
-                x = inputs[head.shape[1]]
-                torch.mm(head, x.t()) if head_weight_major else functional.linear(x, head)
+                    product(inputs[weight.shape[1]], weight)
+                if head_weight_major:
+                    torch.mm(head, inputs[head.shape[1]].t())
+                else:
+                    product(inputs[head.shape[1]], head)
         return run
 
     streamed = torch.empty(weight_bytes // 4)
@@ -81,15 +96,19 @@ def main() -> int:
     sum_seconds = best_of(args.repeats, lambda: streamed.sum())
     print(f"weights per step: {weight_bytes / 1e6:.0f} MB; a plain sum over as many bytes streams "
           f"{weight_bytes / sum_seconds / 1e9:.1f} GB/s ({sum_seconds * 1e3:.1f} ms)")
-    decoder_choice = args.threads > 1
-    for label, layers_wm, head_wm in (
-        ("x @ W^T everywhere (F.linear)", False, False),
-        ("W @ x^T for the vocabulary projection only", False, True),
-        ("W @ x^T everywhere", True, True),
-    ):
-        seconds = best_of(args.repeats, products(layers_wm, head_wm))
-        chosen = "  <- the decoder's choice" if (not layers_wm and head_wm == decoder_choice) else ""
-        print(f"  {label:<44} {seconds * 1e3:6.1f} ms per step = {weight_bytes / seconds / 1e9:5.1f} GB/s of weights, "
+    # What players/sampler.py runs: oneDNN from packed weights where the base was routed
+    # (players/cpu_linear.py, the default), else F.linear with the head weight-major on >1 thread.
+    choice = ("onednn-packed", False) if packed and cpu_linear_choice() == "onednn" else ("blas", args.threads > 1)
+    cases = [
+        ("x @ W^T everywhere (F.linear: BLAS)", "blas", False),
+        ("F.linear, W @ x^T for the vocabulary", "blas", True),
+    ]
+    if packed:
+        cases += [("oneDNN, plain weights", "onednn", False), ("oneDNN, packed weights", "onednn-packed", False)]
+    for label, kernel, head_wm in cases:
+        seconds = best_of(args.repeats, products(kernel, head_wm))
+        chosen = "  <- the decoder's choice" if (kernel, head_wm) == choice else ""
+        print(f"  {label:<40} {seconds * 1e3:6.1f} ms per step = {weight_bytes / seconds / 1e9:5.1f} GB/s of weights, "
               f"at most {args.rows / seconds:6.1f} tokens/s{chosen}")
     return 0
 

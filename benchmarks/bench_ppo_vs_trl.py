@@ -32,8 +32,12 @@ busy with other work use --threads 1: with 2, every small matmul waits at an Ope
 for a descheduled thread (measured on such a machine: an 8×576 · 576×1536 linear took 32 ms
 on 2 threads against 1.2 ms on 1, and a whole step of ours ran 12× slower).
 
+Our frozen linears run through oneDNN (players/cpu_linear.py, the engine's default on a CPU);
+TRL's run as transformers runs them, through torch's BLAS, unless --trl-onednn routes them too
+(which separates the kernel's share of the ratio from the engine's).
+
 Also printed: our generation tokens/s, the learner's achieved GFLOP/s and the fp32 matmul
-peak measured here (a 2048² torch.matmul on the same threads). FLOPs of the learner count
+peak measured here (a 2048² product on the same threads, by the faster of BLAS and oneDNN). FLOPs of the learner count
 the work it actually does (it encodes a shared prompt once, see engine/ppo.py detail 12):
 2·(non-embedding parameters)·(tokens through the trunk) + 2·hidden·vocab·(scored positions)
 per forward, for the reference forward, the policy forward and the backward (input
@@ -61,6 +65,7 @@ from engine.config import RunConfig  # noqa: E402
 from engine.game import ppo_settings  # noqa: E402
 from engine.ppo import PPOLearner, Rollout, SharedPromptBatch, predicting_hidden_states  # noqa: E402
 from players import ModelPool, Player, PlayerConfig, policy_messages  # noqa: E402
+from players.cpu_linear import onednn_available, route_frozen_linears  # noqa: E402
 
 MODEL = "embedded:SmolLM2-135M-Instruct"
 N_COMPLETIONS = 8
@@ -103,15 +108,25 @@ def trivial_reward(texts: list[str]) -> list[float]:
 
 
 def matmul_peak_gflops(size: int = 2048, repeats: int = 5) -> tuple[float, float]:
-    """Best GFLOP/s of a size² fp32 torch.matmul, per wall second and per process CPU second."""
+    """Best GFLOP/s of a size² fp32 product, per wall second and per process CPU second, by
+    the faster of torch's two CPU libraries: BLAS (torch.matmul) and oneDNN (what the learner's
+    frozen linears use, players/cpu_linear.py). On this project's AMD machines oneDNN's is
+    about twice MKL's, so a peak measured with torch.matmul alone would flatter the learner."""
     a, b = torch.randn(size, size), torch.randn(size, size)
-    torch.matmul(a, b)
+    products = {"BLAS": lambda: torch.matmul(a, b)}
+    if onednn_available():
+        products["oneDNN"] = lambda: torch.ops.mkldnn._linear_pointwise(a, b, None, "none", [None], "")
     best, best_cpu = float("inf"), float("inf")
-    for _ in range(repeats):
-        start, cpu_start = time.perf_counter(), time.process_time()
-        torch.matmul(a, b)
-        best = min(best, time.perf_counter() - start)
-        best_cpu = min(best_cpu, time.process_time() - cpu_start)
+    for library, product in products.items():
+        product()
+        library_best = float("inf")
+        for _ in range(repeats):
+            start, cpu_start = time.perf_counter(), time.process_time()
+            product()
+            library_best = min(library_best, time.perf_counter() - start)
+            best_cpu = min(best_cpu, time.process_time() - cpu_start)
+        print(f"  fp32 {size}x{size} product by {library}: {2 * size**3 / library_best / 1e9:.1f} GFLOP/s", flush=True)
+        best = min(best, library_best)
     flops = 2 * size**3
     return flops / best / 1e9, flops / best_cpu / 1e9 / torch.get_num_threads()
 
@@ -242,6 +257,10 @@ def bench_trl(args: argparse.Namespace, pool: ModelPool, prompt_text: str) -> di
     if hasattr(model_config, "quantization_config"):
         del model_config.quantization_config
     model = AutoModelForCausalLM.from_pretrained(checkpoint, config=model_config, dtype=torch.float32)
+    if args.trl_onednn:
+        # The same kernel our engine's frozen linears use (peft freezes the base; a trainable
+        # weight keeps F.linear), to separate the kernel's share of the ratio from the rest.
+        route_frozen_linears(model, "onednn")
     tokenizer = AutoTokenizer.from_pretrained(checkpoint)
     tokenizer.padding_side = "left"
     n_steps = args.warmup + args.steps
@@ -319,6 +338,8 @@ def main() -> int:
     parser.add_argument("--skip-ours", action="store_true", help="time TRL's step only")
     parser.add_argument("--payoff-diagnostic", action="store_true",
                         help="also compute the game's ‖∇θ U‖ diagnostic in our update (one more backward; TRL has no such work)")
+    parser.add_argument("--trl-onednn", action="store_true",
+                        help="run TRL's frozen linears through oneDNN too (players/cpu_linear.py), as ours do by default")
     parser.add_argument("--stop-at-eos", action="store_true", help="let both sides stop at EOS (unequal lengths)")
     parser.add_argument("--scratch", default="/tmp/minmax-engine-bench")
     parser.add_argument("--model", default=MODEL, help="model spec (default: the embedded SmolLM2)")

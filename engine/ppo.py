@@ -49,12 +49,17 @@ PPO implementation details adopted, and where each lives in the code:
     recorded them [_token_logprobs]
 11. Logits only at response positions: the decoder's hidden states are gathered at the
     positions predicting real response tokens (padding left out) before lm_head, so the
-    vocabulary projection costs (response length)·V per sequence instead of L·V
-    [predicting_hidden_states, _token_logprobs]
+    vocabulary projection costs (response length)·V per sequence instead of L·V; the
+    projection, log-softmax and entropy then run a chunk of rows at a time, and the backward
+    recomputes each chunk's logits rather than keeping [n, V] of them
+    [predicting_hidden_states, _token_logprobs, chunked_token_logprobs]
 12. Shared prompts are encoded once: rollouts with identical prompt ids (the n samples of a
     state) share one prompt forward whose KV cache is expanded to the responses; gradients
     flow through the shared cache, so the loss and its gradient are exactly those of n full
-    forwards, for 1/n of the prompt compute [predicting_hidden_states]
+    forwards, for 1/n of the prompt compute. Distinct prompts with a long common prefix (the
+    monitor's prompts of one state, which differ only in the answer judged) share the
+    prefix's forward the same way, each rollout encoding its prompt's tail before its
+    response [shared_prefixes, predicting_hidden_states]
 13. Dropout is off during updates (model.eval()): the ratio must compare the same function
     the behaviour policy sampled from [update]
 14. AdamW without weight decay (decay would shrink the adapter towards the base: a second,
@@ -109,7 +114,8 @@ from engine.advantages import (
 )
 from engine.payoffs import Rollout
 from players import Player
-from players.packing import left_pad
+from players.cpu_linear import frozen_linear
+from players.packing import left_pad, shared_prefixes
 
 AdvantageEstimator = Literal["whiten", "group", "gae"]
 
@@ -233,33 +239,37 @@ class LogprobMismatch:
 
 @dataclass(frozen=True)
 class SharedPromptBatch:
-    """Rollouts laid out as distinct prompts (P, encoded once) and their responses (N).
+    """Rollouts laid out as shared prompt prefixes (P, encoded once) and, per rollout (N), the
+    rest of its prompt (its tail, often empty) followed by its response (detail 12).
 
-    The prompt pass runs the P distinct prompts, left-padded as generation padded them; the
-    response pass runs every response but its last token on the prompt's expanded KV cache.
-    The hidden state predicting response token 0 is the prompt's last one; token j ≥ 1 is
-    predicted by response position j − 1.
+    The prefix pass runs the P prefixes, left-padded; the continuation pass runs every
+    rollout's tail and response but the response's last token on its prefix's expanded KV
+    cache. The hidden state predicting response token j is the one at continuation position
+    tail_length + j − 1, where position −1 is the prefix's last one.
     """
 
-    prompt_input_ids: torch.Tensor  # [P, Lp] left-padded
+    prompt_input_ids: torch.Tensor  # [P, Lp] the prefixes, left-padded
     prompt_attention_mask: torch.Tensor  # [P, Lp]
     prompt_position_ids: torch.Tensor  # [P, Lp] cumsum(mask) − 1, as generation uses
-    prompt_of_rollout: torch.Tensor  # [N] index into the P prompts
+    prompt_of_rollout: torch.Tensor  # [N] index into the P prefixes
     response_ids: torch.Tensor  # [N, R] right-padded with pad_id
     response_mask: torch.Tensor  # [N, R] float, 1.0 on real response tokens
     response_position_ids: torch.Tensor  # [N, R] prompt length + j
     behaviour_logprobs: torch.Tensor  # [N, R] float32, 0 on padding
+    # The prompt's tokens after its prefix, then the response: [N, S] right-padded; None when
+    # every prompt is its own prefix (the n samples of each state), as the policy's are.
+    continuation_ids: torch.Tensor | None = None
+    continuation_mask: torch.Tensor | None = None  # [N, S] 1 on real tokens
+    continuation_position_ids: torch.Tensor | None = None  # [N, S] prefix length + j
+    tail_lengths: torch.Tensor | None = None  # [N] prompt tokens after the prefix
 
     @staticmethod
     def build(rollouts: Sequence[Rollout], pad_id: int, device: torch.device) -> SharedPromptBatch:
-        distinct: dict[tuple[int, ...], int] = {}
-        prompt_of_rollout = []
-        for rollout in rollouts:
-            key = tuple(rollout.prompt_ids)
-            prompt_of_rollout.append(distinct.setdefault(key, len(distinct)))
-        prompts = list(distinct)
-        prompt_input_ids, prompt_attention_mask, prompt_position_ids = left_pad(prompts, pad_id, device)
-        prompt_lengths = torch.tensor([len(prompt) for prompt in prompts], dtype=torch.long)
+        prompts = [list(rollout.prompt_ids) for rollout in rollouts]
+        prefixes, prefix_of_rollout = shared_prefixes(prompts)
+        prompt_input_ids, prompt_attention_mask, prompt_position_ids = left_pad(prefixes, pad_id, device)
+        prefix_lengths = torch.tensor([len(prefix) for prefix in prefixes], dtype=torch.long)
+        prompt_index = torch.tensor(prefix_of_rollout, dtype=torch.long)
 
         longest = max(len(rollout.response_ids) for rollout in rollouts)
         response_ids = torch.full((len(rollouts), longest), pad_id, dtype=torch.long)
@@ -270,8 +280,28 @@ class SharedPromptBatch:
             response_ids[row, :length] = torch.tensor(list(rollout.response_ids), dtype=torch.long)
             response_mask[row, :length] = 1.0
             behaviour[row, :length] = torch.tensor(list(rollout.behaviour_logprobs), dtype=torch.float32)
-        prompt_index = torch.tensor(prompt_of_rollout, dtype=torch.long)
-        response_position_ids = prompt_lengths[prompt_index].unsqueeze(1) + torch.arange(longest).unsqueeze(0)
+        tails = [prompt[len(prefixes[index]) :] for prompt, index in zip(prompts, prefix_of_rollout)]
+        tail_lengths = torch.tensor([len(tail) for tail in tails], dtype=torch.long)
+        response_position_ids = (
+            (prefix_lengths[prompt_index] + tail_lengths).unsqueeze(1) + torch.arange(longest).unsqueeze(0)
+        )
+        continuation: dict[str, torch.Tensor | None] = dict.fromkeys(
+            ("continuation_ids", "continuation_mask", "continuation_position_ids", "tail_lengths")
+        )
+        if int(tail_lengths.max()) > 0:
+            width = int((tail_lengths + torch.tensor([len(r.response_ids) for r in rollouts])).max())
+            continuation_ids = torch.full((len(rollouts), width), pad_id, dtype=torch.long)
+            continuation_mask = torch.zeros((len(rollouts), width), dtype=torch.long)
+            for row, (tail, rollout) in enumerate(zip(tails, rollouts)):
+                tokens = tail + list(rollout.response_ids)
+                continuation_ids[row, : len(tokens)] = torch.tensor(tokens, dtype=torch.long)
+                continuation_mask[row, : len(tokens)] = 1
+            continuation = {
+                "continuation_ids": continuation_ids.to(device),
+                "continuation_mask": continuation_mask.to(device),
+                "continuation_position_ids": (prefix_lengths[prompt_index].unsqueeze(1) + torch.arange(width).unsqueeze(0)).to(device),
+                "tail_lengths": tail_lengths.to(device),
+            }
         return SharedPromptBatch(
             prompt_input_ids=prompt_input_ids,
             prompt_attention_mask=prompt_attention_mask,
@@ -281,6 +311,7 @@ class SharedPromptBatch:
             response_mask=response_mask.to(device),
             response_position_ids=response_position_ids.to(device),
             behaviour_logprobs=behaviour.to(device),
+            **continuation,
         )
 
 
@@ -294,27 +325,125 @@ def predicting_hidden_states(player: Player, batch: SharedPromptBatch) -> torch.
         position_ids=batch.prompt_position_ids,
         use_cache=True,
     )
-    # Left padding puts every prompt's last real token in the last column.
+    # Left padding puts every prefix's last real token in the last column.
     first_predicting = prompt_out.last_hidden_state[:, -1, :][batch.prompt_of_rollout].unsqueeze(1)
-    if batch.response_ids.shape[1] == 1:
+    if batch.continuation_ids is None:
+        inputs, input_mask, positions = batch.response_ids, batch.response_mask, batch.response_position_ids
+    else:
+        assert batch.continuation_mask is not None and batch.continuation_position_ids is not None
+        inputs, input_mask, positions = batch.continuation_ids, batch.continuation_mask, batch.continuation_position_ids
+    if inputs.shape[1] == 1:
         return first_predicting
     cache = prompt_out.cache
     cache.batch_select_indices(batch.prompt_of_rollout)  # one cache row per rollout; differentiable
     prompt_mask = batch.prompt_attention_mask[batch.prompt_of_rollout]
-    response_inputs = batch.response_ids[:, :-1]  # the last token predicts nothing we score
-    attention_mask = torch.cat([prompt_mask, batch.response_mask[:, :-1].to(prompt_mask.dtype)], dim=1)
-    response_out = decoder(
-        input_ids=response_inputs,
-        attention_mask=attention_mask,
-        position_ids=batch.response_position_ids[:, :-1],
+    continuation_out = decoder(
+        input_ids=inputs[:, :-1],  # the last token predicts nothing we score
+        attention_mask=torch.cat([prompt_mask, input_mask[:, :-1].to(prompt_mask.dtype)], dim=1),
+        position_ids=positions[:, :-1],
         cache=cache,
         use_cache=True,
     )
-    return torch.cat([first_predicting, response_out.last_hidden_state], dim=1)
+    hidden = torch.cat([first_predicting, continuation_out.last_hidden_state], dim=1)
+    if batch.tail_lengths is None:
+        return hidden
+    # Response token j of a rollout is predicted at index tail + j of `hidden`; padding
+    # positions past a response read the last column (masked out by the loss).
+    index = (batch.tail_lengths.unsqueeze(1) + torch.arange(batch.response_ids.shape[1], device=hidden.device)).clamp(max=hidden.shape[1] - 1)
+    return hidden.gather(1, index.unsqueeze(2).expand(-1, -1, hidden.shape[2]))
+
 
 
 def _lm_head(player: Player) -> nn.Module:
     return player.model.get_base_model().get_output_embeddings()
+
+
+# Rows of logits per chunk in `chunked_token_logprobs`: 64 x 49k fp32 logits are 12.6 MB, below
+# glibc's 32 MB ceiling for serving an allocation from its heap instead of fresh pages.
+LOGIT_CHUNK_BYTES = 1 << 24
+
+
+class _ChunkedTokenLogprobs(torch.autograd.Function):
+    """log_softmax(h Wᵀ / T)[token] per row of h, and the entropy of each row's distribution,
+    a chunk of rows at a time; the backward recomputes each chunk's logits from h.
+
+    The plain formula materialises [n, V] logits, their log-softmax (kept for the backward)
+    and, for the entropy, their exponential: at 512 response tokens and SmolLM2's 49k
+    vocabulary each is 100 MB, allocated afresh on every pass (too large for malloc to reuse),
+    and the page faults of those allocations cost more than the arithmetic (a profile of one
+    update: 1.8 s of 9 s). Chunked, the largest block is LOGIT_CHUNK_BYTES and the backward
+    keeps only h; it pays one more vocabulary product, 2·n·H·V FLOPs (0.03 TFLOP here).
+    """
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any, hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, tokens: torch.Tensor,
+        temperature: float, with_entropy: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        logprobs = torch.empty(hidden.shape[0], dtype=torch.float32, device=hidden.device)
+        entropy = torch.full_like(logprobs, float("nan"))
+        for rows in _logit_chunks(hidden.shape[0], weight.shape[0]):
+            logits = _tempered_logits(hidden[rows], weight, bias, temperature)
+            normaliser = torch.logsumexp(logits, dim=-1, keepdim=True)
+            logprobs[rows] = logits.gather(-1, tokens[rows].unsqueeze(-1)).squeeze(-1) - normaliser.squeeze(-1)
+            if with_entropy:
+                # H = −Σ p·log p with log p = logits − normaliser, p = exp(log p).
+                logits.sub_(normaliser)
+                entropy[rows] = -(logits.exp() * logits).sum(-1)
+        ctx.save_for_backward(hidden, weight, bias, tokens)
+        ctx.temperature = temperature
+        ctx.mark_non_differentiable(entropy)
+        return logprobs, entropy
+
+    @staticmethod
+    def backward(ctx: Any, grad_logprobs: torch.Tensor, _grad_entropy: torch.Tensor) -> tuple[Any, ...]:  # type: ignore[override]
+        hidden, weight, bias, tokens = ctx.saved_tensors
+        needs_hidden, needs_weight, needs_bias = ctx.needs_input_grad[:3]
+        grad_hidden = torch.empty_like(hidden) if needs_hidden else None
+        grad_weight = torch.zeros_like(weight, dtype=torch.float32) if needs_weight else None
+        grad_bias = torch.zeros_like(bias, dtype=torch.float32) if needs_bias else None
+        for rows in _logit_chunks(hidden.shape[0], weight.shape[0]):
+            # d log_softmax(z)[t] / dz = onehot(t) − softmax(z), and z = logits / T.
+            grad_logits = torch.softmax(_tempered_logits(hidden[rows], weight, bias, ctx.temperature), dim=-1)
+            grad_logits.mul_(-grad_logprobs[rows].unsqueeze(-1))
+            grad_logits.scatter_add_(-1, tokens[rows].unsqueeze(-1), grad_logprobs[rows].unsqueeze(-1))
+            if ctx.temperature != 1.0:
+                grad_logits.div_(ctx.temperature)
+            grad_logits = grad_logits.to(hidden.dtype)
+            if grad_hidden is not None:
+                grad_hidden[rows] = frozen_linear(grad_logits, weight.detach().t(), None)
+            if grad_weight is not None:
+                grad_weight += grad_logits.t().float() @ hidden[rows].float()
+            if grad_bias is not None:
+                grad_bias += grad_logits.float().sum(0)
+        return (
+            grad_hidden,
+            None if grad_weight is None else grad_weight.to(weight.dtype),
+            None if grad_bias is None else grad_bias.to(bias.dtype),
+            None,
+            None,
+            None,
+        )
+
+
+def _logit_chunks(rows: int, vocabulary: int) -> list[slice]:
+    step = max(1, LOGIT_CHUNK_BYTES // (4 * vocabulary))
+    return [slice(start, min(start + step, rows)) for start in range(0, rows, step)]
+
+
+def _tempered_logits(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, temperature: float) -> torch.Tensor:
+    """logits / T in fp32, as generation computes them (no division at T = 1: x / 1 is x)."""
+    logits = frozen_linear(hidden, weight.detach(), None if bias is None else bias.detach()).float()
+    return logits if temperature == 1.0 else logits.div_(temperature)
+
+
+def chunked_token_logprobs(
+    hidden: torch.Tensor, lm_head: nn.Linear, tokens: torch.Tensor, temperature: float, with_entropy: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """([n] log-probs of `tokens` under log_softmax(lm_head(hidden) / T), differentiable in
+    hidden and in the head's weight and bias where they require it; [n] entropies, not
+    differentiable, NaN unless asked for)."""
+    return _ChunkedTokenLogprobs.apply(hidden, lm_head.weight, lm_head.bias, tokens, temperature, with_entropy)
 
 
 # =========================================================================================
@@ -372,7 +501,16 @@ class PPOLearner:
         formula generation records them with.
         """
         real = batch.response_mask.bool()
-        logits = _lm_head(self.player)(hidden[real]).float() / self.settings.temperature  # [n_real, V]
+        lm_head = _lm_head(self.player)
+        if isinstance(lm_head, nn.Linear):  # not wrapped by an adapter of its own
+            picked, token_entropy = chunked_token_logprobs(
+                hidden[real], lm_head, batch.response_ids[real], self.settings.temperature, with_entropy
+            )
+            logprobs = torch.zeros(real.shape, dtype=picked.dtype, device=picked.device).masked_scatter(real, picked)
+            if not with_entropy:
+                return logprobs, None
+            return logprobs, torch.zeros(real.shape, dtype=token_entropy.dtype, device=token_entropy.device).masked_scatter(real, token_entropy)
+        logits = lm_head(hidden[real]).float() / self.settings.temperature  # [n_real, V]
         all_logprobs = torch.log_softmax(logits, dim=-1)
         picked = all_logprobs.gather(-1, batch.response_ids[real].unsqueeze(-1)).squeeze(-1)
         logprobs = torch.zeros(real.shape, dtype=picked.dtype, device=picked.device).masked_scatter(real, picked)

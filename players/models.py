@@ -37,6 +37,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from players.cpu_linear import CPU_LINEAR_CHOICES, cpu_linear_choice, route_frozen_linears
 from storage.errors import UserError
 
 EMBEDDED_PREFIX = "embedded:"
@@ -142,8 +143,12 @@ def _canonical(spec: str) -> str:
 class ModelPool:
     """Loads each base once per (spec, device, dtype) and hands out the shared copy."""
 
-    def __init__(self, cache_dir: Path | str | None = None) -> None:
+    def __init__(self, cache_dir: Path | str | None = None, cpu_linear: str | None = None) -> None:
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+        # How frozen fp32 linears run on the CPU (players/cpu_linear.py): "onednn" or "blas".
+        self.cpu_linear = cpu_linear or cpu_linear_choice()
+        if self.cpu_linear not in CPU_LINEAR_CHOICES:
+            raise ValueError(f"cpu_linear={cpu_linear!r}: give one of {', '.join(CPU_LINEAR_CHOICES)}")
         self._causal_lms: dict[tuple[str, str, torch.dtype], SharedBase] = {}
         self._classifiers: dict[tuple[str, str, torch.dtype], SharedBase] = {}
 
@@ -211,6 +216,8 @@ class ModelPool:
         model.eval()
         for parameter in model.parameters():
             parameter.requires_grad_(False)
+        if device.type == "cpu" and dtype == torch.float32:
+            route_frozen_linears(model, self.cpu_linear)
         return SharedBase(
             spec=spec,
             device=device,

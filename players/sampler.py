@@ -29,20 +29,27 @@ import torch
 from torch import nn
 from torch.nn import functional
 
+from players.cpu_linear import decode_linear, routes_to_onednn
+
 # Module types whose arithmetic this file reproduces; anything else keeps the generic loop.
 _SUPPORTED_MODEL_TYPES = ("llama",)
 
 
 @dataclass(frozen=True)
 class _Projection:
-    """One linear layer as weights: the base weight and bias, plus each active LoRA (A, B, s)."""
+    """One linear layer as weights: the base weight and bias, plus each active LoRA (A, B, s);
+    the base product runs as the model's own layer runs it (oneDNN when it was routed)."""
 
     weight: torch.Tensor
     bias: torch.Tensor | None
     adapters: tuple[tuple[torch.Tensor, torch.Tensor, float], ...]
+    onednn: bool = False
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        result = functional.linear(x, self.weight, self.bias)
+        if self.onednn:
+            result = decode_linear(x, self.weight, self.bias)
+        else:
+            result = functional.linear(x, self.weight, self.bias)
         for a, b, scaling in self.adapters:
             result = result + functional.linear(functional.linear(x, a), b) * scaling
         return result
@@ -51,15 +58,16 @@ class _Projection:
 def _projection(module: nn.Module) -> _Projection | None:
     """The weights a (possibly LoRA-wrapped) linear applies right now, or None if not plain."""
     if isinstance(module, nn.Linear):
-        return _Projection(module.weight, module.bias, ())
+        return _Projection(module.weight, module.bias, (), routes_to_onednn(module))
     base_layer = getattr(module, "base_layer", None)
     lora_a = getattr(module, "lora_A", None)
     if not isinstance(base_layer, nn.Linear) or lora_a is None:
         return None
     if getattr(module, "merged", False):
         return None
+    onednn = routes_to_onednn(base_layer)
     if getattr(module, "disable_adapters", False):
-        return _Projection(base_layer.weight, base_layer.bias, ())
+        return _Projection(base_layer.weight, base_layer.bias, (), onednn)
     adapters = []
     for name in module.active_adapters:
         if name not in lora_a.keys():
@@ -70,7 +78,7 @@ def _projection(module: nn.Module) -> _Projection | None:
         if not isinstance(dropout, nn.Identity) and dropout.training:
             return None
         adapters.append((lora_a[name].weight, module.lora_B[name].weight, float(module.scaling[name])))
-    return _Projection(base_layer.weight, base_layer.bias, tuple(adapters))
+    return _Projection(base_layer.weight, base_layer.bias, tuple(adapters), onednn)
 
 
 @dataclass(frozen=True)
@@ -110,9 +118,11 @@ class LlamaDecoder:
         self.prompt_bias = torch.empty(0)  # [1, B, 1, P * Lp or Lp]: 0 on the row's own prompt, -inf elsewhere
         self.length = 0  # generated positions written so far
         # The vocabulary projection ([B, H] x [V, H]^T, V = 49k for SmolLM2) as weight @ x^T on a
-        # multi-threaded CPU: MKL splits that product's long weight dimension across threads
-        # better. Measured at batch 8, one process alternating the two: 2 threads 117 -> 128
-        # tokens/s; 1 thread 91 vs 90 (no gain, so not used); the other projections lose by it.
+        # multi-threaded CPU when it runs through BLAS (MINMAX_ENGINE_CPU_LINEAR=blas): MKL
+        # splits that product's long weight dimension across threads better. Measured at batch
+        # 8, one process alternating the two: 2 threads 117 -> 128 tokens/s; 1 thread 91 vs 90
+        # (no gain, so not used); the other projections lose by it. A head routed to oneDNN
+        # (the default) reads oneDNN's packed weight instead, faster than either.
         self.head_weight_major = False
 
     @classmethod
@@ -174,7 +184,10 @@ class LlamaDecoder:
         bias = torch.zeros(visible.shape, dtype=self.prompt_keys[0].dtype, device=source.device)
         self.prompt_bias = bias.masked_fill_(~visible, float("-inf")).view(1, rows, 1, -1)
         self.length = 0
-        self.head_weight_major = source.device.type == "cpu" and torch.get_num_threads() > 1
+        lm_head = self.model.get_output_embeddings()
+        self.head_weight_major = (
+            source.device.type == "cpu" and torch.get_num_threads() > 1 and not routes_to_onednn(lm_head)
+        )
 
     def keep_rows(self, rows: torch.Tensor) -> None:
         """Drop every batch row not in `rows` (finished sequences), keeping the order given."""
@@ -212,6 +225,8 @@ class LlamaDecoder:
             hidden = hidden + layer.down(layer.act(layer.gate(normed)) * layer.up(normed))
         lm_head = self.model.get_output_embeddings()
         normed = decoder.norm(hidden)
+        if routes_to_onednn(lm_head):
+            return decode_linear(normed, lm_head.weight, lm_head.bias)
         if self.head_weight_major:
             return _weight_major_linear(normed, lm_head.weight, lm_head.bias)
         return lm_head(normed)

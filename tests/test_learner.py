@@ -13,6 +13,7 @@ import torch
 
 from engine.payoffs import policy_rollouts
 from engine.ppo import PPOLearner, Rollout, SharedPromptBatch, k2_kl, masked_mean, predicting_hidden_states
+from players.packing import MIN_PREFIX_GAIN_TOKENS, shared_prefixes
 from players import ModelPool, Player, PlayerConfig
 from storage import RoundPlayed, RunReader, RunWriter
 from tests.learner_settings import learner_settings
@@ -100,10 +101,62 @@ def test_shared_prompt_batch_layout() -> None:
     assert batch.behaviour_logprobs.tolist() == [[-0.5, -0.25, 0.0], [-1.0, -2.0, -3.0], [-0.75, 0.0, 0.0]]
 
 
-def test_shared_prompt_forward_gives_the_gradient_of_full_forwards(tiny_lm_dir: Path, model_cache_dir: Path) -> None:
+# Identical prompts (the n samples of a state); and the monitor's case, distinct prompts that
+# share a long prefix (story and question) and differ in their last words (the answer judged),
+# beside one prompt that shares only the chat template's opening.
+STORY = (
+    "Mara kept the lighthouse through the storm and turned the frame by hand all night, because the "
+    "lamp had failed and the ships out at sea still needed to see a moving beam. Question: why? Answer:"
+)
+
+
+def test_shared_prefixes_group_prompts_only_where_it_saves_tokens() -> None:
+    template, story = [1, 2, 3], list(range(100, 140))
+    answers = [[7, 8], [9], [10, 11, 12]]
+    other_state = template + list(range(200, 240))
+    prompts = [template + story + answer for answer in answers] + [other_state, other_state, template + story + answers[0]]
+    prefixes, prefix_of = shared_prefixes(prompts)
+    # The three answers to one story share its 43 tokens; the other state shares only the
+    # template's 3, and joining would re-encode its 40 story tokens for both of its samples.
+    assert prefixes == [template + story, other_state]
+    assert prefix_of == [0, 0, 0, 1, 1, 0]
+    assert shared_prefixes([[5, 6], [5, 6]]) == ([[5, 6]], [0, 0])
+    # Joining must save MIN_PREFIX_GAIN_TOKENS: one shared token saves one, so these stay apart.
+    assert shared_prefixes([[5, 6, 7], [5, 8, 9]]) == ([[5, 6, 7], [5, 8, 9]], [0, 1])
+
+
+def test_shared_prefix_batch_layout() -> None:
+    story = list(range(10, 10 + MIN_PREFIX_GAIN_TOKENS))
+    rollouts = [
+        Rollout([*story, 8], [1, 2], [-0.5, -0.25], 0.0, "a"),
+        Rollout([*story, 9, 9], [3], [-1.0], 0.0, "a"),
+        Rollout(story, [4, 4, 4], [-1.0, -2.0, -3.0], 0.0, "a"),
+    ]
+    batch = SharedPromptBatch.build(rollouts, pad_id=0, device=torch.device("cpu"))
+    assert batch.prompt_input_ids.tolist() == [story]
+    assert batch.tail_lengths is not None and batch.tail_lengths.tolist() == [1, 2, 0]
+    assert batch.continuation_ids is not None and batch.continuation_ids.tolist() == [[8, 1, 2], [9, 9, 3], [4, 4, 4]]
+    assert batch.continuation_mask is not None and batch.continuation_mask.tolist() == [[1, 1, 1], [1, 1, 1], [1, 1, 1]]
+    n = len(story)
+    assert batch.continuation_position_ids is not None and batch.continuation_position_ids.tolist() == [[n, n + 1, n + 2]] * 3
+    # Response token j still sits at the prompt's length + j.
+    assert batch.response_position_ids.tolist() == [[n + 1, n + 2, n + 3], [n + 2, n + 3, n + 4], [n, n + 1, n + 2]]
+
+
+@pytest.mark.parametrize(
+    ("texts", "samples", "prefixes"),
+    [
+        (["Once upon a time", "Is the answer right?"], 3, 2),
+        ([f"{STORY} to keep warm", f"{STORY} so ships saw the beam", f"{STORY} the oil ran out", "Is the answer right?"], 1, 2),
+    ],
+    ids=["identical-prompts", "shared-prefixes"],
+)
+def test_shared_prompt_forward_gives_the_gradient_of_full_forwards(
+    tiny_lm_dir: Path, model_cache_dir: Path, texts: list[str], samples: int, prefixes: int
+) -> None:
     policy, _ = make_players(tiny_lm_dir, model_cache_dir)
     perturb_adapters(policy, seed=2)
-    rollouts = truncated(sample_rollouts(policy, ["Once upon a time", "Is the answer right?"], samples=3, seed=1))
+    rollouts = truncated(sample_rollouts(policy, texts, samples=samples, seed=1))
     weights = torch.linspace(-1.0, 1.0, steps=len(rollouts)).unsqueeze(1)
     learner = PPOLearner(policy, learner_settings())
 
@@ -112,6 +165,8 @@ def test_shared_prompt_forward_gives_the_gradient_of_full_forwards(tiny_lm_dir: 
 
     with policy.active():
         batch = SharedPromptBatch.build(rollouts, policy.pad_token_id, policy.device)
+        assert batch.prompt_input_ids.shape[0] == prefixes
+        assert (batch.continuation_ids is not None) == (len(texts) > 2)  # tails only where prompts differ
         shared, _ = learner._token_logprobs(predicting_hidden_states(policy, batch), batch, with_entropy=False)
         shared_grads = gradients((shared * weights).sum())
         # Reference: every rollout alone, unpadded, through the whole model (all logits computed).

@@ -186,9 +186,11 @@ def test_response_prefix_ends_the_prompt_and_starts_the_text_but_is_not_generate
 
 def test_shared_prompts_are_prefilled_once_and_generate_as_if_unshared(tiny_lm_dir: Path, tmp_path: Path) -> None:
     """Duplicated prompts mixed with distinct ones: one prefill row per distinct prompt, and
-    the same tokens and log-probs as the unshared loop (the draws run over the same batch)."""
+    the same tokens and log-probs as the unshared loop (the draws run over the same batch).
+    (The stories are the whole prompts here, so no two distinct ones share a prefix; chat
+    prompts that do are the next test's.)"""
     player = make_player(tiny_lm_dir, tmp_path, max_new_tokens=8)
-    a, b, c = (player.encode_prompt(prompt) for prompt in prompts_for(player))
+    a, b, c = (player.encode_prompt(story) for story in STORIES)
     prompt_ids = [a, b, a, c, a, b]
     prefill_rows: list[int] = []
 
@@ -226,6 +228,54 @@ def test_shared_prompts_are_prefilled_once_and_generate_as_if_unshared(tiny_lm_d
         )
 
 
+def test_prompts_sharing_a_prefix_prefill_it_once_and_generate_as_if_unshared(tiny_lm_dir: Path, tmp_path: Path) -> None:
+    """The monitor's case: distinct prompts that differ only at the end (the answer judged),
+    one of them twice, beside an unrelated prompt. The shared prefix runs once, then each
+    row's tail on its cache; tokens and log-probs are those of the unshared prefill, through
+    the player's decode steps and through transformers' own loop."""
+    player = make_player(tiny_lm_dir, tmp_path, max_new_tokens=8)
+    story = " ".join(STORIES)
+
+    def judged(answer: str) -> list[int]:
+        return player.encode_prompt(player.render_prompt(policy_messages(story, "Who ran?", ["the fox", "the farmer"]) + [
+            {"role": "assistant", "content": answer}, {"role": "user", "content": "Is that answer right?"}]))
+
+    prompt_ids = [judged("The fox ran."), judged("The farmer ran, I think."), judged("The fox ran."), player.encode_prompt(prompts_for(player)[0])]
+    common = next(i for i, (x, y) in enumerate(zip(prompt_ids[0], prompt_ids[1])) if x != y)
+    assert common >= 32  # long enough to be shared (players/packing.py MIN_PREFIX_GAIN_TOKENS)
+    prefill_rows: list[tuple[int, int]] = []
+
+    def record(_module: torch.nn.Module, args: tuple[torch.Tensor, ...]) -> None:
+        if args[0].shape[1] > 1:  # a prefill, not a one-token decode step
+            prefill_rows.append(tuple(args[0].shape))
+
+    hook = player.model.get_base_model().get_input_embeddings().register_forward_pre_hook(record)
+    try:
+        shared = player.generate_from_ids(prompt_ids, seed=11)
+        player._fast_decode = False
+        shared_generic = player.generate_from_ids(prompt_ids, seed=11)
+        del player._fast_decode
+        player._share_prompts = False
+        unshared = player.generate_from_ids(prompt_ids, seed=11)
+    finally:
+        hook.remove()
+        player.__dict__.pop("_share_prompts", None)
+        player.__dict__.pop("_fast_decode", None)
+    # Two prefixes (the judged story's, the other prompt's minus its last token), then a tail
+    # per row; unshared, one prefill of all four prompts.
+    longest = max(len(ids) for ids in prompt_ids)
+    assert [rows for rows, _ in prefill_rows] == [2, 4, 2, 4, 4]
+    assert prefill_rows[0][1] == max(common, len(prompt_ids[3]) - 1) and prefill_rows[4] == (4, longest)
+    assert prefill_rows[1][1] <= longest - common
+    for with_sharing, generic, without in zip(shared, shared_generic, unshared, strict=True):
+        assert with_sharing.token_ids == generic.token_ids == without.token_ids
+        assert with_sharing.logprobs == pytest.approx(without.logprobs, abs=1e-5)
+        assert generic.logprobs == pytest.approx(without.logprobs, abs=1e-5)
+        assert with_sharing.logprobs == pytest.approx(
+            forward_logprobs(player, with_sharing.prompt_ids, with_sharing.token_ids), abs=1e-4
+        )
+
+
 @pytest.fixture(params=[1, 2], ids=["1-thread", "2-threads"])
 def intra_op_threads(request: pytest.FixtureRequest) -> Iterator[int]:
     """Torch's intra-op threads for one test (the suite runs on 1); at 2 the decoder computes
@@ -252,8 +302,11 @@ def test_fast_decode_steps_match_the_models_own_forward(tiny_lm_dir: Path, tmp_p
     a, b, c = (player.encode_prompt(prompt) for prompt in prompts_for(player))
     eos = player.base.model.generation_config.eos_token_id
 
-    # Rows sharing prompts (one copy of each prompt's keys), then a prompt per row.
-    for prompt_ids in ([a, b, a, c, a, b], [a, b, c]):
+    x, y, z = (player.encode_prompt(story) for story in STORIES)
+    # Chat prompts sharing the template's long opening (a prefix prefilled once, then a tail
+    # per row: the decoder reads one prompt per row), twice with repeats; then rows sharing
+    # whole prompts with nothing else in common (one copy of each prompt's keys).
+    for prompt_ids in ([a, b, a, c, a, b], [a, b, c], [x, y, x, z, x, y]):
         player.base.model.generation_config.eos_token_id = eos
         fast, reference = fast_and_reference(player, prompt_ids, seed=5)
         player.base.model.generation_config.eos_token_id = token_unique_to_one_row([g.token_ids for g in reference])
