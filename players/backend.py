@@ -32,13 +32,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import torch
 from peft import get_peft_model_state_dict, set_peft_model_state_dict
 
 from players.config import PlayerConfig
-from players.packing import left_pad, shared_prefixes
+from players.packing import left_pad, prefill_with_tails
 from players.sampler import LlamaDecoder
 
 if TYPE_CHECKING:
@@ -187,7 +187,7 @@ def _sample(
     runs over the full batch, so the generator is consumed identically. Distinct prompts
     with a long common prefix (the monitor's, which differ only in the answer they judge)
     share the prefix's prefill the same way, each row then encoding its own tail
-    (`_prefill_with_tails`).
+    (players/packing.py `prefill_with_tails`).
 
     Decode steps run through players/sampler.py (preallocated cache, each distinct
     prompt's keys read once by all the rows that share it) when the model is one it
@@ -202,7 +202,7 @@ def _sample(
     logprobs: list[list[float]] = [[] for _ in prompt_ids]
     running = torch.arange(len(prompt_ids), device=device)  # original row of each batch row
     decoder = LlamaDecoder.prepare(model) if player._fast_decode else None
-    prefill = _prefill_with_tails(model, player.pad_token_id, prompt_ids, device) if player._share_prompts else None
+    prefill = prefill_with_tails(model, player.pad_token_id, prompt_ids, device) if player._share_prompts else None
     if prefill is not None:
         # Distinct prompts with a long common prefix (the monitor's prompts of one state): the
         # prefixes were encoded once, then every row's own tail on its prefix's cache.
@@ -274,55 +274,6 @@ def _sample(
             last_logits = output.logits[:, -1, :]
         next_positions = next_positions + 1
     return tokens, logprobs
-
-
-def _prefill_with_tails(
-    model: Any, pad_id: int, prompt_ids: Sequence[Sequence[int]], device: torch.device
-) -> tuple[Any, torch.Tensor, torch.Tensor, torch.Tensor] | None:
-    """The prefill of distinct prompts that share long prefixes (players/packing.py's
-    `shared_prefixes`), or None when no prompt has a tail to share a prefix with.
-
-    The prefixes run once, left-padded; then each row's tail (the rest of its prompt,
-    right-padded) on its prefix's expanded cache. Returns the cache (one row per prompt), the
-    attention mask over prefix and tail columns ([B, Lp + T]: padding left of the prefix and
-    after a short tail, both masked), each row's positions (the last column holds its last
-    prompt token's position) and the logits at each row's last prompt token. Every position,
-    key and mask is that of the prompt prefilled whole, so only float rounding differs from
-    the unshared prefill.
-    """
-    prefixes, prefix_of = shared_prefixes(prompt_ids)
-    if all(len(prompt) == len(prefixes[index]) for prompt, index in zip(prompt_ids, prefix_of)):
-        return None
-    # A prompt equal to its prefix still needs one token in the tail pass, whose logits
-    # begin the generation: such a group's prefix gives up its last token.
-    lengths = [
-        min([len(prefix)] + [len(prompt) - 1 for prompt, of in zip(prompt_ids, prefix_of) if of == index])
-        for index, prefix in enumerate(prefixes)
-    ]
-    if min(lengths) == 0:
-        return None  # a one-token prompt: nothing to share
-    prefixes = [prefix[:length] for prefix, length in zip(prefixes, lengths)]
-    prefix_ids, prefix_mask, prefix_positions = left_pad(prefixes, pad_id, device)
-    cache = model(input_ids=prefix_ids, attention_mask=prefix_mask, position_ids=prefix_positions, use_cache=True, logits_to_keep=1).cache
-    rows = torch.tensor(prefix_of, device=device)
-    cache.batch_select_indices(rows)
-    tails = [list(prompt[lengths[index] :]) for prompt, index in zip(prompt_ids, prefix_of)]
-    width = max(len(tail) for tail in tails)
-    tail_ids = torch.full((len(tails), width), pad_id, dtype=torch.long)
-    tail_mask = torch.zeros((len(tails), width), dtype=torch.long)
-    for row, tail in enumerate(tails):
-        tail_ids[row, : len(tail)] = torch.tensor(tail, dtype=torch.long)
-        tail_mask[row, : len(tail)] = 1
-    tail_lengths = torch.tensor([len(tail) for tail in tails], device=device)
-    starts = torch.tensor(lengths, device=device)[rows]
-    tail_positions = starts.unsqueeze(1) + torch.arange(width, device=device).unsqueeze(0)
-    attention_mask = torch.cat([prefix_mask[rows], tail_mask.to(device)], dim=1)
-    output = model(input_ids=tail_ids.to(device), attention_mask=attention_mask, position_ids=tail_positions, cache=cache, use_cache=True)
-    last = (tail_lengths - 1).view(-1, 1, 1).expand(-1, 1, output.logits.shape[-1])
-    last_logits = output.logits.gather(1, last).squeeze(1)
-    # The decode loop reads each row's next position from the last column.
-    position_ids = (starts + tail_lengths - 1).unsqueeze(1)
-    return output.cache, attention_mask, position_ids, last_logits
 
 
 def _draw(token_logprobs: torch.Tensor, top_p: float, generator: torch.Generator) -> torch.Tensor:

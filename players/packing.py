@@ -4,12 +4,14 @@ Generation (players/player.py), the referees and the learner's SharedPromptBatch
 (engine/ppo.py) all go through `left_pad`, so a learner's forward pass sees the same tokens
 at the same positions with the same attention as generation did, and reproduces the
 behaviour log-probs recorded at generation (to float rounding, ~1e-6 in fp32).
-`shared_prefixes` chooses which prompt prefixes generation and the learner encode once.
+`shared_prefixes` chooses which prompt prefixes generation, the referees and the learner
+encode once; `prefill_with_tails` runs such a prefill.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 
@@ -85,3 +87,59 @@ def _common_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:
             break
         length += 1
     return length
+
+
+def prefill_with_tails(
+    model: Any, pad_id: int, prompt_ids: Sequence[Sequence[int]], device: torch.device
+) -> tuple[Any, torch.Tensor, torch.Tensor, torch.Tensor] | None:
+    """The prefill of distinct prompts that share long prefixes (`shared_prefixes`), or None
+    when no prompt has a tail to share a prefix with. `model` is a causal LM (or a PeftModel
+    of one) taking transformers' forward arguments; generation and the yes/no referees use it.
+
+    The prefixes run once, left-padded; then each row's tail (the rest of its prompt,
+    right-padded) on its prefix's expanded cache. Returns the cache (one row per prompt), the
+    attention mask over prefix and tail columns ([B, Lp + T]: padding left of the prefix and
+    after a short tail, both masked), each row's positions (the last column holds its last
+    prompt token's position) and the logits at each row's last prompt token. Every position,
+    key and mask is that of the prompt prefilled whole, so only float rounding differs from
+    the unshared prefill.
+    """
+    prefixes, prefix_of = shared_prefixes(prompt_ids)
+    if all(len(prompt) == len(prefixes[index]) for prompt, index in zip(prompt_ids, prefix_of)):
+        return None
+    # A prompt equal to its prefix still needs one token in the tail pass, whose logits
+    # begin the generation: such a group's prefix gives up its last token.
+    lengths = [
+        min([len(prefix)] + [len(prompt) - 1 for prompt, of in zip(prompt_ids, prefix_of) if of == index])
+        for index, prefix in enumerate(prefixes)
+    ]
+    if min(lengths) == 0:
+        return None  # a one-token prompt: nothing to share
+    prefixes = [prefix[:length] for prefix, length in zip(prefixes, lengths)]
+    prefix_ids, prefix_mask, prefix_positions = left_pad(prefixes, pad_id, device)
+    cache = model(input_ids=prefix_ids, attention_mask=prefix_mask, position_ids=prefix_positions, use_cache=True, logits_to_keep=1).cache
+    rows = torch.tensor(prefix_of, device=device)
+    cache.batch_select_indices(rows)
+    tails = [list(prompt[lengths[index] :]) for prompt, index in zip(prompt_ids, prefix_of)]
+    width = max(len(tail) for tail in tails)
+    tail_ids = torch.full((len(tails), width), pad_id, dtype=torch.long)
+    tail_mask = torch.zeros((len(tails), width), dtype=torch.long)
+    for row, tail in enumerate(tails):
+        tail_ids[row, : len(tail)] = torch.tensor(tail, dtype=torch.long)
+        tail_mask[row, : len(tail)] = 1
+    tail_lengths = torch.tensor([len(tail) for tail in tails], device=device)
+    starts = torch.tensor(lengths, device=device)[rows]
+    tail_positions = starts.unsqueeze(1) + torch.arange(width, device=device).unsqueeze(0)
+    attention_mask = torch.cat([prefix_mask[rows], tail_mask.to(device)], dim=1)
+    # Logits only where some row's tail ends (at most one column per row), as the model's own
+    # forward computes them (logits_to_keep as indices), not at every tail position.
+    last_columns = tail_lengths - 1
+    kept = torch.unique(last_columns)
+    output = model(
+        input_ids=tail_ids.to(device), attention_mask=attention_mask, position_ids=tail_positions,
+        cache=cache, use_cache=True, logits_to_keep=kept,
+    )
+    last_logits = output.logits[torch.arange(len(tails), device=device), torch.searchsorted(kept, last_columns)]
+    # The decode loop reads each row's next position from the last column.
+    position_ids = (starts + tail_lengths - 1).unsqueeze(1)
+    return output.cache, attention_mask, position_ids, last_logits

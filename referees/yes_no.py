@@ -19,7 +19,7 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from players.models import SharedBase
-from players.packing import left_pad
+from players.packing import left_pad, prefill_with_tails
 from players.prompts import encode_rendered, render_chat
 from storage.errors import UserError
 
@@ -69,13 +69,19 @@ class YesNoReader:
         with self.base.adapters_disabled() as model:
             for start in range(0, len(prompts), self.batch_size):
                 chunk = prompts[start : start + self.batch_size]
-                input_ids, attention_mask, position_ids = left_pad(chunk, self.base.pad_token_id, self.base.device)
-                logits = model(
-                    input_ids=input_ids,
-                    attention_mask=attention_mask,
-                    position_ids=position_ids,
-                    logits_to_keep=1,
-                ).logits[:, -1, :].float()
+                # Prompts about one state share their opening (instructions, question, choices)
+                # and differ in the answer judged: that prefix runs once (players/packing.py).
+                shared = prefill_with_tails(model, self.base.pad_token_id, chunk, self.base.device)
+                if shared is not None:
+                    logits = shared[3].float()
+                else:
+                    input_ids, attention_mask, position_ids = left_pad(chunk, self.base.pad_token_id, self.base.device)
+                    logits = model(
+                        input_ids=input_ids,
+                        attention_mask=attention_mask,
+                        position_ids=position_ids,
+                        logits_to_keep=1,
+                    ).logits[:, -1, :].float()
                 odds = torch.logsumexp(logits[:, yes], dim=-1) - torch.logsumexp(logits[:, no], dim=-1)
                 if not bool(torch.isfinite(odds).all()):
                     # A referee that returns a made-up number here would poison training.

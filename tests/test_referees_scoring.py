@@ -11,6 +11,7 @@ import torch
 
 from players import ModelPool, Player, PlayerConfig
 from referees import Judge, JudgeConfig, RewardConfig, RewardModel
+from referees.reward import yes_no_messages
 from referees.yes_no import single_token_ids
 
 QUESTIONS = ["Who ran to the river?", "Who baked?", "Where did the fox live?"]
@@ -165,3 +166,39 @@ def test_a_broken_judge_raises_instead_of_answering_one_half(tiny_lm_dir: Path, 
         judge.reader.base.model.lm_head.weight.fill_(float("nan"))
     with pytest.raises(RuntimeError, match="non-finite"):
         judge.p_accept([STORY], QUESTIONS[:1], CHOICES[:1], ANSWERS[:1], None)
+
+
+def test_referees_prefill_a_states_shared_opening_once_and_score_as_if_unshared(tiny_lm_dir: Path, tmp_path: Path) -> None:
+    """One state's answers (the n samples, a window's rounds): the prompts share the
+    instructions, question and choices, which run once (players/packing.py); each score is
+    still that of its prompt's own forward pass."""
+    pool = ModelPool(cache_dir=tmp_path)
+    judge = Judge.create(pool, JudgeConfig(model=str(tiny_lm_dir), batch_size=8, sees_story=True))
+    reward = RewardModel.create(pool, RewardConfig(model=str(tiny_lm_dir), batch_size=8))
+    story = " ".join([STORY] * 6)
+    question, choices = QUESTIONS[0], CHOICES[0]
+    answers = [ANSWERS[0], "Answer: B", "The farmer, since he ran after the fox.\nAnswer: B", ANSWERS[0]]
+    critiques = [CRITIQUES[0], CRITIQUES[1], CRITIQUES[2], CRITIQUES[1]]
+    prefill_widths: list[tuple[int, int]] = []
+    hook = judge.reader.base.model.get_input_embeddings().register_forward_pre_hook(
+        lambda _module, args: prefill_widths.append(tuple(args[0].shape))
+    )
+    try:
+        accepted = judge.p_accept([story] * 4, [question] * 4, [choices] * 4, answers, critiques)
+        judge_passes, prefill_widths[:] = list(prefill_widths), []
+        scores = reward.score([question] * 4, [choices] * 4, answers)
+        reward_passes = list(prefill_widths)
+    finally:
+        hook.remove()
+    # Fewer prefixes than prompts (the judge's: one, story and all; the reward model's prompts
+    # carry no story, and its grouping is the cost rule's), then the 4 tails.
+    assert [rows for rows, _ in judge_passes] == [1, 4]
+    assert len(reward_passes) == 2 and reward_passes[0][0] < 4 and reward_passes[1][0] == 4
+    for answer, critique, p, score in zip(answers, critiques, accepted, scores, strict=True):
+        ids = judge.prompt_ids(story, question, choices, answer, critique)
+        probabilities = torch.softmax(last_token_logits(judge.reader.base.model, ids), dim=-1)
+        p_yes, p_no = float(probabilities[judge.reader.yes_ids].sum()), float(probabilities[judge.reader.no_ids].sum())
+        assert p == pytest.approx(p_yes / (p_yes + p_no), abs=1e-5)
+        logits = last_token_logits(reward.base.model, reward.reader.render(yes_no_messages(question, choices, answer)))
+        expected = float(torch.logsumexp(logits[reward.reader.yes_ids], 0) - torch.logsumexp(logits[reward.reader.no_ids], 0))
+        assert score == pytest.approx(expected, abs=1e-4)
