@@ -16,6 +16,8 @@ import torch
 
 from engine.game import open_run
 from players import ModelPool
+from players.packing import prefill_with_tails
+from referees import yes_no
 from storage import RunReader
 from storage.events import EvaluationCompleted, RoundPlayed
 from tests.test_game import tiny_config
@@ -44,16 +46,36 @@ def evaluated_run(tiny_lm_dir: Path, judge_model_dir: Path, run_dir: Path, mode:
     tokenizer = judge_base.tokenizer
     read_by_judge: list[str] = []
 
+    inside_shared_prefill = False
+
     def capture(_module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        if inside_shared_prefill:
+            return  # recorded whole below
         input_ids, attention_mask = kwargs["input_ids"], kwargs["attention_mask"]
         for ids, mask in zip(input_ids.tolist(), attention_mask.tolist()):
             real = [token for token, keep in zip(ids, mask) if keep]
             read_by_judge.append(tokenizer.decode(real, skip_special_tokens=False))
 
+    def shared_prefill(model: Any, pad_id: int, prompt_ids: Any, device: Any) -> Any:
+        # Prompts sharing a prefix run as the prefix once, then each tail on its cache
+        # (players/packing.py; tests/test_referees_scoring.py checks the scores equal whole
+        # forwards): what the judge's model read is then each whole prompt.
+        nonlocal inside_shared_prefill
+        inside_shared_prefill = True
+        try:
+            result = prefill_with_tails(model, pad_id, prompt_ids, device)
+        finally:
+            inside_shared_prefill = False
+        if result is not None and model is judge_base.model:
+            read_by_judge.extend(tokenizer.decode(list(ids), skip_special_tokens=False) for ids in prompt_ids)
+        return result
+
     handle = judge_base.model.register_forward_pre_hook(capture, with_kwargs=True)
+    yes_no.prefill_with_tails = shared_prefill
     try:
         game.evaluate(checkpoint=None)
     finally:
+        yes_no.prefill_with_tails = prefill_with_tails
         handle.remove()
         game.log.close()
     events = [item.event for item in RunReader(run_dir).events()]
