@@ -110,14 +110,14 @@ class Seat:
     from the run's config as the driver loads them, answering generation and scoring calls."""
 
     def __init__(self, config: dict[str, Any], roles: Sequence[str], device_type: str, dtype: torch.dtype,
-                 threads: int, cache_dir: str) -> None:
+                 threads: int, cache_dir: str, cpu_linear: str | None = None) -> None:
         from players import ModelPool, Player
         from players.backend import TransformersBackend
         from referees import Judge, RewardModel
 
         torch.set_num_threads(threads)  # the driver's count: fp32 sums split the same way
         run_config = RunConfig.model_validate(config)
-        pool = ModelPool(cache_dir=cache_dir)
+        pool = ModelPool(cache_dir=cache_dir, cpu_linear=cpu_linear)  # the driver's kernel, as threads
         device = "cuda:0" if device_type == "cuda" else device_type  # Ray shows the actor its one GPU
         players: dict[str, Player] = {}
         self.reward: Any = None
@@ -249,7 +249,7 @@ class SeatedJudge:
         return self.actors.call("judge", "p_accept_of", list(prompts), list(answers), self.judge.calibration_offset)
 
 
-def seat_roles(config: RunConfig, local: Table, cache_dir: Path, run_name: str) -> RoleActors:
+def seat_roles(config: RunConfig, local: Table, cache_dir: Path, run_name: str, cpu_linear: str | None = None) -> RoleActors:
     """Start the run's seats on the configured Ray cluster; the driver's players generate
     through them from now on (the game publishes its adapters to them next)."""
     from engine.devices import resolve_placements
@@ -286,7 +286,7 @@ def seat_roles(config: RunConfig, local: Table, cache_dir: Path, run_name: str) 
                 num_gpus=plan.resources.get("GPU", 0.0),
                 name=f"{run_name}:{'+'.join(plan.roles)}",
                 scheduling_strategy=PlacementGroupSchedulingStrategy(group, placement_group_bundle_index=index),
-            ).remote(config.resolved(), list(plan.roles), plan.device_type, plan.dtype, threads, str(cache_dir))
+            ).remote(config.resolved(), list(plan.roles), plan.device_type, plan.dtype, threads, str(cache_dir), cpu_linear)
         )
     actors = RoleActors(ray, plans, handles, group, local, run_name)
     try:

@@ -101,6 +101,7 @@ from engine.round import RoundSettings, ScheduledRound, Table, answer_and_critiq
 from engine.story_budget import story_budget
 from engine.trackers import Trackers, open_trackers
 from players import ModelPool, Player
+from players.cpu_linear import CPU_LINEAR_ENVIRONMENT_VARIABLE, cpu_linear_choice
 from referees import Judge, RewardModel
 from referees.calibration import NO_CALIBRATION, contextual_calibration
 from storage import RunReader, RunWriter
@@ -354,6 +355,8 @@ class Game:
         self.dataset = dataset
         self.log = log
         self.run_dir = run_dir
+        # The CPU linear kernel the players and referees were loaded with (recorded in RunStarted).
+        self.cpu_linear = (pool or ModelPool()).cpu_linear
         training = config.training
         if not dataset.train:
             raise UserError(f"data.dataset = {dataset.name!r}: no train states after the split; use more states")
@@ -384,7 +387,7 @@ class Game:
         if config.cluster.backend == "ray":
             from engine.cluster import seat_roles
 
-            self.actors = seat_roles(config, table, (pool or ModelPool()).cache_dir, str(run_dir))
+            self.actors = seat_roles(config, table, (pool or ModelPool()).cache_dir, str(run_dir), self.cpu_linear)
             self.seated = self.actors.table
         try:
             self.publish_adapters()
@@ -789,6 +792,7 @@ def _record_start(game: Game, dataset: Dataset) -> None:
             n_train_states=len(dataset.train),
             n_eval_states=len(dataset.eval),
             num_threads=torch.get_num_threads(),
+            cpu_linear=game.cpu_linear,
         )
     )
     log.append(calibrate_judge(config, table.judge, dataset))
@@ -902,7 +906,7 @@ def resume_run(run_dir: Path, *, pool: ModelPool | None = None) -> RunFinished:
         dataset = read_dataset(config.data)  # a missing or unreadable file fails before any model loads
         _connect_cluster(config)
         seed_everything(config.seed)
-        pool = pool or ModelPool()
+        pool = pool or ModelPool(cpu_linear=_recorded_cpu_linear(reader.run_started(), run_dir))
         table = set_table(config, pool)
         if config.data.max_story_tokens is not None:  # the budget the run recorded, cut as it was
             dataset, _cut = fit_stories(dataset, config.data.max_story_tokens, table.policy.tokenizer)
@@ -951,6 +955,21 @@ def _remove_partial_checkpoints(run_dir: Path) -> None:
     if checkpoints.is_dir():
         for partial in checkpoints.glob(f"*{PARTIAL_SUFFIX}"):
             shutil.rmtree(partial, ignore_errors=True)
+
+
+def _recorded_cpu_linear(run_started: RunStarted, run_dir: Path) -> str:
+    """The CPU linear kernel to resume with: the one the run started with (BLAS for logs older
+    than the record, which all used it), unless MINMAX_ENGINE_CPU_LINEAR names another (then
+    with a warning: the resumed run may differ in the last bits from an uninterrupted one)."""
+    recorded = run_started.cpu_linear or "blas"
+    if os.environ.get(CPU_LINEAR_ENVIRONMENT_VARIABLE, "").strip():
+        asked = cpu_linear_choice()
+        if asked != recorded:
+            print(f"minmax-engine: warning: {run_dir} was played with the {recorded!r} CPU linear kernel; resuming with "
+                  f"{asked!r} as {CPU_LINEAR_ENVIRONMENT_VARIABLE} asks, so the resumed run may differ in the last bits "
+                  "from an uninterrupted one", file=sys.stderr, flush=True)
+        return asked
+    return recorded
 
 
 def _use_recorded_threads(run_started: RunStarted, run_dir: Path) -> None:

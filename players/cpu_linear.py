@@ -20,7 +20,7 @@ so a routed model moved to a GPU runs exactly as before.
 MINMAX_ENGINE_CPU_LINEAR=blas keeps torch's default everywhere (for comparison, or for a CPU
 where MKL is the faster library); "onednn", the default, routes where oneDNN is available.
 The choice is made when a base is loaded, and fixes the last bits of every log-prob, so a
-resumed run must use the one it started with.
+run records it (RunStarted.cpu_linear) and a resume uses it (engine/game.py).
 """
 
 from __future__ import annotations

@@ -71,6 +71,9 @@ class RunStarted(Event):
     # torch's CPU thread count: kernels split their sums by thread, so a resume uses the same
     # count to stay bit-identical (None in logs older than the field)
     num_threads: int | None = None
+    # how the CPU ran frozen fp32 linears (players/cpu_linear.py: "onednn" or "blas"), which
+    # also fixes the last bits; None in logs older than the field, all of them torch's BLAS
+    cpu_linear: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -286,7 +289,7 @@ TRAILING_DEFAULTS: dict[str, tuple[tuple[str, Any], ...]] = {
         ("monitor_quotes", None), ("monitor_quotes_verified", None),
     ),
     EvaluationCompleted.event_type: (("protocol", ""), ("samples_per_state", 1), ("counts", {})),
-    RunStarted.event_type: (("num_threads", None),),
+    RunStarted.event_type: (("num_threads", None), ("cpu_linear", None)),
     RunResumed.event_type: (("rounds_played", None),),
     **{
         update.event_type: (

@@ -118,3 +118,21 @@ def test_decode_linear_packs_once_and_repacks_a_changed_weight() -> None:
     key = id(weight)
     del weight, packed
     assert key not in cpu_linear._packed  # freed with the weight
+
+
+def test_a_resume_takes_the_kernel_the_run_recorded(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    from engine.game import _recorded_cpu_linear
+    from storage.events import RunStarted
+
+    def started(cpu_linear: str | None) -> RunStarted:
+        return RunStarted(mode="rlhf", config={}, seeds={}, package_versions={}, data_fingerprint="", dataset_name="d",
+                          n_train_states=1, n_eval_states=1, num_threads=1, cpu_linear=cpu_linear)
+
+    monkeypatch.delenv(CPU_LINEAR_ENVIRONMENT_VARIABLE, raising=False)
+    assert _recorded_cpu_linear(started("onednn"), tmp_path) == "onednn"
+    assert _recorded_cpu_linear(started("blas"), tmp_path) == "blas"
+    assert _recorded_cpu_linear(started(None), tmp_path) == "blas"  # logs older than the record: all BLAS
+    assert capsys.readouterr().err == ""
+    monkeypatch.setenv(CPU_LINEAR_ENVIRONMENT_VARIABLE, "onednn")
+    assert _recorded_cpu_linear(started("blas"), tmp_path) == "onednn"  # asked for: it wins, with a warning
+    assert "was played with the 'blas' CPU linear kernel; resuming with 'onednn'" in capsys.readouterr().err

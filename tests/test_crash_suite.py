@@ -249,6 +249,9 @@ def test_sigkill_at_each_moment_then_verify_views_and_resume_equal_the_uninterru
     if moment.startswith("checkpoint-logged"):
         torch.set_num_threads(2)  # another machine's count: resume uses the run's own (RunStarted)
         assert RunReader(run_dir).run_started().num_threads == 1
+        # the kernel too (players/cpu_linear.py): an unset MINMAX_ENGINE_CPU_LINEAR resumes with it
+        assert RunReader(run_dir).run_started().cpu_linear == "onednn"
+        monkeypatch.delenv("MINMAX_ENGINE_CPU_LINEAR", raising=False)
     resume_and_compare(run_dir, reference, rounds_covered, capsys, monkeypatch)
     assert torch.get_num_threads() == 1
 

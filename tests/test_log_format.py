@@ -89,7 +89,7 @@ def read_log(run_dir: Path) -> pa.Table:
 TRAILING_DEFAULTS = {
     "RoundPlayed": [None, None, None, None, "", None],
     "EvaluationCompleted": ["{}", 1, ""],
-    "RunStarted": [None],
+    "RunStarted": [None, None],
     "RunResumed": [None],
     "MonitorUpdated": [[], None, None],
     "PolicyUpdated": [[], None, None],
