@@ -33,22 +33,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 from torch.nn import functional  # noqa: E402
 
+from bench_decode_bound import best_of  # noqa: E402
 from players import ModelPool  # noqa: E402
-from players.cpu_linear import onednn_available  # noqa: E402
-
-
-def best_of(repeats: int, run: Callable[[], object]) -> float:
-    run()
-    best = float("inf")
-    for _ in range(repeats):
-        started = time.perf_counter()
-        run()
-        best = min(best, time.perf_counter() - started)
-    return best
+from players.cpu_linear import onednn_available, onednn_product  # noqa: E402
 
 
 def onednn(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    return torch.ops.mkldnn._linear_pointwise(x, weight, None, "none", [None], "")
+    return onednn_product(x, weight, None)
 
 
 def main() -> int:

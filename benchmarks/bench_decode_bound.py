@@ -31,7 +31,7 @@ import torch  # noqa: E402
 from torch.nn import functional  # noqa: E402
 
 from players import ModelPool  # noqa: E402
-from players.cpu_linear import cpu_linear_choice, onednn_available  # noqa: E402
+from players.cpu_linear import cpu_linear_choice, onednn_available, onednn_product  # noqa: E402
 
 
 def best_of(repeats: int, run) -> float:  # type: ignore[no-untyped-def]
@@ -77,9 +77,9 @@ def main() -> int:
             elif kernel == "blas-weight-major":
                 torch.mm(weight, x.t())
             elif kernel == "onednn":
-                torch.ops.mkldnn._linear_pointwise(x, weight, None, "none", [None], "")
+                onednn_product(x, weight, None)
             else:  # oneDNN from its packed copy of the weight
-                torch.ops.mkldnn._linear_pointwise(x, packed[id(weight)], None, "none", [None], "")
+                onednn_product(x, packed[id(weight)], None)
 
         def run() -> None:
             with torch.inference_mode():

@@ -65,7 +65,7 @@ from engine.config import RunConfig  # noqa: E402
 from engine.game import ppo_settings  # noqa: E402
 from engine.ppo import PPOLearner, Rollout, SharedPromptBatch, predicting_hidden_states  # noqa: E402
 from players import ModelPool, Player, PlayerConfig, policy_messages  # noqa: E402
-from players.cpu_linear import onednn_available, route_frozen_linears  # noqa: E402
+from players.cpu_linear import onednn_available, onednn_product, route_frozen_linears  # noqa: E402
 
 MODEL = "embedded:SmolLM2-135M-Instruct"
 N_COMPLETIONS = 8
@@ -115,7 +115,7 @@ def matmul_peak_gflops(size: int = 2048, repeats: int = 5) -> tuple[float, float
     a, b = torch.randn(size, size), torch.randn(size, size)
     products = {"BLAS": lambda: torch.matmul(a, b)}
     if onednn_available():
-        products["oneDNN"] = lambda: torch.ops.mkldnn._linear_pointwise(a, b, None, "none", [None], "")
+        products["oneDNN"] = lambda: onednn_product(a, b, None)
     best, best_cpu = float("inf"), float("inf")
     for library, product in products.items():
         product()

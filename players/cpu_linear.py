@@ -54,8 +54,9 @@ def onednn_available() -> bool:
     return bool(torch.backends.mkldnn.is_available()) and hasattr(torch.ops.mkldnn, "_linear_pointwise")
 
 
-def _onednn_product(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """x @ weight.T (+ bias) by oneDNN; x may have any leading dimensions, weight may be a view."""
+def onednn_product(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """x @ weight.T (+ bias) by oneDNN; x may have any leading dimensions, weight may be a view
+    or a packed copy (torch.ops.mkldnn._reorder_linear_weight)."""
     return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [None], "")
 
 
@@ -65,7 +66,7 @@ class _FrozenWeightLinear(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         ctx.save_for_backward(weight)
-        return _onednn_product(x, weight, bias)
+        return onednn_product(x, weight, bias)
 
     @staticmethod
     def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor | None, None, None]:
@@ -73,7 +74,7 @@ class _FrozenWeightLinear(torch.autograd.Function):
         if not ctx.needs_input_grad[0]:
             return None, None, None
         # grad_x = grad_y @ W: a linear whose weight is Wᵀ (a transposed view oneDNN reads as is).
-        return _onednn_product(grad_output.contiguous(), weight.t(), None), None, None
+        return onednn_product(grad_output.contiguous(), weight.t(), None), None, None
 
 
 def frozen_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
@@ -88,7 +89,7 @@ def frozen_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
         return functional.linear(x, weight, bias)
     if torch.is_grad_enabled() and x.requires_grad:
         return _FrozenWeightLinear.apply(x, weight, bias)
-    return _onednn_product(x, weight, bias)
+    return onednn_product(x, weight, bias)
 
 
 class OneDnnLinear(nn.Linear):
@@ -149,7 +150,7 @@ def decode_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
         _packed[key] = entry
         _packed_bytes += size
         weakref.finalize(weight, _forget_packed, key, size)
-    return _onednn_product(x, entry[2], bias)
+    return onednn_product(x, entry[2], bias)
 
 
 def routes_to_onednn(module: nn.Module) -> bool:
