@@ -43,6 +43,14 @@ the work it actually does (it encodes a shared prompt once, see engine/ppo.py de
 per forward, for the reference forward, the policy forward and the backward (input
 gradients only: the base is frozen; LoRA's own FLOPs are left out, < 2%). A second figure adds
 attention's own products (QK^T, AV), as model-FLOPs-utilisation figures usually do.
+
+Where the learner's time goes: one more update, after the timed steps, runs under torch's
+profiler, and its time is split by operator into the linear layers' products (oneDNN's and
+BLAS's, LoRA's included), attention (the fused scaled-dot-product kernels, forward and
+backward) and everything else (norms, rotary, activations, the loss, autograd's own work, the
+optimiser). From the split comes the share of the peak the learner would reach if its products
+ran at the full peak and the rest took what it takes now: the most that speeding up products
+alone can buy.
 """
 
 from __future__ import annotations
@@ -160,6 +168,26 @@ def attention_flops(player: Player, prompt_len: int, response_lens: list[int], b
     return (2 + 2.5 * backwards) * one_forward
 
 
+def update_time_split(learner: PPOLearner, rollouts: list[Rollout]) -> dict[str, float]:
+    """Seconds of one `learner.update` (it does update the policy) by kind of operator, from
+    the profiler's self times on the calling thread (intra-op threads work inside them); the
+    rest of the update's wall time under the profiler is "rest"."""
+    linear_products = {"mkldnn::_linear_pointwise", "aten::mm", "aten::addmm", "aten::bmm"}
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profiler:
+        start = time.perf_counter()
+        learner.update(rollouts)
+        wall = time.perf_counter() - start
+    split = {"products": 0.0, "attention": 0.0, "wall": wall}
+    for event in profiler.key_averages():
+        if event.key in linear_products:
+            split["products"] += event.self_cpu_time_total / 1e6
+        elif "scaled_dot_product" in event.key:
+            split["attention"] += event.self_cpu_time_total / 1e6
+    # Everything else, Python between operators and the profiler's own overhead included.
+    split["rest"] = wall - split["products"] - split["attention"]
+    return split
+
+
 def behaviour_ratio_error(learner: PPOLearner, rollouts: list[Rollout]) -> float:
     """max |exp(learner log-prob − behaviour log-prob) − 1| over the rollouts' tokens."""
     batch = SharedPromptBatch.build(rollouts, learner.player.pad_token_id, learner.player.device)
@@ -227,7 +255,10 @@ def bench_ours(args: argparse.Namespace, pool: ModelPool) -> dict[str, float]:
             # forward pass against the behaviour log-probs generation recorded.
             probe = policy.generate_from_ids([prompt] * N_COMPLETIONS, seed=10_000)
             ratio_error = behaviour_ratio_error(learner, [Rollout(g.prompt_ids, g.token_ids, g.logprobs, 0.0, "probe") for g in probe])
+    split = update_time_split(learner, rollouts)  # after the timed steps: it costs them nothing
     return {
+        **{f"split_{kind}": seconds for kind, seconds in split.items()},
+        "split_flops": flops[-1],
         "ratio_error": ratio_error,
         "prompt_tokens": float(len(prompt)),
         "step": statistics.median(step_times),
@@ -329,7 +360,7 @@ def bench_trl(args: argparse.Namespace, pool: ModelPool, prompt_text: str) -> di
     }
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--steps", type=int, default=3, help="timed steps per side")
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps first")
@@ -343,7 +374,7 @@ def main() -> int:
     parser.add_argument("--stop-at-eos", action="store_true", help="let both sides stop at EOS (unequal lengths)")
     parser.add_argument("--scratch", default="/tmp/minmax-engine-bench")
     parser.add_argument("--model", default=MODEL, help="model spec (default: the embedded SmolLM2)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
 
@@ -385,6 +416,15 @@ def report_ours(ours: dict[str, float], peak: float, peak_cpu: float) -> None:
     print(f"ours: learner {ours['learner_gflops_with_attention']:.1f} GFLOP/s = "
           f"{100 * ours['learner_gflops_with_attention'] / peak:.0f}% of the matmul peak when attention's products are "
           f"counted too (the usual model-FLOPs-utilisation count; the figures above count the weights' products only)")
+    total = ours["split_wall"]
+    products_at_peak = ours["split_flops"] / (peak * 1e9)
+    print(f"ours: one more update under the profiler, {ours['split_wall']:.3f}s: linear products {ours['split_products']:.3f}s "
+          f"({100 * ours['split_products'] / total:.0f}%; the weights' FLOPs at {ours['split_flops'] / ours['split_products'] / 1e9:.1f} GFLOP/s "
+          f"= {100 * ours['split_flops'] / ours['split_products'] / 1e9 / peak:.0f}% of the peak), attention {ours['split_attention']:.3f}s "
+          f"({100 * ours['split_attention'] / total:.0f}%), the rest {ours['split_rest']:.3f}s ({100 * ours['split_rest'] / total:.0f}%: "
+          f"norms, rotary, activations, loss, autograd, optimiser, Python, the profiler's overhead)")
+    print(f"ours: with its products at the full peak and the rest as measured, the learner would reach "
+          f"{100 * products_at_peak / (products_at_peak + ours['split_attention'] + ours['split_rest']):.0f}% of the peak")
     print(f"ours: un-updated policy's PPO ratio within {ours['ratio_error']:.1e} of 1 (learner forward vs behaviour log-probs)")
 
 
