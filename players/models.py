@@ -37,6 +37,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from players.cpu_attention import route_cpu_attention
 from players.cpu_linear import CPU_LINEAR_CHOICES, cpu_linear_choice, route_frozen_linears
 from storage.errors import UserError
 
@@ -218,6 +219,8 @@ class ModelPool:
             parameter.requires_grad_(False)
         if device.type == "cpu" and dtype == torch.float32:
             route_frozen_linears(model, self.cpu_linear)
+        if device.type == "cpu":
+            route_cpu_attention(model)  # grouped-query attention without per-head copies
         return SharedBase(
             spec=spec,
             device=device,
