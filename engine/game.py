@@ -355,8 +355,9 @@ class Game:
         self.dataset = dataset
         self.log = log
         self.run_dir = run_dir
+        pool = pool or ModelPool()
         # The CPU linear kernel the players and referees were loaded with (recorded in RunStarted).
-        self.cpu_linear = (pool or ModelPool()).cpu_linear
+        self.cpu_linear = pool.cpu_linear
         training = config.training
         if not dataset.train:
             raise UserError(f"data.dataset = {dataset.name!r}: no train states after the split; use more states")
@@ -387,7 +388,7 @@ class Game:
         if config.cluster.backend == "ray":
             from engine.cluster import seat_roles
 
-            self.actors = seat_roles(config, table, (pool or ModelPool()).cache_dir, str(run_dir), self.cpu_linear)
+            self.actors = seat_roles(config, table, pool.cache_dir, str(run_dir), self.cpu_linear)
             self.seated = self.actors.table
         try:
             self.publish_adapters()

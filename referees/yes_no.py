@@ -73,7 +73,8 @@ class YesNoReader:
                 # and differ in the answer judged: that prefix runs once (players/packing.py).
                 shared = prefill_with_tails(model, self.base.pad_token_id, chunk, self.base.device)
                 if shared is not None:
-                    logits = shared[3].float()
+                    _cache, _mask, _positions, last_logits = shared
+                    logits = last_logits.float()
                 else:
                     input_ids, attention_mask, position_ids = left_pad(chunk, self.base.pad_token_id, self.base.device)
                     logits = model(
