@@ -69,14 +69,18 @@ class Stopwatch:
     def __init__(self) -> None:
         self.seconds: dict[str, float] = defaultdict(float)
         self.window_rss: list[float] = []
+        self.before_loop: dict[str, float] = {}
+
+    def in_loop(self, label: str) -> float:
+        return self.seconds[label] - self.before_loop.get(label, 0.0)
 
     @contextmanager
     def wrapping(self, owner: type, method: str, label: str, after: Callable[[], None] | None = None) -> Iterator[None]:
         original = getattr(owner, method)
 
         def timed(*args: Any, **kwargs: Any) -> Any:
-            if label == "loop":  # what the log cost before the loop (opening the run) is not the loop's
-                self.seconds["log before the loop"] = self.seconds["log"]
+            if label == "loop":  # what the log and checkpoint 0 cost before the loop (opening the run) is not the loop's
+                self.before_loop = dict(self.seconds)
             started = time.perf_counter()
             try:
                 return original(*args, **kwargs)
@@ -113,9 +117,10 @@ def play(config_path: Path, epochs: int | None, scratch: Path, pool: ModelPool, 
         finished = game_module.start_run(config, run_dir, pool=pool)
     total, cpu_total = time.perf_counter() - started, time.process_time() - cpu_started
     loop = watch.seconds["loop"]
-    log_in_loop = watch.seconds["log"] - watch.seconds["log before the loop"]
+    log_in_loop = watch.in_loop("log")
 
     steps: dict[str, float] = defaultdict(float)
+    train_policy_seconds = 0.0  # the training rounds' share of policy generation
     learners = 0.0
     update_seconds: dict[str, list[float]] = defaultdict(list)
     tokens: dict[str, list[tuple[int, int]]] = defaultdict(list)  # role -> (prompt, response) per training round
@@ -129,6 +134,7 @@ def play(config_path: Path, epochs: int | None, scratch: Path, pool: ModelPool, 
             for step in counted:
                 steps[step] += event.timings.get(step, 0.0)
             if event.phase == "train":
+                train_policy_seconds += event.timings.get("policy", 0.0)
                 tokens["policy"].append((len(event.policy_prompt_ids), len(event.policy_token_ids)))
                 if event.monitor_prompt_ids is not None and event.monitor_token_ids is not None:
                     tokens["monitor"].append((len(event.monitor_prompt_ids), len(event.monitor_token_ids)))
@@ -153,19 +159,23 @@ def play(config_path: Path, epochs: int | None, scratch: Path, pool: ModelPool, 
         "judge": steps["judge"],
         "learners": learners,
         "the log": log_in_loop,
-        "checkpoints": watch.seconds["checkpoints"],
+        "checkpoints": watch.in_loop("checkpoints"),
     }
     parts["other (scheduling, prompts, payoffs, Python)"] = loop - sum(parts.values())
     print("  split of the game loop's wall time:")
     for name, seconds in parts.items():
         print(f"    {name:<46} {seconds:7.1f} s  {100 * seconds / loop:5.1f}%")
+    drawn = sum(response for _, response in tokens["policy"])
+    print(f"  policy generation of the training rounds: {train_policy_seconds:.1f} s for {len(tokens['policy'])} answers "
+          f"({config.training.policy_generation!r} draws), {drawn} tokens, {drawn / max(train_policy_seconds, 1e-9):.0f} "
+          f"tokens/s; of evaluation: {steps['policy'] - train_policy_seconds:.1f} s")
     for role, seconds_each in update_seconds.items():
         prompt = statistics.mean(p for p, _ in tokens[role]) if tokens[role] else float("nan")
         response = statistics.mean(r for _, r in tokens[role]) if tokens[role] else float("nan")
         print(f"  {role} updates: {len(seconds_each)}, {statistics.mean(seconds_each):.1f} s each on average; its training "
               f"rounds' prompts {prompt:.0f} tokens, responses {response:.1f} tokens on average")
     print(f"  the log's share of the loop: {100 * log_in_loop / loop:.2f}% (target < 1%); opening the run's log "
-          f"took {watch.seconds['log before the loop']:.1f} s before the loop")
+          f"took {watch.before_loop.get('log', 0.0):.1f} s before the loop")
     print(f"  peak resident memory so far: {peak_resident_mib():.0f} MiB")
     rss = watch.window_rss
     if rss:

@@ -71,6 +71,13 @@ class TrainingConfig(BaseModel):
     window_size: int = Field(default=16, ge=1, description="B: fresh rounds per window (one monitor update).")
     num_epochs: int = Field(default=10, ge=1, description="Passes over the train split.")
     samples_per_state: int = Field(default=1, ge=1, description="n samples per state (group advantages).")
+    policy_generation: Literal["period", "window"] = Field(
+        default="period",
+        description='When the policy draws its training answers: "period" draws all k windows of a policy '
+        "period in one batch when the period's first window is played (the policy does not change "
+        "between its updates, and a decode step costs little more for more rows); \"window\" draws each "
+        "window's answers as it is played (k times fewer rows at once: less memory for long prompts).",
+    )
     # --- PPO ---
     ppo_epochs: int = Field(default=2, ge=1, description="Passes over an update's rollouts.")
     minibatch_size: int = Field(default=8, ge=1, description="Rollouts per optimiser step.")

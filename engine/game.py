@@ -10,6 +10,8 @@ Read this file top to bottom to see the game. One run is:
                                                          -> eval RoundPlayed…, EvaluationCompleted
     for each window w of B fresh rounds (states cycled through the train split):
         play the B rounds with the current adapters     -> B × RoundPlayed, flushed
+            (the policy's answers to all k windows of its period are drawn in one batch
+            when the period's first window is played: [training] policy_generation)
         a player collapsing in window w                  -> DiagnosticRaised   [when it starts]
         δ below what window 0's critiques reach          -> DiagnosticRaised   [window 0, minmax]
         monitor: PPO on window w, read back from the log -> MonitorUpdated     [minmax only]
@@ -44,8 +46,9 @@ discarded_after_seq = checkpoint_seq, next_round_id) and plays the same schedule
 again from the checkpoint. The superseded rounds keep their round ids, and new rounds take
 ids after the highest id ever logged, so round ids stay unique across the log; folds skip
 every event with discarded_after_seq < seq < RunResumed.seq. Sequence numbers simply
-continue. Each window's generation seed derives from its schedule position, so the replayed
-windows sample from the same seeds as the lost ones: with the adapters, optimisers and RNG
+continue. Each window's generation seed derives from its schedule position (the policy's
+period draw from its first window's), and a checkpoint is always at a period boundary, so
+the replayed windows sample from the same seeds, in the same batches, as the lost ones: with the adapters, optimisers and RNG
 states restored, the resumed run replays exactly what an uninterrupted run plays
 (tests/test_game_resume.py, tests/test_crash_suite.py). Checkpoints live in checkpoints/<policy version>, and in
 checkpoints/<version>-resumed<seq> after a resume (a killed run may have left a directory it
@@ -97,7 +100,16 @@ from engine.metrics import window_counts, window_metrics
 from engine.replay import superseded_seqs
 from engine.payoffs import monitor_rollouts, policy_rollouts
 from engine.ppo import PPOLearner, PPOSettings
-from engine.round import RoundSettings, ScheduledRound, Table, answer_and_critique, judged_rounds, play_rounds
+from engine.round import (
+    DrawnAnswers,
+    RoundSettings,
+    ScheduledRound,
+    Table,
+    answer_and_critique,
+    draw_answers,
+    judged_rounds,
+    play_rounds,
+)
 from engine.story_budget import story_budget
 from engine.trackers import Trackers, open_trackers
 from players import ModelPool, Player
@@ -159,6 +171,12 @@ class Schedule:
     def policy_updates_after(self, window: int) -> bool:
         """After every k-th window, and after the last (a short final group is not wasted)."""
         return (window + 1) % self.monitor_updates_per_policy == 0 or window == self.n_windows - 1
+
+    def policy_period(self, window: int) -> range:
+        """The windows the policy plays unchanged, `window` among them: from one policy update
+        (or the start) to the next."""
+        start = window - window % self.monitor_updates_per_policy
+        return range(start, min(start + self.monitor_updates_per_policy, self.n_windows))
 
     def state_at(self, position: int) -> tuple[State, int]:
         """The state and sample index of the round at `position`; states reshuffled per epoch."""
@@ -378,6 +396,9 @@ class Game:
         self.lambda_history: list[LambdaUpdated] = []  # engine/diagnostics.py reads it
         self.diagnostics_holding: set[tuple[str, str]] = set()  # (kind, role) raised and still holding
         self.progress = Progress()
+        # The policy's answers to the windows of its current period not yet played, each with
+        # the policy version that drew them (see period_answers).
+        self.drawn_answers: dict[int, tuple[int, DrawnAnswers]] = {}
         self.checkpoint_suffix = ""  # "-resumed<seq>" after a resume (see save_checkpoint)
         self.started = time.perf_counter()
         # Where rounds are played: at this table, or ([cluster] backend = "ray") in Ray actors
@@ -459,6 +480,7 @@ class Game:
             self.seated,
             scheduled,
             self.round_settings(phase="train", sample=True, seed=derived_seed(self.config.seed, "window", positions.start)),
+            drawn=self.period_answers(window) if self.config.training.policy_generation == "period" else None,
         )
         recorded = [self.log.append(round_) for round_ in rounds]
         _test_moment("window-appended")
@@ -466,6 +488,36 @@ class Game:
         self.progress.position = positions.stop
         self.progress.next_round_id += len(rounds)
         return recorded[0].seq, recorded[-1].seq
+
+    def period_answers(self, window: int) -> DrawnAnswers:
+        """The policy's answers to window `window`'s rounds, drawn with the rest of its policy
+        period's in one batch when the first of them is asked for.
+
+        The draw is a pure function of the period (its states, the seed of its first window's
+        position) and of the policy as it is throughout the period, so a run resumed at a
+        checkpoint (always a period boundary) draws exactly what the lost run drew. With k = 1
+        it is the per-window draw: same batch, same seed.
+        """
+        drawn = self.drawn_answers.pop(window, None)
+        if drawn is not None:
+            version, answers = drawn
+            if version != self.progress.policy_version:
+                raise RuntimeError(f"window {window}'s answers were drawn by policy version {version}, "
+                                   f"but version {self.progress.policy_version} plays it")
+            return answers
+        period = self.schedule.policy_period(window)
+        positions = [position for each in period for position in self.schedule.window_positions(each)]
+        states = [self.schedule.state_at(position)[0] for position in positions]
+        answers = draw_answers(
+            self.seated.policy, states, sample=True, seed=derived_seed(self.config.seed, "window", positions[0])
+        )
+        self.drawn_answers = {}
+        start = 0
+        for each in period:
+            stop = start + len(self.schedule.window_positions(each))
+            self.drawn_answers[each] = (self.progress.policy_version, answers.rows(start, stop))
+            start = stop
+        return self.drawn_answers.pop(window)[1]
 
     def update_monitor(self, first_seq: int, last_seq: int) -> None:
         """PPO on one fresh window, then one dual-ascent step from that window's mean f."""
@@ -888,7 +940,7 @@ def start_run(
 def resume_run(run_dir: Path, *, pool: ModelPool | None = None) -> RunFinished:
     """Continue a run from its last checkpoint (see the module docstring for what is redone)."""
     reader = RunReader(run_dir)
-    config = recorded_config(reader.run_started().config, str(run_dir))
+    config = config_to_resume(reader.run_started().config, str(run_dir))
     # The lock first: a run another process is writing is refused before any model loads.
     writer = RunWriter.open_existing(run_dir)
     try:
@@ -948,6 +1000,16 @@ def resume_run(run_dir: Path, *, pool: ModelPool | None = None) -> RunFinished:
             return game.train()
     finally:
         game.release_actors()
+
+
+def config_to_resume(recorded: dict[str, Any], run: str) -> RunConfig:
+    """The recorded config, as the run played it: logs older than `training.policy_generation`
+    drew the policy's answers a window at a time, so they resume drawing that way."""
+    config = recorded_config(recorded, run)
+    if "policy_generation" not in recorded.get("training", {}):
+        training = config.training.model_copy(update={"policy_generation": "window"})
+        config = config.model_copy(update={"training": training})
+    return config
 
 
 def _remove_partial_checkpoints(run_dir: Path) -> None:

@@ -17,6 +17,10 @@ Each round is the five steps of GAME.md §1, batched across the rounds at every 
 
 then R and f (engine.payoffs). Nothing is written here: the caller appends the events, so a
 round exists only once it is in the log.
+
+Step 1 can also run ahead of the others: `draw_answers` answers the rounds of several windows
+at once (the game draws a whole policy period, which the policy plays unchanged), and each
+window then passes its slice of them to `play_rounds(..., drawn=...)`.
 """
 
 from __future__ import annotations
@@ -69,12 +73,45 @@ class RoundSettings:
     seed: int  # generation seed of this batch (the monitor uses seed + 1)
 
 
-def play_rounds(table: Table, scheduled: Sequence[ScheduledRound], settings: RoundSettings) -> list[RoundPlayed]:
-    """Training rounds: the judge reads O and, in minmax mode, O′."""
+def play_rounds(
+    table: Table, scheduled: Sequence[ScheduledRound], settings: RoundSettings, drawn: DrawnAnswers | None = None
+) -> list[RoundPlayed]:
+    """Training rounds: the judge reads O and, in minmax mode, O′. `drawn`: the policy's
+    answers to exactly these rounds' states, drawn beforehand (None: drawn here)."""
     if not scheduled:
         return []
-    answered = answer_and_critique(table, scheduled, settings)
+    answered = answer_and_critique(table, scheduled, settings, drawn)
     return judged_rounds(table, answered, settings, with_critique=answered.critiques is not None)
+
+
+@dataclass(frozen=True)
+class DrawnAnswers:
+    """Step 1 for a list of states: the policy's prompts, answers and parsed choices."""
+
+    policy_prompts: list[str]
+    answers: list[Generation]
+    parsed_answers: list[int | None]
+    seconds: float  # the generation's wall time
+
+    def rows(self, start: int, stop: int) -> DrawnAnswers:
+        """The answers of rows start..stop-1, with their share of the time."""
+        return DrawnAnswers(
+            policy_prompts=self.policy_prompts[start:stop],
+            answers=self.answers[start:stop],
+            parsed_answers=self.parsed_answers[start:stop],
+            seconds=self.seconds * (stop - start) / len(self.answers),
+        )
+
+
+def draw_answers(policy: Player, states: Sequence[State], *, sample: bool, seed: int) -> DrawnAnswers:
+    """Step 1: the policy answers every state, in one batch."""
+    clock = time.perf_counter()
+    policy_prompts = [
+        policy.render_prompt(policy_messages(state.story, state.question, list(state.choices))) for state in states
+    ]
+    answers = policy.generate(policy_prompts, sample=sample, seed=seed)
+    parsed_answers = [parse_answer(answer.text, list(state.choices)) for answer, state in zip(answers, states)]
+    return DrawnAnswers(policy_prompts, answers, parsed_answers, seconds=time.perf_counter() - clock)
 
 
 @dataclass(frozen=True)
@@ -93,22 +130,23 @@ class Answered:
     seconds: dict[str, float]  # per step, for the whole batch
 
 
-def answer_and_critique(table: Table, scheduled: Sequence[ScheduledRound], settings: RoundSettings) -> Answered:
-    """Steps 1-3: the policy answers, the monitor critiques, the reward model scores both."""
+def answer_and_critique(
+    table: Table, scheduled: Sequence[ScheduledRound], settings: RoundSettings, drawn: DrawnAnswers | None = None
+) -> Answered:
+    """Steps 1-3: the policy answers (unless `drawn` holds its answers already), the monitor
+    critiques, the reward model scores both."""
     states = [item.state for item in scheduled]
     questions = [state.question for state in states]
     choices = [list(state.choices) for state in states]
     seconds: dict[str, float] = {}
 
     # 1. The policy answers.
-    clock = time.perf_counter()
-    policy_prompts = [
-        table.policy.render_prompt(policy_messages(state.story, state.question, list(state.choices)))
-        for state in states
-    ]
-    answers = table.policy.generate(policy_prompts, sample=settings.sample, seed=settings.seed)
-    parsed_answers = [parse_answer(answer.text, list(state.choices)) for answer, state in zip(answers, states)]
-    seconds["policy"] = time.perf_counter() - clock
+    if drawn is None:
+        drawn = draw_answers(table.policy, states, sample=settings.sample, seed=settings.seed)
+    elif len(drawn.answers) != len(states):
+        raise ValueError(f"{len(drawn.answers)} answers drawn for {len(states)} rounds")
+    policy_prompts, answers, parsed_answers = drawn.policy_prompts, drawn.answers, drawn.parsed_answers
+    seconds["policy"] = drawn.seconds
 
     # 2. The monitor critiques the answer (minmax mode only).
     critiques = None

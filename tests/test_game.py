@@ -222,6 +222,8 @@ def test_schedule_cycles_states_per_epoch_and_keeps_sample_groups_together() -> 
     schedule = Schedule(train=states, num_epochs=2, samples_per_state=2, window_size=4, monitor_updates_per_policy=2, seed=1)
     assert schedule.total_rounds == 12 and schedule.n_windows == 3
     assert [schedule.policy_updates_after(w) for w in range(3)] == [False, True, True]  # the last window too
+    # the windows one policy plays unchanged: a short final period after the last update
+    assert [list(schedule.policy_period(w)) for w in range(3)] == [[0, 1], [0, 1], [2]]
     played = [schedule.state_at(position) for position in range(12)]
     for epoch in range(2):
         in_epoch = played[6 * epoch: 6 * epoch + 6]
@@ -271,3 +273,54 @@ def test_eval_at_start_evaluates_the_untrained_adapters_first_and_leaves_trainin
     def training(events: list) -> list:
         return [(e.round_id, e.policy_output, e.p_accept) for e in events if isinstance(e, RoundPlayed) and e.phase == "train"]
     assert training(with_start) == training(runs[False])
+
+
+def test_the_policy_draws_a_whole_policy_period_at_once(
+    tiny_lm_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """k = 2 windows of 2 rounds: one generation of 4 answers per policy period, each window
+    playing its slice; "window" draws 2 at a time. With k = 1 the two are the same draw."""
+    from engine.game import derived_seed
+    from players import Player
+
+    calls: list[tuple[str, int, int | None, list]] = []
+    generate = Player.generate
+
+    def recording(self: Player, prompts: list[str], sample: bool = True, seed: int | None = None) -> list:
+        generations = generate(self, prompts, sample=sample, seed=seed)
+        calls.append((self.role, len(prompts), seed, generations))
+        return generations
+
+    monkeypatch.setattr(Player, "generate", recording)
+
+    def train_draws(config: RunConfig, run_dir: Path) -> tuple[list, list[RoundPlayed]]:
+        calls.clear()
+        start_run(config, run_dir, pool=ModelPool(cache_dir=tmp_path / "cache"))
+        rounds = [e for e in payloads(run_dir) if isinstance(e, RoundPlayed) and e.phase == "train"]
+        return [call for call in calls if call[0] == "policy"], rounds
+
+    no_eval = {"eval_every": 0}
+    period, period_rounds = train_draws(tiny_config(tiny_lm_dir, tmp_path, training=no_eval), tmp_path / "period")
+    policy_draws = period
+    # 12 rounds in 6 windows of 2: 3 periods of 2 windows, each drawn in one generation of 4
+    assert [rows for _, rows, _, _ in policy_draws] == [4, 4, 4]
+    assert [seed for _, _, seed, _ in policy_draws] == [derived_seed(3, "window", start) for start in (0, 4, 8)]
+    drawn_tokens = [generation.token_ids for call in policy_draws for generation in call[3]]
+    assert [list(r.policy_token_ids) for r in period_rounds] == drawn_tokens
+    # each round carries its share of its period's generation time
+    assert all(r.timings["policy"] > 0 for r in period_rounds)
+
+    by_window, window_rounds = train_draws(
+        tiny_config(tiny_lm_dir, tmp_path, training={**no_eval, "policy_generation": "window"}), tmp_path / "window"
+    )
+    assert [rows for _, rows, _, _ in by_window] == [2] * 6
+    assert [(r.state_id, r.window) for r in window_rounds] == [(r.state_id, r.window) for r in period_rounds]
+
+    # k = 1: a period is a window, so both settings draw the same answers from the same seeds
+    one = {**no_eval, "monitor_updates_per_policy": 1}
+    _, one_period = train_draws(tiny_config(tiny_lm_dir, tmp_path, training=one), tmp_path / "one-period")
+    _, one_window = train_draws(
+        tiny_config(tiny_lm_dir, tmp_path, training={**one, "policy_generation": "window"}), tmp_path / "one-window"
+    )
+    assert [list(r.policy_token_ids) for r in one_period] == [list(r.policy_token_ids) for r in one_window]
+    assert [list(r.policy_logprobs) for r in one_period] == [list(r.policy_logprobs) for r in one_window]

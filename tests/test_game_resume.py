@@ -63,7 +63,7 @@ eval_fraction = 0.25
 [training]
 policy_learning_rate = 1e-2
 monitor_learning_rate = 4e-2
-monitor_updates_per_policy = 1
+monitor_updates_per_policy = 2  # killed inside a policy period: its answers are drawn at once
 window_size = 2
 num_epochs = 2
 ppo_epochs = 1
@@ -145,8 +145,8 @@ def resumed_run(tiny_lm_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> 
 def test_killed_run_resumes_to_the_same_end_as_an_uninterrupted_one(resumed_run: ResumedRun) -> None:
     killed, reference_dir, finished = resumed_run.killed, resumed_run.reference, resumed_run.finished
     reference = resumed_run.reference_finished
-    assert (finished.rounds, finished.policy_updates, finished.monitor_updates) == (12, 6, 6)
-    assert (reference.rounds, reference.policy_updates, reference.monitor_updates) == (12, 6, 6)
+    assert (finished.rounds, finished.policy_updates, finished.monitor_updates) == (12, 3, 6)
+    assert (reference.rounds, reference.policy_updates, reference.monitor_updates) == (12, 3, 6)
 
     resumed_log = RunReader(killed).events(include_superseded=True)
     assert [item.seq for item in resumed_log] == list(range(len(resumed_log)))  # same numbering, no gap
@@ -235,7 +235,7 @@ def test_after_a_resume_every_view_counts_the_same(resumed_run: ResumedRun) -> N
     resumed, uninterrupted = view_counts(resumed_run.killed), view_counts(resumed_run.reference)
     assert resumed == uninterrupted  # the resumed run counts as the run that was never killed
     replay = resumed["replay"]
-    assert (replay["rounds"], replay["policy_updates"], replay["monitor_updates"]) == (12, 6, 6)
+    assert (replay["rounds"], replay["policy_updates"], replay["monitor_updates"]) == (12, 3, 6)
     for view in ("sql", "tui", "trackers", "report"):
         for name, value in resumed[view].items():
             if name in replay and value is not None:
@@ -251,3 +251,15 @@ def test_resume_refuses_a_finished_run(tiny_lm_dir: Path, tmp_path: Path) -> Non
     start_run(config, tmp_path / "run", pool=ModelPool(cache_dir=tmp_path / "cache"))
     with pytest.raises(UserError, match="already finished"):
         resume_run(tmp_path / "run", pool=ModelPool(cache_dir=tmp_path / "cache"))
+
+
+def test_a_log_older_than_period_draws_resumes_drawing_a_window_at_a_time(tiny_lm_dir: Path, tmp_path: Path) -> None:
+    from engine.game import config_to_resume
+
+    recorded = tiny_config(tiny_lm_dir, tmp_path, training={"monitor_updates_per_policy": 3}).resolved()
+    assert recorded["training"]["policy_generation"] == "period"  # a new run records its choice
+    assert config_to_resume(recorded, "run").training.policy_generation == "period"
+    older = {**recorded, "training": {k: v for k, v in recorded["training"].items() if k != "policy_generation"}}
+    resumed = config_to_resume(older, "run")
+    assert resumed.training.policy_generation == "window"  # as the run drew before the setting existed
+    assert resumed.training.monitor_updates_per_policy == 3  # everything else as recorded
