@@ -78,6 +78,12 @@ class TrainingConfig(BaseModel):
         "between its updates, and a decode step costs little more for more rows); \"window\" draws each "
         "window's answers as it is played (k times fewer rows at once: less memory for long prompts).",
     )
+    policy_generation_rows: int | None = Field(
+        default=None, ge=1,
+        description='With policy_generation = "period": draw the period\'s answers this many rows at a time, '
+        "each chunk seeded by its first round's position (None: the whole period, k·B rows, at once). Bounds "
+        "generation memory for long stories on a GPU; equal to window_size it draws exactly what \"window\" draws.",
+    )
     # --- PPO ---
     ppo_epochs: int = Field(default=2, ge=1, description="Passes over an update's rollouts.")
     minibatch_size: int = Field(default=8, ge=1, description="Rollouts per optimiser step.")

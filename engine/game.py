@@ -495,8 +495,8 @@ class Game:
 
         The draw is a pure function of the period (its states, the seed of its first window's
         position) and of the policy as it is throughout the period, so a run resumed at a
-        checkpoint (always a period boundary) draws exactly what the lost run drew. With k = 1
-        it is the per-window draw: same batch, same seed.
+        checkpoint (always a period boundary) draws exactly what the lost run drew. With k = 1,
+        or chunks of policy_generation_rows = B, it is the per-window draw: same batches, same seeds.
         """
         drawn = self.drawn_answers.pop(window, None)
         if drawn is not None:
@@ -508,9 +508,13 @@ class Game:
         period = self.schedule.policy_period(window)
         positions = [position for each in period for position in self.schedule.window_positions(each)]
         states = [self.schedule.state_at(position)[0] for position in positions]
-        answers = draw_answers(
-            self.seated.policy, states, sample=True, seed=derived_seed(self.config.seed, "window", positions[0])
-        )
+        # At most policy_generation_rows at a time, each chunk seeded by its first position.
+        rows = self.config.training.policy_generation_rows or len(positions)
+        answers = DrawnAnswers.joined([
+            draw_answers(self.seated.policy, states[start:start + rows], sample=True,
+                         seed=derived_seed(self.config.seed, "window", positions[start]))
+            for start in range(0, len(positions), rows)
+        ])
         self.drawn_answers = {}
         start = 0
         for each in period:

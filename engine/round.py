@@ -93,6 +93,16 @@ class DrawnAnswers:
     parsed_answers: list[int | None]
     seconds: float  # the generation's wall time
 
+    @staticmethod
+    def joined(parts: Sequence[DrawnAnswers]) -> DrawnAnswers:
+        """Several draws as one, in order."""
+        return DrawnAnswers(
+            policy_prompts=[prompt for part in parts for prompt in part.policy_prompts],
+            answers=[answer for part in parts for answer in part.answers],
+            parsed_answers=[parsed for part in parts for parsed in part.parsed_answers],
+            seconds=sum(part.seconds for part in parts),
+        )
+
     def rows(self, start: int, stop: int) -> DrawnAnswers:
         """The answers of rows start..stop-1, with their share of the time."""
         return DrawnAnswers(

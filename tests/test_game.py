@@ -279,7 +279,8 @@ def test_the_policy_draws_a_whole_policy_period_at_once(
     tiny_lm_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """k = 2 windows of 2 rounds: one generation of 4 answers per policy period, each window
-    playing its slice; "window" draws 2 at a time. With k = 1 the two are the same draw."""
+    playing its slice; "window" draws 2 at a time, as does the period in chunks of 2 rows.
+    With k = 1 the two settings are the same draw."""
     from engine.game import derived_seed
     from players import Player
 
@@ -315,6 +316,19 @@ def test_the_policy_draws_a_whole_policy_period_at_once(
     )
     assert [rows for _, rows, _, _ in by_window] == [2] * 6
     assert [(r.state_id, r.window) for r in window_rounds] == [(r.state_id, r.window) for r in period_rounds]
+
+    # the period in chunks of B rows is the per-window draw, token for token
+    chunked, chunked_rounds = train_draws(
+        tiny_config(tiny_lm_dir, tmp_path, training={**no_eval, "policy_generation_rows": 2}), tmp_path / "chunks-2"
+    )
+    assert [rows for _, rows, _, _ in chunked] == [2] * 6
+    assert [list(r.policy_token_ids) for r in chunked_rounds] == [list(r.policy_token_ids) for r in window_rounds]
+    # chunks that cross a window boundary: each seeded by its first round's position
+    chunked, _ = train_draws(
+        tiny_config(tiny_lm_dir, tmp_path, training={**no_eval, "policy_generation_rows": 3}), tmp_path / "chunks-3"
+    )
+    assert [rows for _, rows, _, _ in chunked] == [3, 1] * 3
+    assert [seed for _, _, seed, _ in chunked] == [derived_seed(3, "window", start) for start in (0, 3, 4, 7, 8, 11)]
 
     # k = 1: a period is a window, so both settings draw the same answers from the same seeds
     one = {**no_eval, "monitor_updates_per_policy": 1}
