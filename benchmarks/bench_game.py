@@ -167,7 +167,7 @@ def play(config_path: Path, epochs: int | None, scratch: Path, pool: ModelPool, 
         print(f"    {name:<46} {seconds:7.1f} s  {100 * seconds / loop:5.1f}%")
     drawn = sum(response for _, response in tokens["policy"])
     print(f"  policy generation of the training rounds: {train_policy_seconds:.1f} s for {len(tokens['policy'])} answers "
-          f"({config.training.policy_generation!r} draws), {drawn} tokens, {drawn / max(train_policy_seconds, 1e-9):.0f} "
+          f"(drawn {config.training.policy_generation_rows or 'a period'} at a time), {drawn} tokens, {drawn / max(train_policy_seconds, 1e-9):.0f} "
           f"tokens/s; of evaluation: {steps['policy'] - train_policy_seconds:.1f} s")
     for role, seconds_each in update_seconds.items():
         prompt = statistics.mean(p for p, _ in tokens[role]) if tokens[role] else float("nan")

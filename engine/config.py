@@ -71,18 +71,13 @@ class TrainingConfig(BaseModel):
     window_size: int = Field(default=16, ge=1, description="B: fresh rounds per window (one monitor update).")
     num_epochs: int = Field(default=10, ge=1, description="Passes over the train split.")
     samples_per_state: int = Field(default=1, ge=1, description="n samples per state (group advantages).")
-    policy_generation: Literal["period", "window"] = Field(
-        default="period",
-        description='When the policy draws its training answers: "period" draws all k windows of a policy '
-        "period in one batch when the period's first window is played (the policy does not change "
-        "between its updates, and a decode step costs little more for more rows); \"window\" draws each "
-        "window's answers as it is played (k times fewer rows at once: less memory for long prompts).",
-    )
     policy_generation_rows: int | None = Field(
         default=None, ge=1,
-        description='With policy_generation = "period": draw the period\'s answers this many rows at a time, '
-        "each chunk seeded by its first round's position (None: the whole period, k·B rows, at once). Bounds "
-        "generation memory for long stories on a GPU; equal to window_size it draws exactly what \"window\" draws.",
+        description="Training answers the policy generates together. It does not change between its updates, "
+        "so a policy period's k windows are drawn when its first window is played, this many rows at a "
+        "time, each chunk seeded by its first round's position. None: the whole period (k·B rows) at once "
+        "(a decode step costs little more for more rows); window_size: one window at a time, less memory "
+        "for long stories on a GPU.",
     )
     # --- PPO ---
     ppo_epochs: int = Field(default=2, ge=1, description="Passes over an update's rollouts.")

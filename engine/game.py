@@ -10,8 +10,8 @@ Read this file top to bottom to see the game. One run is:
                                                          -> eval RoundPlayed…, EvaluationCompleted
     for each window w of B fresh rounds (states cycled through the train split):
         play the B rounds with the current adapters     -> B × RoundPlayed, flushed
-            (the policy's answers to all k windows of its period are drawn in one batch
-            when the period's first window is played: [training] policy_generation)
+            (the policy's answers to all k windows of its period are drawn when the period's
+            first window is played: [training] policy_generation_rows)
         a player collapsing in window w                  -> DiagnosticRaised   [when it starts]
         δ below what window 0's critiques reach          -> DiagnosticRaised   [window 0, minmax]
         monitor: PPO on window w, read back from the log -> MonitorUpdated     [minmax only]
@@ -396,9 +396,9 @@ class Game:
         self.lambda_history: list[LambdaUpdated] = []  # engine/diagnostics.py reads it
         self.diagnostics_holding: set[tuple[str, str]] = set()  # (kind, role) raised and still holding
         self.progress = Progress()
-        # The policy's answers to the windows of its current period not yet played, each with
-        # the policy version that drew them (see period_answers).
-        self.drawn_answers: dict[int, tuple[int, DrawnAnswers]] = {}
+        # The policy's answers to its current period's windows, with the policy version that
+        # drew them (see period_answers).
+        self.drawn: tuple[range, int, DrawnAnswers] | None = None
         self.checkpoint_suffix = ""  # "-resumed<seq>" after a resume (see save_checkpoint)
         self.started = time.perf_counter()
         # Where rounds are played: at this table, or ([cluster] backend = "ray") in Ray actors
@@ -480,7 +480,7 @@ class Game:
             self.seated,
             scheduled,
             self.round_settings(phase="train", sample=True, seed=derived_seed(self.config.seed, "window", positions.start)),
-            drawn=self.period_answers(window) if self.config.training.policy_generation == "period" else None,
+            drawn=self.period_answers(window),
         )
         recorded = [self.log.append(round_) for round_ in rounds]
         _test_moment("window-appended")
@@ -491,37 +491,31 @@ class Game:
 
     def period_answers(self, window: int) -> DrawnAnswers:
         """The policy's answers to window `window`'s rounds, drawn with the rest of its policy
-        period's in one batch when the first of them is asked for.
+        period's when the first of them is asked for, policy_generation_rows at a time.
 
-        The draw is a pure function of the period (its states, the seed of its first window's
-        position) and of the policy as it is throughout the period, so a run resumed at a
-        checkpoint (always a period boundary) draws exactly what the lost run drew. With k = 1,
-        or chunks of policy_generation_rows = B, it is the per-window draw: same batches, same seeds.
+        The draw is a pure function of the period (its states, each chunk's seed from its first
+        round's position) and of the policy as it is throughout the period, so a run resumed at
+        a checkpoint (always a period boundary) draws exactly what the lost run drew. With k = 1,
+        or chunks of B rows, it is the per-window draw: same batches, same seeds.
         """
-        drawn = self.drawn_answers.pop(window, None)
-        if drawn is not None:
-            version, answers = drawn
-            if version != self.progress.policy_version:
-                raise RuntimeError(f"window {window}'s answers were drawn by policy version {version}, "
-                                   f"but version {self.progress.policy_version} plays it")
-            return answers
         period = self.schedule.policy_period(window)
-        positions = [position for each in period for position in self.schedule.window_positions(each)]
-        states = [self.schedule.state_at(position)[0] for position in positions]
-        # At most policy_generation_rows at a time, each chunk seeded by its first position.
-        rows = self.config.training.policy_generation_rows or len(positions)
-        answers = DrawnAnswers.joined([
-            draw_answers(self.seated.policy, states[start:start + rows], sample=True,
-                         seed=derived_seed(self.config.seed, "window", positions[start]))
-            for start in range(0, len(positions), rows)
-        ])
-        self.drawn_answers = {}
-        start = 0
-        for each in period:
-            stop = start + len(self.schedule.window_positions(each))
-            self.drawn_answers[each] = (self.progress.policy_version, answers.rows(start, stop))
-            start = stop
-        return self.drawn_answers.pop(window)[1]
+        first = self.schedule.window_positions(period.start).start
+        if self.drawn is None or self.drawn[0] != period:
+            positions = range(first, self.schedule.window_positions(period[-1]).stop)
+            states = [self.schedule.state_at(position)[0] for position in positions]
+            rows = self.config.training.policy_generation_rows or len(positions)
+            answers = DrawnAnswers.joined([
+                draw_answers(self.seated.policy, states[start:start + rows], sample=True,
+                             seed=derived_seed(self.config.seed, "window", positions[start]))
+                for start in range(0, len(positions), rows)
+            ])
+            self.drawn = (period, self.progress.policy_version, answers)
+        _, version, answers = self.drawn
+        if version != self.progress.policy_version:
+            raise RuntimeError(f"window {window}'s answers were drawn by policy version {version}, "
+                               f"but version {self.progress.policy_version} plays it")
+        positions = self.schedule.window_positions(window)
+        return answers.rows(positions.start - first, positions.stop - first)
 
     def update_monitor(self, first_seq: int, last_seq: int) -> None:
         """PPO on one fresh window, then one dual-ascent step from that window's mean f."""
@@ -1007,11 +1001,11 @@ def resume_run(run_dir: Path, *, pool: ModelPool | None = None) -> RunFinished:
 
 
 def config_to_resume(recorded: dict[str, Any], run: str) -> RunConfig:
-    """The recorded config, as the run played it: logs older than `training.policy_generation`
+    """The recorded config, as the run played it: logs older than `training.policy_generation_rows`
     drew the policy's answers a window at a time, so they resume drawing that way."""
     config = recorded_config(recorded, run)
-    if "policy_generation" not in recorded.get("training", {}):
-        training = config.training.model_copy(update={"policy_generation": "window"})
+    if "policy_generation_rows" not in recorded.get("training", {}):
+        training = config.training.model_copy(update={"policy_generation_rows": config.training.window_size})
         config = config.model_copy(update={"training": training})
     return config
 

@@ -42,7 +42,7 @@ def test_the_game_benchmark_plays_tiny_and_splits_the_loop_into_parts_that_add_u
     assert seconds["other (scheduling, prompts, payoffs, Python)"] >= -0.05
 
     # tiny draws the policy's answers a policy period at a time: all 12 in one generation
-    drawn = re.search(r"policy generation of the training rounds: ([0-9.]+) s for 12 answers \('period' draws\), "
+    drawn = re.search(r"policy generation of the training rounds: ([0-9.]+) s for 12 answers \(drawn a period at a time\), "
                       r"(\d+) tokens", printed)
     assert drawn and 12 <= int(drawn.group(2)) <= 12 * 32, printed  # max_new_tokens = 32
     assert re.search(r"resident MiB after each of 3 windows: \d+, \d+, \d+", printed)

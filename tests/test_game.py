@@ -279,8 +279,8 @@ def test_the_policy_draws_a_whole_policy_period_at_once(
     tiny_lm_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """k = 2 windows of 2 rounds: one generation of 4 answers per policy period, each window
-    playing its slice; "window" draws 2 at a time, as does the period in chunks of 2 rows.
-    With k = 1 the two settings are the same draw."""
+    playing its slice; in chunks of 2 rows each window is drawn on its own. With k = 1 the
+    two settings are the same draw."""
     from engine.game import derived_seed
     from players import Player
 
@@ -311,18 +311,15 @@ def test_the_policy_draws_a_whole_policy_period_at_once(
     # each round carries its share of its period's generation time
     assert all(r.timings["policy"] > 0 for r in period_rounds)
 
+    # in chunks of B rows: the per-window draw, each window's answers from its own seed
     by_window, window_rounds = train_draws(
-        tiny_config(tiny_lm_dir, tmp_path, training={**no_eval, "policy_generation": "window"}), tmp_path / "window"
+        tiny_config(tiny_lm_dir, tmp_path, training={**no_eval, "policy_generation_rows": 2}), tmp_path / "window"
     )
     assert [rows for _, rows, _, _ in by_window] == [2] * 6
+    assert [seed for _, _, seed, _ in by_window] == [derived_seed(3, "window", start) for start in range(0, 12, 2)]
+    assert [list(r.policy_token_ids) for r in window_rounds] == [g.token_ids for call in by_window for g in call[3]]
     assert [(r.state_id, r.window) for r in window_rounds] == [(r.state_id, r.window) for r in period_rounds]
 
-    # the period in chunks of B rows is the per-window draw, token for token
-    chunked, chunked_rounds = train_draws(
-        tiny_config(tiny_lm_dir, tmp_path, training={**no_eval, "policy_generation_rows": 2}), tmp_path / "chunks-2"
-    )
-    assert [rows for _, rows, _, _ in chunked] == [2] * 6
-    assert [list(r.policy_token_ids) for r in chunked_rounds] == [list(r.policy_token_ids) for r in window_rounds]
     # chunks that cross a window boundary: each seeded by its first round's position
     chunked, _ = train_draws(
         tiny_config(tiny_lm_dir, tmp_path, training={**no_eval, "policy_generation_rows": 3}), tmp_path / "chunks-3"
@@ -334,7 +331,7 @@ def test_the_policy_draws_a_whole_policy_period_at_once(
     one = {**no_eval, "monitor_updates_per_policy": 1}
     _, one_period = train_draws(tiny_config(tiny_lm_dir, tmp_path, training=one), tmp_path / "one-period")
     _, one_window = train_draws(
-        tiny_config(tiny_lm_dir, tmp_path, training={**one, "policy_generation": "window"}), tmp_path / "one-window"
+        tiny_config(tiny_lm_dir, tmp_path, training={**one, "policy_generation_rows": 2}), tmp_path / "one-window"
     )
     assert [list(r.policy_token_ids) for r in one_period] == [list(r.policy_token_ids) for r in one_window]
     assert [list(r.policy_logprobs) for r in one_period] == [list(r.policy_logprobs) for r in one_window]

@@ -257,9 +257,9 @@ def test_a_log_older_than_period_draws_resumes_drawing_a_window_at_a_time(tiny_l
     from engine.game import config_to_resume
 
     recorded = tiny_config(tiny_lm_dir, tmp_path, training={"monitor_updates_per_policy": 3}).resolved()
-    assert recorded["training"]["policy_generation"] == "period"  # a new run records its choice
-    assert config_to_resume(recorded, "run").training.policy_generation == "period"
-    older = {**recorded, "training": {k: v for k, v in recorded["training"].items() if k != "policy_generation"}}
+    assert "policy_generation_rows" in recorded["training"]  # a new run records its choice
+    assert config_to_resume(recorded, "run").training.policy_generation_rows is None  # the whole period
+    older = {**recorded, "training": {k: v for k, v in recorded["training"].items() if k != "policy_generation_rows"}}
     resumed = config_to_resume(older, "run")
-    assert resumed.training.policy_generation == "window"  # as the run drew before the setting existed
+    assert resumed.training.policy_generation_rows == resumed.training.window_size  # per window, as it drew then
     assert resumed.training.monitor_updates_per_policy == 3  # everything else as recorded
