@@ -104,6 +104,10 @@ def play(config_path: Path, epochs: int | None, scratch: Path, pool: ModelPool, 
             update[role] = getattr(config, role).model_copy(update={"model": str(tiny_model)})
     config = config.model_copy(update=update)
     run_dir = scratch / game_module.new_run_id(config)
+    # Each game starts with an empty reference prompt cache, as a new process would: a game
+    # must not find the prompts an earlier game in this process left there.
+    for base in pool.causal_lms_loaded():
+        base.prompt_cache = None
     watch = Stopwatch()
     started, cpu_started = time.perf_counter(), time.process_time()
     with (
@@ -176,6 +180,15 @@ def play(config_path: Path, epochs: int | None, scratch: Path, pool: ModelPool, 
               f"rounds' prompts {prompt:.0f} tokens, responses {response:.1f} tokens on average")
     print(f"  the log's share of the loop: {100 * log_in_loop / loop:.2f}% (target < 1%); opening the run's log "
           f"took {watch.before_loop.get('log', 0.0):.1f} s before the loop")
+    caches = [base.prompt_cache for base in pool.causal_lms_loaded() if base.prompt_cache is not None]
+    if caches:
+        found = sum(cache.tokens_found for cache in caches)
+        encoded = sum(cache.tokens_encoded for cache in caches)
+        held = sum(cache.bytes_held for cache in caches) / 2**20
+        print(f"  reference prompt cache: {found} of {found + encoded} prompt tokens found ({100 * found / max(found + encoded, 1):.0f}%), "
+              f"{held:.0f} MiB held at the end (budget {caches[0].budget_bytes / 2**20:.0f} MiB per base)")
+    else:
+        print("  reference prompt cache: off")
     print(f"  peak resident memory so far: {peak_resident_mib():.0f} MiB")
     rss = watch.window_rss
     if rss:

@@ -220,6 +220,9 @@ def bench_ours(args: argparse.Namespace, pool: ModelPool) -> dict[str, float]:
             learning_rate=LEARNING_RATE, kl_coef=KL_COEF, advantage="group", minibatch_size=N_COMPLETIONS, ppo_epochs=1,
             # ‖∇θ U‖ (engine/ppo.py detail 9) is our diagnostic, not work TRL does: off unless asked.
             payoff_grad_norm_every=1 if args.payoff_diagnostic else 0,
+            # Every step here repeats one prompt, so a reference prompt cache would find it every
+            # time after the first: a saving the game sees only on epochs after its first.
+            reference_cache_bytes=0,
         ),
     )
     prompt = reading_prompt(policy)

@@ -79,6 +79,14 @@ class TrainingConfig(BaseModel):
         "(a decode step costs little more for more rows); window_size: one window at a time, less memory "
         "for long stories on a GPU.",
     )
+    reference_cache_mib: int | None = Field(
+        default=None, ge=0,
+        description="MiB of prompt keys and values the KL reference (the frozen base) keeps between updates, "
+        "shared by the learners on one base: a run meets the same states every epoch, and the reference "
+        "pass is mostly prompt. Prompts are encoded in fixed chunks so that a found chunk equals a recomputed "
+        "one to the last bit (resume stays exact). 0: off (prompts encoded afresh, grouped by shared prefix); "
+        "None: 1024 on a CPU base, off on a GPU (not measured there).",
+    )
     # --- PPO ---
     ppo_epochs: int = Field(default=2, ge=1, description="Passes over an update's rollouts.")
     minibatch_size: int = Field(default=8, ge=1, description="Rollouts per optimiser step.")

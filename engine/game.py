@@ -331,9 +331,9 @@ def set_table(config: RunConfig, pool: ModelPool) -> Table:
     return Table(policy=policy, monitor=monitor, reward=reward, judge=judge)
 
 
-def ppo_settings(config: RunConfig, role: str) -> PPOSettings:
+def ppo_settings(config: RunConfig, role: str, device: torch.device | str = "cpu") -> PPOSettings:
     """A learner's settings, all from the validated config: each player its own learning rate,
-    KL coefficient and temperature; the other PPO knobs are shared."""
+    KL coefficient and temperature; the other PPO knobs are shared. `device`: the player's."""
     training = config.training
     player = config.policy if role == "policy" else config.monitor
     return PPOSettings(
@@ -350,8 +350,20 @@ def ppo_settings(config: RunConfig, role: str) -> PPOSettings:
         tis_cap=training.tis_cap,
         temperature=player.temperature,  # log-probs of logits / T, as generation recorded them
         payoff_grad_norm_every=training.payoff_grad_norm_every,
+        reference_cache_bytes=reference_cache_mib(training.reference_cache_mib, torch.device(device)) * 2**20,
         seed=derived_seed(config.seed, f"{role}-minibatches", 0),
     )
+
+
+# The reference's prompt cache on a CPU base unless the config says otherwise (MiB).
+DEFAULT_CPU_REFERENCE_CACHE_MIB = 1024
+
+
+def reference_cache_mib(configured: int | None, device: torch.device) -> int:
+    """[training] reference_cache_mib as it applies to a player on `device`."""
+    if configured is not None:
+        return configured
+    return DEFAULT_CPU_REFERENCE_CACHE_MIB if device.type == "cpu" else 0
 
 
 def seed_everything(seed: int) -> None:
@@ -388,9 +400,9 @@ class Game:
             seed=config.seed,
         )
         # TTUR: separate learners, optimisers and learning rates per player.
-        self.policy_learner = PPOLearner(table.policy, ppo_settings(config, "policy"))
+        self.policy_learner = PPOLearner(table.policy, ppo_settings(config, "policy", table.policy.device))
         self.monitor_learner = (
-            PPOLearner(table.monitor, ppo_settings(config, "monitor")) if table.monitor is not None else None
+            PPOLearner(table.monitor, ppo_settings(config, "monitor", table.monitor.device)) if table.monitor is not None else None
         )
         self.dual = DualAscent(config.lagrangian)
         self.lambda_history: list[LambdaUpdated] = []  # engine/diagnostics.py reads it
@@ -1002,11 +1014,17 @@ def resume_run(run_dir: Path, *, pool: ModelPool | None = None) -> RunFinished:
 
 def config_to_resume(recorded: dict[str, Any], run: str) -> RunConfig:
     """The recorded config, as the run played it: logs older than `training.policy_generation_rows`
-    drew the policy's answers a window at a time, so they resume drawing that way."""
+    drew the policy's answers a window at a time, and logs older than `training.reference_cache_mib`
+    encoded the reference's prompts afresh each update, so they resume doing so."""
     config = recorded_config(recorded, run)
-    if "policy_generation_rows" not in recorded.get("training", {}):
-        training = config.training.model_copy(update={"policy_generation_rows": config.training.window_size})
-        config = config.model_copy(update={"training": training})
+    recorded_training = recorded.get("training", {})
+    older: dict[str, Any] = {}
+    if "policy_generation_rows" not in recorded_training:
+        older["policy_generation_rows"] = config.training.window_size
+    if "reference_cache_mib" not in recorded_training:
+        older["reference_cache_mib"] = 0
+    if older:
+        config = config.model_copy(update={"training": config.training.model_copy(update=older)})
     return config
 
 

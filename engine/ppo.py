@@ -18,7 +18,12 @@ PPO implementation details adopted, and where each lives in the code:
     pass: r_t = exp(log π_θ(a_t|s_t) − log π_behaviour(a_t|s_t))        [clipped_surrogate]
  2. Clipped surrogate, pessimistic max of the two losses (Schulman et al. 2017, eq. 7) [clipped_surrogate]
  3. KL to the reference π_ref = the same base with every adapter disabled (player.reference()),
-    never a second model copy; reference log-probs once per update under no_grad [update, step 1]
+    never a second model copy; reference log-probs once per update under no_grad. The base
+    never changes, so its prompts' keys and values are kept between updates (a run meets the
+    same states every epoch): each distinct prompt comes from players/prompt_cache.py, encoded
+    in fixed chunks so that a found chunk equals a recomputed one bit for bit, and only the
+    responses run (training.reference_cache_mib; 0: prompts encoded afresh, grouped as in
+    detail 12) [update, step 1; _reference_logprobs]
  4. KL penalty *in the loss* with weight β (not in the reward), as k2 = ½·(new − ref)² per token:
     on tokens drawn from π_θ its expected gradient is exactly ∇θ KL(π_θ‖π_ref), the KL of
     GAME.md §2 (the gradient of E[k2] is E[(log π_θ − log π_ref)·∇ log π_θ], the score-function
@@ -115,7 +120,8 @@ from engine.advantages import (
 from engine.payoffs import Rollout
 from players import Player
 from players.cpu_linear import frozen_linear
-from players.packing import left_pad, shared_prefixes
+from players.packing import chunk_aligned_prefixes, left_pad, shared_prefixes
+from players.prompt_cache import EncodedPrompts
 
 AdvantageEstimator = Literal["whiten", "group", "gae"]
 
@@ -149,6 +155,8 @@ class PPOSettings:
     value_coef: float  # weight of the value loss (GAE only)
     # --- diagnostics ---
     payoff_grad_norm_every: int  # ‖∇θ U‖ (an extra forward and backward) on every N-th update; 0: never
+    # --- speed ---
+    reference_cache_bytes: int  # prompt keys/values of the reference kept between updates (players/prompt_cache.py); 0: none
     # --- reproducibility ---
     seed: int  # minibatch shuffling
 
@@ -264,9 +272,16 @@ class SharedPromptBatch:
     tail_lengths: torch.Tensor | None = None  # [N] prompt tokens after the prefix
 
     @staticmethod
-    def build(rollouts: Sequence[Rollout], pad_id: int, device: torch.device) -> SharedPromptBatch:
+    def build(
+        rollouts: Sequence[Rollout],
+        pad_id: int,
+        device: torch.device,
+        grouping: tuple[list[list[int]], list[int]] | None = None,
+    ) -> SharedPromptBatch:
+        """The rollouts' batch. `grouping`: the prefixes and each rollout's prefix, when not
+        players/packing.shared_prefixes' choice (the reference's cached chunks choose them)."""
         prompts = [list(rollout.prompt_ids) for rollout in rollouts]
-        prefixes, prefix_of_rollout = shared_prefixes(prompts)
+        prefixes, prefix_of_rollout = grouping if grouping is not None else shared_prefixes(prompts)
         prompt_input_ids, prompt_attention_mask, prompt_position_ids = left_pad(prefixes, pad_id, device)
         prefix_lengths = torch.tensor([len(prefix) for prefix in prefixes], dtype=torch.long)
         prompt_index = torch.tensor(prefix_of_rollout, dtype=torch.long)
@@ -315,18 +330,25 @@ class SharedPromptBatch:
         )
 
 
-def predicting_hidden_states(player: Player, batch: SharedPromptBatch) -> torch.Tensor:
+def predicting_hidden_states(player: Player, batch: SharedPromptBatch, encoded: EncodedPrompts | None = None) -> torch.Tensor:
     """[N, R, H] final hidden states at the positions that predict each response token
-    (details 11, 12). Runs whichever adapter the caller's context selected."""
+    (details 11, 12). Runs whichever adapter the caller's context selected. `encoded`: the
+    batch's prefixes already encoded (by a BasePromptCache, for the reference), in its order."""
     decoder = player.model.get_base_model().get_decoder()
-    prompt_out = decoder(
-        input_ids=batch.prompt_input_ids,
-        attention_mask=batch.prompt_attention_mask,
-        position_ids=batch.prompt_position_ids,
-        use_cache=True,
-    )
-    # Left padding puts every prefix's last real token in the last column.
-    first_predicting = prompt_out.last_hidden_state[:, -1, :][batch.prompt_of_rollout].unsqueeze(1)
+    if encoded is None:
+        prompt_out = decoder(
+            input_ids=batch.prompt_input_ids,
+            attention_mask=batch.prompt_attention_mask,
+            position_ids=batch.prompt_position_ids,
+            use_cache=True,
+        )
+        # Left padding puts every prefix's last real token in the last column.
+        prefix_last_hidden, cache = prompt_out.last_hidden_state[:, -1, :], prompt_out.cache
+    else:
+        if encoded.attention_mask.shape != batch.prompt_attention_mask.shape:
+            raise ValueError(f"encoded prompts {tuple(encoded.attention_mask.shape)} do not match the batch's prefixes {tuple(batch.prompt_attention_mask.shape)}")
+        prefix_last_hidden, cache = encoded.last_hidden, encoded.cache
+    first_predicting = prefix_last_hidden[batch.prompt_of_rollout].unsqueeze(1)
     if batch.continuation_ids is None:
         inputs, input_mask, positions = batch.response_ids, batch.response_mask, batch.response_position_ids
     else:
@@ -334,7 +356,6 @@ def predicting_hidden_states(player: Player, batch: SharedPromptBatch) -> torch.
         inputs, input_mask, positions = batch.continuation_ids, batch.continuation_mask, batch.continuation_position_ids
     if inputs.shape[1] == 1:
         return first_predicting
-    cache = prompt_out.cache
     cache.batch_select_indices(batch.prompt_of_rollout)  # one cache row per rollout; differentiable
     prompt_mask = batch.prompt_attention_mask[batch.prompt_of_rollout]
     continuation_out = decoder(
@@ -469,6 +490,11 @@ class PPOLearner:
         self.shuffle_generator = torch.Generator().manual_seed(settings.seed)
         self.updates_done = 0
         self.mismatch: LogprobMismatch | None = None  # of the last update (detail 16)
+        # The frozen base's prompt keys and values, kept across updates and shared by every
+        # learner on this base (players/prompt_cache.py).
+        self.reference_cache = (
+            player.base.reference_prompt_cache(settings.reference_cache_bytes) if settings.reference_cache_bytes > 0 else None
+        )
 
     # --- state for checkpoints -------------------------------------------------------------
 
@@ -526,9 +552,24 @@ class PPOLearner:
         return self.value_head(hidden.float()).squeeze(-1)
 
     @torch.no_grad()
-    def _reference_logprobs(self, batches: list[SharedPromptBatch]) -> list[torch.Tensor]:
+    def _reference_logprobs(self, batches: list[SharedPromptBatch], rollouts: Sequence[Rollout]) -> list[torch.Tensor]:
+        """Each minibatch's log-probs under the frozen base (detail 3), the rollouts cut as
+        `batches` are. With a prompt cache, each
+        prompt's whole chunks come from it (players/packing.chunk_aligned_prefixes), and only
+        the rest of the prompt (under a chunk) and the response run, batched."""
         with self.player.reference():
-            return [self._token_logprobs(predicting_hidden_states(self.player, b), b, with_entropy=False)[0] for b in batches]
+            if self.reference_cache is None:
+                return [self._token_logprobs(predicting_hidden_states(self.player, b), b, with_entropy=False)[0] for b in batches]
+            decoder = self.player.model.get_base_model().get_decoder()
+            size = self.settings.minibatch_size
+            logprobs = []
+            for start in range(0, len(rollouts), size):
+                minibatch = rollouts[start : start + size]
+                grouping = chunk_aligned_prefixes([list(rollout.prompt_ids) for rollout in minibatch], self.reference_cache.chunk_tokens)
+                batch = SharedPromptBatch.build(minibatch, self.player.pad_token_id, self.player.device, grouping)
+                encoded = self.reference_cache.encode(decoder, grouping[0], self.player.device)
+                logprobs.append(self._token_logprobs(predicting_hidden_states(self.player, batch, encoded), batch, with_entropy=False)[0])
+            return logprobs
 
     @torch.no_grad()
     def _current_values(self, batches: list[SharedPromptBatch]) -> list[torch.Tensor]:
@@ -605,7 +646,7 @@ class PPOLearner:
         ]
 
         # Step 1 (algorithm): reference log-probs, once per update (detail 3).
-        reference = _pad_and_stack(self._reference_logprobs(chunks))
+        reference = _pad_and_stack(self._reference_logprobs(chunks, rollouts))
         behaviour = _pad_and_stack([chunk.behaviour_logprobs for chunk in chunks])
         mask = _pad_and_stack([chunk.response_mask for chunk in chunks])
 

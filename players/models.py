@@ -39,6 +39,7 @@ from transformers import (
 
 from players.cpu_attention import route_cpu_attention
 from players.cpu_linear import CPU_LINEAR_CHOICES, cpu_linear_choice, route_frozen_linears
+from players.prompt_cache import BasePromptCache
 from storage.errors import UserError
 
 EMBEDDED_PREFIX = "embedded:"
@@ -72,6 +73,14 @@ class SharedBase:
     load_seconds: float
     peft_model: PeftModel | None = None
     adapter_names: list[str] = field(default_factory=list)
+    prompt_cache: BasePromptCache | None = None  # the reference's, made by the first learner asking
+
+    def reference_prompt_cache(self, budget_bytes: int) -> BasePromptCache:
+        """The cache of prompt keys and values under this (frozen) base that every learner on it
+        shares; the first to ask sets its budget."""
+        if self.prompt_cache is None:
+            self.prompt_cache = BasePromptCache(budget_bytes)
+        return self.prompt_cache
 
     def add_adapter(self, name: str, lora: LoraConfig) -> PeftModel:
         """Add a LoRA adapter named `name`; base weights stay frozen."""
@@ -161,6 +170,9 @@ class ModelPool:
         if key not in self._causal_lms:
             self._causal_lms[key] = self._load(spec, device, dtype, AutoModelForCausalLM)
         return self._causal_lms[key]
+
+    def causal_lms_loaded(self) -> list[SharedBase]:
+        return list(self._causal_lms.values())
 
     def sequence_classifier(
         self, spec: str, device: torch.device | str, dtype: torch.dtype

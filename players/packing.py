@@ -80,6 +80,26 @@ def shared_prefixes(prompts: Sequence[Sequence[int]]) -> tuple[list[list[int]], 
     return prefixes, [group_of[tuple(prompt)] for prompt in prompts]
 
 
+def chunk_aligned_prefixes(prompts: Sequence[Sequence[int]], chunk_tokens: int) -> tuple[list[list[int]], list[int]]:
+    """Prefixes of whole chunks, for prompts whose prefixes come from a players/prompt_cache
+    BasePromptCache: each prompt's first L − L mod C tokens (a prompt shorter than a chunk is
+    its own prefix), each distinct prefix once, in order of first appearance, and the index of
+    each prompt's. The rest of a prompt, under a chunk, is its tail.
+
+    A cached chunk must be computed the same way whenever it is computed, so the cache holds
+    whole chunks at fixed positions. A prompt's last, partial chunk is most often unique (the
+    monitor's prompt ends with the answer it judges), so it runs with the response instead,
+    batched with the other rollouts' tails.
+    """
+    index: dict[tuple[int, ...], int] = {}
+    prefix_of = []
+    for prompt in prompts:
+        whole = len(prompt) - len(prompt) % chunk_tokens
+        prefix = tuple(prompt[:whole] if whole else prompt)
+        prefix_of.append(index.setdefault(prefix, len(index)))
+    return [list(prefix) for prefix in index], prefix_of
+
+
 def _common_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:
     length = 0
     for x, y in zip(a, b):

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import torch
 
 from engine.game import resume_run, start_run
 from players import ModelPool
@@ -263,3 +264,14 @@ def test_a_log_older_than_period_draws_resumes_drawing_a_window_at_a_time(tiny_l
     resumed = config_to_resume(older, "run")
     assert resumed.training.policy_generation_rows == resumed.training.window_size  # per window, as it drew then
     assert resumed.training.monitor_updates_per_policy == 3  # everything else as recorded
+
+
+def test_a_log_older_than_the_reference_cache_resumes_encoding_prompts_afresh(tiny_lm_dir: Path, tmp_path: Path) -> None:
+    from engine.game import config_to_resume, reference_cache_mib
+
+    recorded = tiny_config(tiny_lm_dir, tmp_path).resolved()
+    assert recorded["training"]["reference_cache_mib"] is None  # a new run records its choice: the default
+    assert reference_cache_mib(config_to_resume(recorded, "run").training.reference_cache_mib, torch.device("cpu")) == 1024
+    assert reference_cache_mib(None, torch.device("cuda")) == 0  # not measured on a GPU: off there
+    older = {**recorded, "training": {k: v for k, v in recorded["training"].items() if k != "reference_cache_mib"}}
+    assert config_to_resume(older, "run").training.reference_cache_mib == 0  # as it encoded them then
